@@ -1,0 +1,142 @@
+"""Typed settings for every Sealstream component, read from the environment once.
+
+Each component has one pydantic-settings model; the entry point (the CLI) loads it and
+passes it down, so constructors never read the environment themselves. Variables are
+prefixed ``SEALSTREAM_``; the two conventional names ``KAFKA_BOOTSTRAP`` and
+``SCHEMA_REGISTRY_URL`` are accepted as aliases so tests and tools can point at an
+existing stack.
+
+librdkafka configuration is built from :class:`KafkaSettings` by :meth:`KafkaSettings.client_config`
+rather than passed around as hand-typed dotted strings, so a typo fails at start-up.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_cache_dir
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_CONTROLLER_PORT = 19093
+DEFAULT_REGISTRY_PORT = 18081
+LOCALHOST = "127.0.0.1"
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSettings(BaseSettings):
+    """How every component reaches the Kafka cluster."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEALSTREAM_KAFKA_", extra="ignore", populate_by_name=True
+    )
+
+    bootstrap_servers: str = Field(
+        default=f"{LOCALHOST}:{DEFAULT_KAFKA_PORT}",
+        validation_alias=AliasChoices("SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP"),
+        description="Comma-separated host:port list of brokers.",
+    )
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    replication_factor: int = Field(default=1, ge=1, description="For topics the stack creates.")
+    client_id: str = "sealstream"
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration common to producers, consumers and admin clients.
+
+        ``overrides`` use Python names (``enable_idempotence=True``) and become dotted keys
+        (``enable.idempotence``); this keeps call sites typo-checked by keyword review and
+        lets secrets stay in :class:`SecretStr` until this point.
+        """
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.value,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        for key, value in overrides.items():
+            config[key.replace("_", ".")] = value
+        return config
+
+
+class RegistrySettings(BaseSettings):
+    """Where clients find the schema registry, and how the registry server runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEALSTREAM_REGISTRY_", extra="ignore", populate_by_name=True
+    )
+
+    url: str = Field(
+        default=f"http://{LOCALHOST}:{DEFAULT_REGISTRY_PORT}",
+        validation_alias=AliasChoices("SEALSTREAM_REGISTRY_URL", "SCHEMA_REGISTRY_URL"),
+        description="Base URL clients use.",
+    )
+    host: str = Field(default=LOCALHOST, description="Address the registry server binds.")
+    port: int = Field(default=DEFAULT_REGISTRY_PORT, ge=1, le=65535)
+    topic: str = Field(default="_schemas", description="Compacted topic holding registry state.")
+    default_compatibility: str = "BACKWARD"
+    write_timeout_s: float = Field(default=10.0, gt=0)
+    basic_auth_user_info: SecretStr | None = Field(
+        default=None, description="'user:password' for registries that require it."
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        """Configuration dict for confluent-kafka's ``SchemaRegistryClient``."""
+        config: dict[str, Any] = {"url": self.url}
+        if self.basic_auth_user_info is not None:
+            config["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        return config
+
+
+class StackSettings(BaseSettings):
+    """The local stack: where its data lives and which ports it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_STACK_", extra="ignore")
+
+    dir: Path = Field(default=Path(".sealstream"), description="Data, logs and pid files.")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("sealstream")),
+        description="Where resolved Kafka jars are cached across stacks.",
+    )
+    host: str = LOCALHOST
+    kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1, le=65535)
+    controller_port: int = Field(default=DEFAULT_CONTROLLER_PORT, ge=1, le=65535)
+    registry_port: int = Field(default=DEFAULT_REGISTRY_PORT, ge=1, le=65535)
+    kafka_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$")
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    default_partitions: int = Field(default=6, ge=1)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.host}:{self.registry_port}"
+
+    def kafka_settings(self) -> KafkaSettings:
+        """Client settings pointing at this stack's broker."""
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+
+    def registry_settings(self) -> RegistrySettings:
+        """Registry settings for the registry server this stack runs."""
+        return RegistrySettings(url=self.registry_url, host=self.host, port=self.registry_port)

@@ -1,0 +1,106 @@
+"""The Kafka topics the pipeline needs: names, partitions and cleanup policies.
+
+Topics are the only contract between stages, so they are declared once here and created
+explicitly (by ``sealstream stack up`` or :func:`ensure_topics`), never auto-created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sealstream.settings import KafkaSettings
+
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its name, partition count and topic-level configuration."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+def _compacted() -> dict[str, str]:
+    return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+
+
+def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
+    """Every topic the pipeline uses, with explicit cleanup policies."""
+    return [
+        TopicSpec(
+            "_schemas", 1, _compacted(), "schema registry state (one partition keeps total order)"
+        ),
+        TopicSpec(
+            "events.raw",
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
+            "validated events from the gateway",
+        ),
+        TopicSpec(
+            "events.raw.dlq",
+            max(1, partitions // 2),
+            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            "events the processors could not handle, original bytes plus error headers",
+        ),
+        TopicSpec(
+            "events.signed",
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
+            "enriched, signed, hash-chained events for the sinks",
+        ),
+        TopicSpec(
+            "audit.decisions",
+            max(1, partitions // 2),
+            {"cleanup.policy": "delete", "retention.ms": str(90 * DAY_MS)},
+            "every authorization decision, allow or deny",
+        ),
+        TopicSpec(
+            "audit.checkpoints",
+            1,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            "signed chain checkpoints (kept forever: verification anchors to them)",
+        ),
+        TopicSpec("tokens.revoked", 1, _compacted(), "revoked token ids and subjects"),
+        TopicSpec("tenants.directory", 1, _compacted(), "tenant attributes for enrichment"),
+    ]
+
+
+def ensure_topics(
+    kafka: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 30.0
+) -> list[str]:
+    """Create whichever of ``specs`` do not exist yet; return the names created.
+
+    Existing topics are left as they are (idempotent), so this runs at every start.
+    """
+    admin = AdminClient(kafka.client_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=kafka.replication_factor,
+                config=s.config,
+            )
+            for s in missing
+        ],
+        operation_timeout=timeout_s,
+    )
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except Exception as exc:  # a concurrent creator may have won the race
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return created
