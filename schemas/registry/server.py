@@ -1,0 +1,39 @@
+"""Wiring: settings -> state, Kafka store, service, ASGI app, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from starlette.applications import Starlette
+
+from schemas.registry.app import build_app
+from schemas.registry.compat import Level
+from schemas.registry.service import Registry
+from schemas.registry.state import RegistryState
+from schemas.registry.store import KafkaStore
+from sealstream.settings import KafkaSettings, RegistrySettings
+
+log = logging.getLogger("sealstream.registry")
+
+
+def create(kafka: KafkaSettings, settings: RegistrySettings) -> tuple[Starlette, KafkaStore]:
+    """Replay the store topic and return the app serving it, plus the store to close later."""
+    state = RegistryState(default_level=Level.parse(settings.default_compatibility))
+    store = KafkaStore(kafka, settings.topic, state, timeout_s=settings.write_timeout_s)
+    store.start()
+    log.info(
+        "registry state loaded topic=%s subjects=%d max_id=%d",
+        settings.topic,
+        len(state.subjects),
+        state.max_id,
+    )
+    return build_app(Registry(state, store), healthy=lambda: store.healthy), store
+
+
+def serve(kafka: KafkaSettings, settings: RegistrySettings) -> None:
+    app, store = create(kafka, settings)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    finally:
+        store.close()
