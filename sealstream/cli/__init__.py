@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.stack import app as stack_app
+from sealstream.cli.topics import app as topics_app
 
 app = typer.Typer(
     name="sealstream",
@@ -15,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(registry_app, name="registry")
+app.add_typer(topics_app, name="topics")
 
 
 def main() -> None:

@@ -1,0 +1,30 @@
+"""``sealstream registry``: run the schema registry server."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from sealstream.settings import KafkaSettings, RegistrySettings
+
+app = typer.Typer(
+    help="The schema registry (Confluent Schema Registry REST API).", no_args_is_help=True
+)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address [env SEALSTREAM_REGISTRY_HOST]."),
+    port: int | None = typer.Option(None, help="Port [env SEALSTREAM_REGISTRY_PORT]."),
+) -> None:
+    """Serve the registry in the foreground, state in the compacted topic `_schemas`."""
+    from schemas.registry.server import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = RegistrySettings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    run(KafkaSettings(), settings)
