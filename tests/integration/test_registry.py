@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -40,8 +40,9 @@ def subject() -> str:
 
 
 @pytest.fixture
-def client(stack: Any) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": stack.registry_url})
+def client(stack: Any) -> Iterator[SchemaRegistryClient]:
+    with SchemaRegistryClient({"url": stack.registry_url}) as sr:
+        yield sr
 
 
 def test_register_lookup_evolve_with_confluent_client(
@@ -115,7 +116,7 @@ def test_error_codes_over_http(stack: Any, subject: str) -> None:
         assert http.get(f"/subjects/{subject}/versions").json() == [1]
 
 
-def _start_registry(stack: Any, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_registry(stack: Any, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
@@ -125,7 +126,7 @@ def _start_registry(stack: Any, port: int, log: Path) -> subprocess.Popen[bytes]
     proc = subprocess.Popen(
         [sys.executable, "-m", "schemas.registry"],
         env=env,
-        stdout=log.open("wb"),
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
@@ -136,7 +137,7 @@ def _start_registry(stack: Any, port: int, log: Path) -> subprocess.Popen[bytes]
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"second registry exited: {log.read_text()}")
+            raise AssertionError(f"second registry exited with {proc.returncode}")
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("second registry did not start")
@@ -147,12 +148,13 @@ def second_registry(stack: Any, tmp_path: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = _start_registry(stack, port, tmp_path / "registry2.log")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with (tmp_path / "registry2.log").open("wb") as log:
+        proc = _start_registry(stack, port, log)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 def _eventually(fn: Any, timeout_s: float = 10.0) -> Any:
@@ -167,8 +169,14 @@ def _eventually(fn: Any, timeout_s: float = 10.0) -> Any:
 
 
 def test_two_instances_agree(stack: Any, second_registry: str, subject: str) -> None:
-    a = SchemaRegistryClient({"url": stack.registry_url})
-    b = SchemaRegistryClient({"url": second_registry})
+    with (
+        SchemaRegistryClient({"url": stack.registry_url}) as a,
+        SchemaRegistryClient({"url": second_registry}) as b,
+    ):
+        _check_agreement(a, b, subject)
+
+
+def _check_agreement(a: SchemaRegistryClient, b: SchemaRegistryClient, subject: str) -> None:
     id_a = a.register_schema(subject, V1)
     # B learns it from the log and gives the same answers.
     assert _eventually(lambda: b.lookup_schema(subject, V1)).schema_id == id_a
@@ -192,19 +200,23 @@ def test_two_instances_agree(stack: Any, second_registry: str, subject: str) -> 
 def test_state_survives_registry_and_broker_restart(stack: Any, subject: str) -> None:
     if stack.local is None:
         pytest.skip("an external stack (KAFKA_BOOTSTRAP set) cannot be restarted by the tests")
-    client = SchemaRegistryClient({"url": stack.registry_url})
-    first = client.register_schema(subject, V1)
-    second = client.register_schema(subject, V2)
-    client.set_compatibility(subject, "FULL")
+    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+        first = client.register_schema(subject, V1)
+        second = client.register_schema(subject, V2)
+        client.set_compatibility(subject, "FULL")
 
     stack.local.restart_registry()
-    fresh = SchemaRegistryClient({"url": stack.registry_url})  # no client-side cache
-    assert fresh.get_versions(subject) == [1, 2]
-    assert fresh.get_compatibility(subject) == "FULL"
+    with SchemaRegistryClient({"url": stack.registry_url}) as fresh:  # no client-side cache
+        assert fresh.get_versions(subject) == [1, 2]
+        assert fresh.get_compatibility(subject) == "FULL"
 
     stack.local.restart_broker()
     stack.local.restart_registry()
-    fresh = SchemaRegistryClient({"url": stack.registry_url})
+    with SchemaRegistryClient({"url": stack.registry_url}) as fresh:
+        _check_restarted(fresh, subject, first, second)
+
+
+def _check_restarted(fresh: SchemaRegistryClient, subject: str, first: int, second: int) -> None:
     assert fresh.lookup_schema(subject, V2).schema_id == second
     assert json.loads(fresh.get_schema(first).schema_str) == json.loads(V1.schema_str)
     # Ids stay stable and new ones keep counting up after the restarts.
