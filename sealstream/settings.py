@@ -140,3 +140,28 @@ class StackSettings(BaseSettings):
     def registry_settings(self) -> RegistrySettings:
         """Registry settings for the registry server this stack runs."""
         return RegistrySettings(url=self.registry_url, host=self.host, port=self.registry_port)
+
+
+class AuthSettings(BaseSettings):
+    """How the gateway authenticates bearer JWTs."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_AUTH_", extra="ignore")
+
+    issuer: str = Field(default="sealstream-dev", description="Required `iss`, compared exactly.")
+    audience: str = Field(default="sealstream-gateway", description="Required `aud` member.")
+    hs256_keys: SecretStr | None = Field(
+        default=None,
+        description='HS256 keyring as JSON: {"active": kid, "keys": {kid: secret}}. '
+        "Secrets are UTF-8 text or 'base64:...'; each at least 32 bytes.",
+    )
+    hs256_keys_file: Path | None = Field(default=None, description="The same JSON in a file.")
+    jwks_file: Path | None = Field(
+        default=None,
+        description="Local JWKS with RS256/ES256/EdDSA public keys (each with kid, alg).",
+    )
+    leeway_s: int = Field(default=30, ge=0, le=300)
+    max_token_bytes: int = Field(default=8192, ge=256)
+    max_lifetime_s: int = Field(default=24 * 3600, ge=60, description="Longest exp - iat accepted.")
+    allowed_typ: list[str] = Field(default_factory=lambda: ["JWT", "at+jwt"])
+    cache_size: int = Field(default=100_000, ge=0, description="Verified tokens kept; 0 disables.")
+    revocation_topic: str = "tokens.revoked"
