@@ -165,3 +165,15 @@ class AuthSettings(BaseSettings):
     allowed_typ: list[str] = Field(default_factory=lambda: ["JWT", "at+jwt"])
     cache_size: int = Field(default=100_000, ge=0, description="Verified tokens kept; 0 disables.")
     revocation_topic: str = "tokens.revoked"
+
+
+class KeySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_KEYS_", extra="ignore")
+
+    dir: Path = Field(default=Path(".sealstream/keys"), description="Key files (see module doc).")
+    hmac_keys: SecretStr | None = Field(
+        default=None, description="HMAC keyring JSON; overrides <dir>/hmac.json."
+    )
+    generate: bool = Field(
+        default=True, description="Create missing key files (local stack); off in production."
+    )
