@@ -177,3 +177,26 @@ class KeySettings(BaseSettings):
     generate: bool = Field(
         default=True, description="Create missing key files (local stack); off in production."
     )
+
+
+class GatewaySettings(BaseSettings):
+    """The ingest gateway: limits, topics, policy."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_GATEWAY_", extra="ignore")
+
+    host: str = LOCALHOST
+    port: int = Field(default=18080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_events_per_batch: int = Field(default=500, ge=1)
+    max_json_depth: int = Field(default=32, ge=2)
+    tenant_rate_per_s: float = Field(default=2000.0, gt=0)
+    tenant_burst: int = Field(default=4000, ge=1)
+    client_rate_per_s: float = Field(default=1000.0, gt=0)
+    client_burst: int = Field(default=2000, ge=1)
+    policy_file: Path = Path("config/policy.yaml")
+    produce_timeout_s: float = Field(default=10.0, gt=0, description="Wait for Kafka, then 503.")
+    retry_after_s: int = Field(default=5, ge=1)
+    dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    raw_topic: str = "events.raw"
+    decisions_topic: str = "audit.decisions"
+    receipts_topic: str = "receipts"

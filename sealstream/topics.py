@@ -66,6 +66,12 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": "-1"},
             "signed chain checkpoints (kept forever: verification anchors to them)",
         ),
+        TopicSpec(
+            "receipts",
+            max(1, partitions // 2),
+            {**_compacted(), "cleanup.policy": "compact,delete", "retention.ms": str(30 * DAY_MS)},
+            "signed receipts by event id: dedup of retries and GET /v1/receipts",
+        ),
         TopicSpec("tokens.revoked", 1, _compacted(), "revoked token ids and subjects"),
         TopicSpec("tenants.directory", 1, _compacted(), "tenant attributes for enrichment"),
     ]

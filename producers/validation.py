@@ -1,0 +1,238 @@
+"""Request validation: JSON shape and depth, the event envelope (pydantic, unknown fields
+rejected), and each payload against the Avro schema of its event type.
+
+Every problem becomes a :class:`FieldError` with a JSON path (``events[2].payload.amount``),
+a machine-readable code and a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastavro.validation import ValidationError as AvroValidationError
+from fastavro.validation import validate
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from producers.errors import InvalidRequest, RequestTooLarge
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class EventIn(BaseModel):
+    """One event as a publisher sends it."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+    event_id: uuid.UUID | None = Field(
+        default=None, description="Your id for the event; a retry with the same id is deduplicated."
+    )
+    event_type: str = Field(pattern=NAME_PATTERN, examples=["page_view"])
+    tenant: str = Field(pattern=TENANT_PATTERN, examples=["acme"])
+    occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
+    key: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Ordering key (an entity id); default: the field the schema declares.",
+    )
+    source: str | None = Field(default=None, max_length=256)
+    correlation_id: str | None = Field(default=None, max_length=128)
+    payload: dict[str, Any]
+
+
+class EventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int
+    field: str
+    code: str
+    message: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "field": self.field,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def parse_body(raw: bytes, max_bytes: int, max_depth: int) -> Any:
+    """Decode the request body; 413 when too large, 400 when malformed or nested too deeply."""
+    if len(raw) > max_bytes:
+        raise RequestTooLarge(
+            f"request body is {len(raw)} bytes; the limit is {max_bytes}",
+            code="body_too_large",
+        )
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; send a JSON event or batch", "body_empty")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        code = "json_too_deep" if "recursion" in str(exc).lower() else "json_malformed"
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code) from exc
+    if _depth_exceeds(body, max_depth):
+        raise InvalidRequest(f"JSON nesting deeper than {max_depth} levels", code="json_too_deep")
+    return body
+
+
+def split_events(body: Any, max_events: int) -> tuple[list[Any], bool]:
+    """The raw event objects and whether the request was a batch."""
+    if isinstance(body, dict) and "events" in body:
+        if set(body) != {"events"}:
+            extra = sorted(set(body) - {"events"})
+            raise InvalidRequest(
+                f"a batch has only 'events'; unexpected {extra}", "unknown_field", extra[0]
+            )
+        events = body["events"]
+        if not isinstance(events, list) or not events:
+            raise InvalidRequest("'events' must be a non-empty array", "invalid_batch", "events")
+        if len(events) > max_events:
+            raise RequestTooLarge(
+                f"batch has {len(events)} events; the limit is {max_events}",
+                code="batch_too_large",
+                field="events",
+            )
+        return events, True
+    if isinstance(body, dict):
+        return [body], False
+    raise InvalidRequest('body must be an event object or {"events": [...]}', "invalid_body")
+
+
+def _path(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def check_envelope(raw: Any, index: int, prefix: str) -> EventIn | FieldError:
+    if not isinstance(raw, dict):
+        return FieldError(index, prefix or "$", "invalid_event", "each event must be an object")
+    try:
+        return EventIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
+            first["type"], "invalid_field"
+        )
+        return FieldError(index, _path(prefix, tuple(first["loc"])), code, first["msg"])
+
+
+# -- payload: JSON -> Avro datum --------------------------------------------------------------
+
+
+class _Mismatch(ValueError):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _to_avro(value: Any, schema: Any, path: str) -> Any:
+    """Convert JSON values to what fastavro writes for ``schema`` (timestamps, decimals, ...)."""
+    if isinstance(schema, list):  # union: first branch that takes the value
+        if value is None and "null" in schema:
+            return None
+        errors = []
+        for branch in schema:
+            if branch == "null":
+                continue
+            try:
+                converted = _to_avro(value, branch, path)
+                if validate(converted, branch, raise_errors=False):
+                    return converted
+            except _Mismatch as exc:
+                errors.append(exc)
+        raise errors[0] if errors else _Mismatch(path, "value matches no branch of the union")
+    if isinstance(schema, dict):
+        kind, logical = schema.get("type"), schema.get("logicalType")
+        if kind == "record":
+            if not isinstance(value, dict):
+                raise _Mismatch(path, "expected an object")
+            names = {f["name"] for f in schema["fields"]}
+            unknown = sorted(set(value) - names)
+            if unknown:
+                raise _Mismatch(f"{path}.{unknown[0]}", "unknown field")
+            out = {}
+            for f in schema["fields"]:
+                if f["name"] not in value and "default" not in f:
+                    raise _Mismatch(f"{path}.{f['name']}", "required field is missing")
+                if f["name"] in value:
+                    out[f["name"]] = _to_avro(value[f["name"]], f["type"], f"{path}.{f['name']}")
+            return out
+        if kind == "array" and isinstance(value, list):
+            return [_to_avro(v, schema["items"], f"{path}[{i}]") for i, v in enumerate(value)]
+        if kind == "map" and isinstance(value, dict):
+            return {k: _to_avro(v, schema["values"], f"{path}.{k}") for k, v in value.items()}
+        if logical in ("timestamp-millis", "timestamp-micros") and isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise _Mismatch(path, "expected an ISO 8601 timestamp") from exc
+            if parsed.tzinfo is None:
+                raise _Mismatch(path, "timestamp needs a UTC offset (e.g. 'Z')")
+            return parsed
+        if logical == "date" and isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError as exc:
+                raise _Mismatch(path, "expected a date YYYY-MM-DD") from exc
+        if logical == "decimal" and isinstance(value, str | int):
+            try:
+                number = decimal.Decimal(str(value))
+            except decimal.InvalidOperation as exc:
+                raise _Mismatch(path, "expected a decimal number as a string") from exc
+            exponent = number.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > int(schema.get("scale", 0)):
+                raise _Mismatch(path, f"at most {schema.get('scale', 0)} decimal places")
+            return number
+        return value
+    return value
+
+
+def check_payload(
+    payload: dict[str, Any], schema: dict[str, Any], parsed: Any, index: int, prefix: str
+) -> dict[str, Any] | FieldError:
+    """The payload as an Avro datum for ``schema``, or the first problem with its path."""
+    path = f"{prefix}.payload" if prefix else "payload"
+    try:
+        datum = _to_avro(payload, schema, path)
+    except _Mismatch as exc:
+        return FieldError(index, exc.path, "schema_mismatch", str(exc))
+    try:
+        validate(datum, parsed, raise_errors=True)
+    except AvroValidationError as exc:
+        detail = exc.errors[0] if exc.errors else None
+        field = getattr(detail, "field", None)
+        where = f"{path}.{field.split('.', 1)[1]}" if field and "." in field else path
+        expected = getattr(detail, "schema", "the schema")
+        return FieldError(
+            index, where, "schema_mismatch", f"value does not match Avro type {expected}"
+        )
+    assert isinstance(datum, dict)
+    return datum
