@@ -94,7 +94,7 @@ def parse_body(raw: bytes, max_bytes: int, max_depth: int) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        code = "json_too_deep" if "recursion" in str(exc).lower() else "json_malformed"
+        code = "json_too_deep" if "depth" in str(exc).lower() else "json_malformed"
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code) from exc
     if _depth_exceeds(body, max_depth):
         raise InvalidRequest(f"JSON nesting deeper than {max_depth} levels", code="json_too_deep")
@@ -153,8 +153,37 @@ class _Mismatch(ValueError):
         self.path = path
 
 
+_PRIMITIVES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "int": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+    "boolean": (bool,),
+}
+_INT_RANGE = {"int": 2**31, "long": 2**63}
+
+
+def _check_primitive(value: Any, kind: str, path: str) -> Any:
+    if kind == "null":
+        if value is not None:
+            raise _Mismatch(path, "expected null")
+        return value
+    accepted = _PRIMITIVES.get(kind)
+    if accepted is None:
+        return value  # a named type (enum, fixed, record) resolved by fastavro below
+    if not isinstance(value, accepted) or (kind != "boolean" and isinstance(value, bool)):
+        raise _Mismatch(path, f"expected {kind}, got {type(value).__name__}")
+    bound = _INT_RANGE.get(kind)
+    if bound is not None and not -bound <= value < bound:
+        raise _Mismatch(path, f"{value} does not fit an Avro {kind}")
+    return value
+
+
 def _to_avro(value: Any, schema: Any, path: str) -> Any:
     """Convert JSON values to what fastavro writes for ``schema`` (timestamps, decimals, ...)."""
+    if isinstance(schema, str):
+        return _check_primitive(value, schema, path)
     if isinstance(schema, list):  # union: first branch that takes the value
         if value is None and "null" in schema:
             return None
@@ -202,6 +231,12 @@ def _to_avro(value: Any, schema: Any, path: str) -> Any:
                 return dt.date.fromisoformat(value)
             except ValueError as exc:
                 raise _Mismatch(path, "expected a date YYYY-MM-DD") from exc
+        if kind == "enum":
+            if value not in schema["symbols"]:
+                raise _Mismatch(path, f"expected one of {schema['symbols']}")
+            return value
+        if kind == "array" or kind == "map":
+            raise _Mismatch(path, f"expected an {'array' if kind == 'array' else 'object'}")
         if logical == "decimal" and isinstance(value, str | int):
             try:
                 number = decimal.Decimal(str(value))
@@ -211,6 +246,10 @@ def _to_avro(value: Any, schema: Any, path: str) -> Any:
             if isinstance(exponent, int) and -exponent > int(schema.get("scale", 0)):
                 raise _Mismatch(path, f"at most {schema.get('scale', 0)} decimal places")
             return number
+        if logical == "decimal":
+            raise _Mismatch(path, 'send decimals as strings, e.g. "12.50"')
+        if isinstance(kind, str):
+            return _check_primitive(value, kind, path)
         return value
     return value
 

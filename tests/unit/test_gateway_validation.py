@@ -1,0 +1,161 @@
+"""Gateway validation: body limits, envelope errors with paths, payloads against Avro."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import fastavro
+import orjson
+import pytest
+
+from producers.errors import InvalidRequest, RequestTooLarge
+from producers.validation import (
+    EventIn,
+    FieldError,
+    check_envelope,
+    check_payload,
+    parse_body,
+    split_events,
+)
+
+PAYMENT: dict[str, Any] = {
+    "type": "record",
+    "name": "Payment",
+    "namespace": "t",
+    "fields": [
+        {"name": "account_id", "type": "string"},
+        {
+            "name": "amount",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+        },
+        {
+            "name": "currency",
+            "type": {"type": "enum", "name": "Currency", "symbols": ["EUR", "USD"]},
+        },
+        {"name": "paid_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+    ],
+}
+PARSED = fastavro.parse_schema(PAYMENT)
+GOOD = {
+    "account_id": "acc-1",
+    "amount": "12.50",
+    "currency": "EUR",
+    "paid_at": "2026-11-22T10:00:00Z",
+}
+
+
+def envelope(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "event_type": "payment",
+        "tenant": "acme",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "payload": GOOD,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_body_limits() -> None:
+    with pytest.raises(RequestTooLarge) as big:
+        parse_body(b"{}" + b" " * 2000, max_bytes=1024, max_depth=8)
+    assert big.value.status == 413
+    with pytest.raises(InvalidRequest) as bad:
+        parse_body(b'{"a": ', max_bytes=1024, max_depth=8)
+    assert bad.value.code == "json_malformed" and bad.value.status == 400
+    deep = b"[" * 20 + b"]" * 20
+    with pytest.raises(InvalidRequest) as nested:
+        parse_body(deep, max_bytes=1024, max_depth=8)
+    assert nested.value.code == "json_too_deep"
+    very_deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    with pytest.raises(InvalidRequest) as hostile:
+        parse_body(very_deep, max_bytes=10**6, max_depth=32)
+    assert hostile.value.code == "json_too_deep"
+    assert parse_body(b'{"a": [1, {"b": 2}]}', max_bytes=1024, max_depth=8) == {"a": [1, {"b": 2}]}
+
+
+def test_split_events() -> None:
+    assert split_events({"event_type": "x"}, 10) == ([{"event_type": "x"}], False)
+    assert split_events({"events": [{}, {}]}, 10) == ([{}, {}], True)
+    with pytest.raises(RequestTooLarge) as many:
+        split_events({"events": [{}] * 11}, 10)
+    assert many.value.code == "batch_too_large"
+    with pytest.raises(InvalidRequest):
+        split_events({"events": []}, 10)
+    with pytest.raises(InvalidRequest) as extra:
+        split_events({"events": [{}], "more": 1}, 10)
+    assert extra.value.field == "more"
+    with pytest.raises(InvalidRequest):
+        split_events([1, 2], 10)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "code"),
+    [
+        (envelope(colour="red"), "events[3].colour", "unknown_field"),
+        (
+            {k: v for k, v in envelope().items() if k != "tenant"},
+            "events[3].tenant",
+            "missing_field",
+        ),
+        (envelope(tenant="Acme Corp"), "events[3].tenant", "invalid_field"),
+        (envelope(occurred_at="2026-11-22T10:00:00"), "events[3].occurred_at", "invalid_field"),
+        (envelope(event_id="not-a-uuid"), "events[3].event_id", "invalid_field"),
+        (envelope(payload=[1]), "events[3].payload", "invalid_field"),
+        ("text", "events[3]", "invalid_event"),
+    ],
+)
+def test_envelope_errors_have_paths(raw: Any, field: str, code: str) -> None:
+    result = check_envelope(raw, 3, "events[3]")
+    assert isinstance(result, FieldError)
+    assert (result.index, result.field, result.code) == (3, field, code)
+    assert result.message
+
+
+def test_envelope_ok() -> None:
+    event = check_envelope(envelope(event_id="0193a0b2-0000-7000-8000-000000000001"), 0, "")
+    assert isinstance(event, EventIn) and event.tenant == "acme"
+
+
+def test_payload_converts_json_to_avro() -> None:
+    datum = check_payload(dict(GOOD), PAYMENT, PARSED, 0, "")
+    assert isinstance(datum, dict)
+    assert datum["amount"] == decimal.Decimal("12.50")
+    assert datum["paid_at"] == dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({**GOOD, "amount": "12.505"}, "events[1].payload.amount"),
+        ({**GOOD, "amount": "twelve"}, "events[1].payload.amount"),
+        ({**GOOD, "currency": "GBP"}, "events[1].payload.currency"),
+        ({**GOOD, "paid_at": "yesterday"}, "events[1].payload.paid_at"),
+        ({**GOOD, "paid_at": "2026-11-22T10:00:00"}, "events[1].payload.paid_at"),
+        ({k: v for k, v in GOOD.items() if k != "account_id"}, "events[1].payload.account_id"),
+        ({**GOOD, "account_id": 7}, "events[1].payload.account_id"),
+        ({**GOOD, "tags": ["a", 1]}, "events[1].payload.tags[1]"),
+        ({**GOOD, "amount": 12.5}, "events[1].payload.amount"),
+        ({**GOOD, "paid_at": True}, "events[1].payload.paid_at"),
+        ({**GOOD, "extra": 1}, "events[1].payload.extra"),
+        ({**GOOD, "note": 5}, "events[1].payload.note"),
+    ],
+)
+def test_payload_errors_name_the_field(payload: dict[str, Any], field: str) -> None:
+    result = check_payload(payload, PAYMENT, PARSED, 1, "events[1]")
+    assert isinstance(result, FieldError), result
+    assert result.field == field and result.code == "schema_mismatch"
+
+
+def test_valid_payload_encodes() -> None:
+    datum = check_payload({**GOOD, "note": "hi", "tags": ["x"]}, PAYMENT, PARSED, 0, "")
+    assert isinstance(datum, dict)
+    import io
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, PARSED, datum)
+    assert fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), PARSED)["note"] == "hi"
+    assert orjson.dumps(GOOD)
