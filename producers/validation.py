@@ -175,7 +175,7 @@ def _check_primitive(value: Any, kind: str, path: str) -> Any:
     if not isinstance(value, accepted) or (kind != "boolean" and isinstance(value, bool)):
         raise _Mismatch(path, f"expected {kind}, got {type(value).__name__}")
     bound = _INT_RANGE.get(kind)
-    if bound is not None and not -bound <= value < bound:
+    if bound is not None and isinstance(value, int) and not -bound <= value < bound:
         raise _Mismatch(path, f"{value} does not fit an Avro {kind}")
     return value
 
