@@ -1,0 +1,74 @@
+"""The gateway's view of the event schemas: for each event type the registered schema id,
+the parsed event schema, the payload schema to validate against, and its ordering key.
+
+Loaded at start-up by looking each catalog schema up in the registry (the gateway never
+registers schemas: that is a deploy step, ``sealstream schemas register``). An event type whose
+schema is not registered is not offered, and ``/readyz`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.catalog import DECISIONS_TOPIC, Catalog, subject_for
+from schemas.serde import Encoder, parse
+
+
+@dataclass(frozen=True)
+class EventTypeInfo:
+    name: str
+    subject: str
+    schema_id: int
+    event_parsed: Any
+    payload_schema: dict[str, Any]
+    payload_parsed: Any
+    key_field: str | None
+
+    def key_for(self, datum: dict[str, Any]) -> str | None:
+        if self.key_field is None:
+            return None
+        value = datum.get(self.key_field)
+        return None if value is None else str(value)
+
+
+class SchemaBook:
+    def __init__(self, types: dict[str, EventTypeInfo], decision_encoder: Encoder) -> None:
+        self._types = types
+        self._decision = decision_encoder
+
+    @classmethod
+    def load(cls, client: Any, catalog: Catalog, events_topic: str) -> SchemaBook:
+        """Look every catalog schema up in the registry (``client``: SchemaRegistryClient)."""
+        from confluent_kafka.schema_registry import Schema
+
+        types: dict[str, EventTypeInfo] = {}
+        for event_type in catalog.event_types():
+            schema = catalog.event_schema(event_type)
+            subject = subject_for(events_topic, schema)
+            found = client.lookup_schema(subject, Schema(json.dumps(schema), "AVRO"))
+            payload = catalog.payload_schema(event_type)
+            types[event_type] = EventTypeInfo(
+                name=event_type,
+                subject=subject,
+                schema_id=int(found.schema_id),
+                event_parsed=parse(schema),
+                payload_schema=payload,
+                payload_parsed=parse(payload),
+                key_field=catalog.key_field(event_type),
+            )
+        decision = catalog.decision_schema()
+        found = client.lookup_schema(
+            subject_for(DECISIONS_TOPIC, decision), Schema(json.dumps(decision), "AVRO")
+        )
+        return cls(types, Encoder(int(found.schema_id), decision))
+
+    def get(self, event_type: str) -> EventTypeInfo | None:
+        return self._types.get(event_type)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def encode_decision(self, record: dict[str, Any]) -> bytes:
+        return self._decision.encode(record)

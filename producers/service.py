@@ -1,0 +1,377 @@
+"""The ingest pipeline for one request, after authentication:
+
+rate-limit -> parse -> per event: envelope, authorize, payload -> deduplicate -> encode ->
+produce and await acks -> receipts -> response.
+
+Batch semantics: each event is judged on its own. Invalid or unauthorized events are rejected
+and reported with their index; valid ones in the same batch are accepted. An event is reported
+accepted only after Kafka acknowledged it; if Kafka fails for some events, those are reported
+with status 503 and the client retries them with the same ``event_id`` (deduplicated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+import orjson
+
+from producers.auth import Principal
+from producers.dedup import ReceiptStore
+from producers.errors import GatewayError, RateLimited, Unavailable
+from producers.ids import uuid7
+from producers.kafka import Ack, AsyncProducer
+from producers.metrics import Metrics
+from producers.policy import Decision, PolicyStore
+from producers.ratelimit import RateLimiter, Verdict
+from producers.receipts import ReceiptIssuer
+from producers.schemabook import SchemaBook
+from producers.validation import (
+    EventIn,
+    FieldError,
+    check_envelope,
+    check_payload,
+    parse_body,
+    split_events,
+)
+from sealstream.settings import GatewaySettings
+
+log = logging.getLogger("sealstream.gateway")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    correlation_id: str
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The answer to one request: HTTP status, JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    index: int
+    event: EventIn
+    event_id: str
+    datum: dict[str, Any]
+    decision: Decision
+
+
+def _millis(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def rate_headers(verdict: Verdict) -> dict[str, str]:
+    headers = {
+        "RateLimit-Limit": str(verdict.limit),
+        "RateLimit-Remaining": str(verdict.remaining),
+        "RateLimit-Reset": str(max(0, int(verdict.reset_s + 0.999))),
+    }
+    if not verdict.allowed:
+        wait = verdict.retry_after_s
+        headers["Retry-After"] = "3600" if wait == float("inf") else str(max(1, int(wait + 0.999)))
+    return headers
+
+
+class IngestService:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        policy: PolicyStore,
+        limiter: RateLimiter,
+        producer: AsyncProducer,
+        book: SchemaBook,
+        issuer: ReceiptIssuer,
+        receipts: ReceiptStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.limiter = limiter
+        self.producer = producer
+        self.book = book
+        self.issuer = issuer
+        self.receipts = receipts
+        self.metrics = metrics
+
+    # -- the request ----------------------------------------------------------------------
+
+    async def publish(self, principal: Principal, raw: bytes, ctx: RequestContext) -> Outcome:
+        body = parse_body(raw, self.settings.max_body_bytes, self.settings.max_json_depth)
+        events, is_batch = split_events(body, self.settings.max_events_per_batch)
+        verdict = self.limiter.take(principal.tenant, principal.subject, cost=len(events))
+        if not verdict.allowed:
+            self.metrics.rejected.labels(principal.tenant, "", "rate_limited").inc(len(events))
+            error = RateLimited(
+                f"rate limit for this {verdict.scope} exceeded; retry after "
+                f"{verdict.retry_after_s:.2f} s",
+                verdict.retry_after_s,
+            )
+            return Outcome(error.status, error.body(), rate_headers(verdict))
+
+        rejected: list[dict[str, Any]] = []
+        pending: list[_Pending] = []
+        decisions: list[tuple[Decision, EventIn | None, int]] = []
+        for index, raw_event in enumerate(events):
+            prefix = f"events[{index}]" if is_batch else ""
+            result = self._check(principal, raw_event, index, prefix, decisions)
+            if isinstance(result, _Pending):
+                pending.append(result)
+            else:
+                rejected.append(result)
+
+        accepted, failed = await self._produce(principal, pending, ctx)
+        rejected.extend(failed)
+        await self._log_decisions(principal, decisions, ctx)
+        rejected.sort(key=lambda r: int(r["index"]))
+        return self._answer(is_batch, accepted, rejected, ctx, rate_headers(verdict))
+
+    def _check(
+        self,
+        principal: Principal,
+        raw_event: Any,
+        index: int,
+        prefix: str,
+        decisions: list[tuple[Decision, EventIn | None, int]],
+    ) -> _Pending | dict[str, Any]:
+        def reject(status: int, error: FieldError, event_type: str = "") -> dict[str, Any]:
+            tenant = raw_event.get("tenant", "") if isinstance(raw_event, dict) else ""
+            self.metrics.rejected.labels(str(tenant)[:64], event_type, error.code).inc()
+            return {"index": index, "status": status, "error": error.body()}
+
+        event = check_envelope(raw_event, index, prefix)
+        if isinstance(event, FieldError):
+            return reject(422, event)
+        info = self.book.get(event.event_type)
+        if info is None:
+            known = ", ".join(self.book.names())
+            err = FieldError(
+                index,
+                f"{prefix}.event_type" if prefix else "event_type",
+                "unknown_event_type",
+                f"no schema for event type {event.event_type!r}; known: {known}",
+            )
+            return reject(422, err, event.event_type)
+        decision = self.policy.decide(principal, "publish", event.event_type, event.tenant)
+        decisions.append((decision, event, index))
+        if not decision.allow:
+            self.metrics.denied.labels(event.tenant, event.event_type, decision.reason).inc()
+            err = FieldError(
+                index,
+                f"{prefix}.tenant"
+                if decision.reason == "DENY_TENANT_MISMATCH" and prefix
+                else ("tenant" if decision.reason == "DENY_TENANT_MISMATCH" else prefix or "$"),
+                decision.reason.lower(),
+                f"not authorized to publish {event.event_type!r} for tenant {event.tenant!r} "
+                f"({decision.reason}, policy {decision.policy_version})",
+            )
+            return reject(403, err, event.event_type)
+        datum = check_payload(
+            event.payload, info.payload_schema, info.payload_parsed, index, prefix
+        )
+        if isinstance(datum, FieldError):
+            return reject(422, datum, event.event_type)
+        event_id = str(event.event_id) if event.event_id is not None else str(uuid7())
+        return _Pending(index, event, event_id, datum, decision)
+
+    # -- producing ------------------------------------------------------------------------
+
+    def _encode(
+        self, principal: Principal, item: _Pending, received: dt.datetime, ctx: RequestContext
+    ) -> tuple[bytes, bytes, str]:
+        info = self.book.get(item.event.event_type)
+        assert info is not None
+        payload_json = orjson.dumps(item.event.payload, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(payload_json).hexdigest()
+        record = {
+            "event_id": item.event_id,
+            "tenant": item.event.tenant,
+            "event_type": item.event.event_type,
+            "occurred_at": _millis(item.event.occurred_at),
+            "received_at": received,
+            "producer": principal.subject,
+            "correlation_id": item.event.correlation_id or ctx.correlation_id,
+            "request_id": ctx.request_id,
+            "source": item.event.source,
+            "payload_sha256": digest,
+            "payload": item.datum,
+        }
+        buf = io.BytesIO()
+        buf.write(b"\x00" + info.schema_id.to_bytes(4, "big"))
+        fastavro.schemaless_writer(buf, info.event_parsed, record)
+        key = item.event.key or info.key_for(item.datum) or item.event_id
+        return buf.getvalue(), f"{item.event.tenant}:{key}".encode(), digest
+
+    async def _produce(
+        self, principal: Principal, pending: list[_Pending], ctx: RequestContext
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        accepted: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        to_send: list[tuple[_Pending, asyncio.Task[Ack], str, dt.datetime]] = []
+        received = _millis(dt.datetime.now(dt.UTC))
+        for item in pending:
+            known = self.receipts.get(item.event.tenant, item.event_id)
+            if known is not None:  # a retry of an accepted event: same receipt, nothing produced
+                self.metrics.duplicates.labels(item.event.tenant, item.event.event_type).inc()
+                accepted.append(
+                    {
+                        "index": item.index,
+                        "event_id": item.event_id,
+                        "receipt": known,
+                        "duplicate": True,
+                    }
+                )
+                continue
+            value, key, digest = self._encode(principal, item, received, ctx)
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("correlation_id", (item.event.correlation_id or ctx.correlation_id).encode()),
+                ("request_id", ctx.request_id.encode()),
+                ("schema_id", str(self.book.get(item.event.event_type).schema_id).encode()),  # type: ignore[union-attr]
+                ("event_type", item.event.event_type.encode()),
+                ("tenant", item.event.tenant.encode()),
+            ]
+            task = asyncio.ensure_future(
+                self.producer.send(self.settings.raw_topic, value, key, headers)
+            )
+            to_send.append((item, task, digest, received))
+        if not to_send:
+            return accepted, failed
+        done, _ = await asyncio.wait(
+            [t for _, t, _, _ in to_send], timeout=self.settings.produce_timeout_s
+        )
+        for item, task, digest, when in to_send:
+            if task in done and task.exception() is None:
+                ack = task.result()
+                receipt = self.issuer.issue(
+                    event_id=item.event_id,
+                    tenant=item.event.tenant,
+                    event_type=item.event.event_type,
+                    payload_sha256=digest,
+                    received_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    topic=ack.topic,
+                    partition=ack.partition,
+                    offset=ack.offset,
+                )
+                await self.receipts.put(receipt)
+                self.metrics.accepted.labels(item.event.tenant, item.event.event_type).inc()
+                accepted.append(
+                    {"index": item.index, "event_id": item.event_id, "receipt": receipt}
+                )
+            else:
+                # Not acknowledged in time: never reported accepted. If Kafka does take it
+                # later, the client's retry with the same event_id is deduplicated downstream.
+                error = Unavailable(
+                    "Kafka did not acknowledge the event in time; retry with the same event_id",
+                    self.settings.retry_after_s,
+                    code="kafka_unavailable",
+                )
+                failed.append(
+                    {
+                        "index": item.index,
+                        "status": 503,
+                        "event_id": item.event_id,
+                        "error": error.body()["error"],
+                    }
+                )
+                self.metrics.rejected.labels(
+                    item.event.tenant, item.event.event_type, "kafka_unavailable"
+                ).inc()
+        return accepted, failed
+
+    async def _log_decisions(
+        self,
+        principal: Principal,
+        decisions: list[tuple[Decision, EventIn | None, int]],
+        ctx: RequestContext,
+    ) -> None:
+        """Every allow/deny decision as an Avro record on ``audit.decisions``."""
+        if not decisions:
+            return
+        sends = []
+        for decision, event, _ in decisions:
+            value = self.book.encode_decision(
+                {
+                    "subject": principal.subject,
+                    "tenant": principal.tenant,
+                    "event_tenant": event.tenant if event else principal.tenant,
+                    "event_type": event.event_type if event else None,
+                    "action": "publish",
+                    "decision": "ALLOW" if decision.allow else "DENY",
+                    "reason_code": decision.reason,
+                    "policy_version": decision.policy_version,
+                    "request_id": ctx.request_id,
+                    "correlation_id": (event.correlation_id if event else None)
+                    or ctx.correlation_id,
+                    "decided_at": _millis(dt.datetime.now(dt.UTC)),
+                    "client_ip": ctx.client_ip,
+                    "user_agent": ctx.user_agent,
+                }
+            )
+            sends.append(
+                self.producer.send(self.settings.decisions_topic, value, principal.tenant.encode())
+            )
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        lost = [r for r in results if isinstance(r, BaseException)]
+        if lost:
+            log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
+
+    def _answer(
+        self,
+        is_batch: bool,
+        accepted: list[dict[str, Any]],
+        rejected: list[dict[str, Any]],
+        ctx: RequestContext,
+        headers: dict[str, str],
+    ) -> Outcome:
+        meta = {"request_id": ctx.request_id, "correlation_id": ctx.correlation_id}
+        if not is_batch:
+            if accepted:
+                only = accepted[0]
+                return Outcome(
+                    202,
+                    {
+                        **meta,
+                        "event_id": only["event_id"],
+                        "receipt": only["receipt"],
+                        "duplicate": only.get("duplicate", False),
+                    },
+                    headers,
+                )
+            failure = rejected[0]
+            if failure["status"] == 503:
+                headers = {**headers, "Retry-After": str(self.settings.retry_after_s)}
+            return Outcome(failure["status"], {**meta, "error": failure["error"]}, headers)
+        status = 202
+        if not accepted:
+            statuses = {r["status"] for r in rejected}
+            status = statuses.pop() if len(statuses) == 1 else 422
+            if status == 503:
+                headers = {**headers, "Retry-After": str(self.settings.retry_after_s)}
+        return Outcome(status, {**meta, "accepted": accepted, "rejected": rejected}, headers)
+
+
+def error_outcome(error: GatewayError, ctx: RequestContext | None = None) -> Outcome:
+    body = error.body()
+    if ctx is not None:
+        body = {"request_id": ctx.request_id, "correlation_id": ctx.correlation_id, **body}
+    headers = {}
+    retry = getattr(error, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = (
+            str(max(1, int(retry + 0.999))) if retry != float("inf") else "3600"
+        )
+    return Outcome(error.status, body, headers)

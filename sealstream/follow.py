@@ -1,0 +1,79 @@
+"""Follow a (usually compacted) topic from its beginning in a background thread.
+
+Several components keep a small table in memory that mirrors a topic: the gateway's receipts
+and token revocations, the tenant directory. They all need the same loop: assign every
+partition from the start, note where each ended at start-up (to know when the table is
+complete), then keep applying records as they come.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from sealstream.settings import KafkaSettings
+
+log = logging.getLogger("sealstream.follow")
+
+OnRecord = Callable[[bytes | None, bytes | None], None]
+
+
+class TopicFollower:
+    def __init__(self, kafka: KafkaSettings, topic: str, on_record: OnRecord, name: str) -> None:
+        self.topic = topic
+        self.on_record = on_record
+        self.name = name
+        self.caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            kafka.client_config(
+                group_id=f"sealstream-{name}-{uuid.uuid4()}",  # assign only, never commits
+                enable_auto_commit=False,
+                client_id=f"sealstream-{name}",
+            )
+        )
+        metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            self._consumer.close()
+            raise RuntimeError(f"topic {topic!r} does not exist; run `sealstream topics create`")
+        partitions = sorted(metadata.partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._ends = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        self._pending = {p for p, end in self._ends.items() if end > 0}
+        if not self._pending:
+            self.caught_up.set()
+        self._thread = threading.Thread(target=self._run, name=f"follow-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("follower error topic=%s error=%s", self.topic, err)
+                continue
+            try:
+                self.on_record(msg.key(), msg.value())
+            except Exception:  # one bad record must not stop the table
+                log.exception("record not applied topic=%s offset=%s", self.topic, msg.offset())
+            partition, offset = msg.partition(), msg.offset()
+            done = offset is not None and offset + 1 >= self._ends.get(partition, 0)
+            if partition in self._pending and done:
+                self._pending.discard(partition)
+                if not self._pending:
+                    self.caught_up.set()
+        self._consumer.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
