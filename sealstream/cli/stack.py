@@ -1,8 +1,138 @@
-"""``sealstream stack``: the local Kafka broker and schema registry."""
+"""``sealstream stack``: the local Kafka broker (KRaft) and schema registry."""
 
 from __future__ import annotations
 
-import typer
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-app = typer.Typer(help="Run the local stack: Apache Kafka (KRaft) and the schema registry.",
-                  no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sealstream.settings import StackSettings
+from sealstream.stack.local import ComponentStatus, LocalStack
+from sealstream.stack.process import StackError
+
+app = typer.Typer(
+    help="Run the local stack: Apache Kafka (KRaft) and the schema registry.",
+    no_args_is_help=True,
+)
+console = Console()
+
+DirOption = typer.Option(None, "--dir", help="Stack directory [env SEALSTREAM_STACK_DIR].")
+KafkaPort = typer.Option(None, help="Broker port [env SEALSTREAM_STACK_KAFKA_PORT].")
+ControllerPort = typer.Option(
+    None, help="KRaft controller port [SEALSTREAM_STACK_CONTROLLER_PORT]."
+)
+RegistryPort = typer.Option(None, help="Registry port [env SEALSTREAM_STACK_REGISTRY_PORT].")
+
+
+def stack_settings(
+    directory: Path | None = None,
+    kafka_port: int | None = None,
+    controller_port: int | None = None,
+    registry_port: int | None = None,
+) -> StackSettings:
+    """Settings from the environment, then what `up` saved in the stack dir, then options."""
+    base = StackSettings() if directory is None else StackSettings(dir=directory)
+    saved = LocalStack.saved_overrides(base.dir)
+    explicit: dict[str, Any] = {
+        "kafka_port": kafka_port,
+        "controller_port": controller_port,
+        "registry_port": registry_port,
+    }
+    merged = {**saved, **{k: v for k, v in explicit.items() if v is not None}}
+    return base.model_copy(update=merged) if merged else base
+
+
+def _show(statuses: list[ComponentStatus], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([asdict(s) for s in statuses], indent=2))
+        return
+    table = Table("component", "pid", "address", "healthy")
+    for s in statuses:
+        health = "[green]yes[/]" if s.healthy else "[red]no[/]"
+        table.add_row(s.name, str(s.pid or "-"), s.address, health)
+    console.print(table)
+
+
+def start_stack(settings: StackSettings) -> LocalStack:
+    """Bring the stack up with a progress spinner; exit 1 with the reason if it cannot."""
+    with console.status("starting the local stack") as spinner:
+        stack = LocalStack(settings, progress=lambda m: spinner.update(m))
+        started = time.monotonic()
+        try:
+            statuses = stack.up()
+        except StackError as exc:
+            console.print(f"[red]stack up failed:[/] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"local stack up in {time.monotonic() - started:.1f} s ({stack.dir})")
+    console.print(f"  Kafka bootstrap   {stack.bootstrap}")
+    console.print(f"  schema registry   {stack.registry_url}")
+    if not all(s.healthy for s in statuses):
+        _show(statuses, False)
+        raise typer.Exit(1)
+    return stack
+
+
+@app.command()
+def up(
+    directory: Path | None = DirOption,
+    kafka_port: int | None = KafkaPort,
+    controller_port: int | None = ControllerPort,
+    registry_port: int | None = RegistryPort,
+) -> None:
+    """Start Kafka and the registry (if not running), create the topics, wait until healthy."""
+    start_stack(stack_settings(directory, kafka_port, controller_port, registry_port))
+
+
+@app.command()
+def down(directory: Path | None = DirOption) -> None:
+    """Stop the registry, then Kafka; the data stays in the stack directory."""
+    stack = LocalStack(stack_settings(directory))
+    with console.status("stopping the local stack"):
+        stopped = stack.down()
+    console.print("local stack stopped" if stopped else "local stack was not running")
+
+
+@app.command()
+def status(
+    directory: Path | None = DirOption,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show each component's pid, address and health; exit 1 if any is unhealthy."""
+    statuses = LocalStack(stack_settings(directory)).status()
+    _show(statuses, as_json)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    component: str = typer.Argument("kafka", help="kafka or registry"),
+    lines: int = typer.Option(50, "-n", help="How many lines from the end."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    directory: Path | None = DirOption,
+) -> None:
+    """Print the end of a component's log."""
+    stack = LocalStack(stack_settings(directory))
+    processes = {"kafka": stack.kafka, "registry": stack.registry}
+    if component not in processes:
+        console.print(f"[red]unknown component {component!r}; choose kafka or registry[/]")
+        raise typer.Exit(2)
+    path = processes[component].log_file
+    if not path.exists():
+        console.print(f"no log yet at {path}")
+        raise typer.Exit(1)
+    with path.open(errors="replace") as handle:
+        for line in handle.readlines()[-lines:]:
+            typer.echo(line.rstrip("\n"))
+        while follow:
+            line = handle.readline()
+            if line:
+                typer.echo(line.rstrip("\n"))
+            else:
+                time.sleep(0.2)

@@ -1,0 +1,161 @@
+"""Apache Kafka in KRaft mode from Maven-resolved jars: resolve, configure, format, command line.
+
+The jars are resolved once by Maven from ``pom.xml`` beside this file into the user cache
+(``<cache>/kafka-<version>/libs``); a marker file written after Maven succeeds makes every
+later start offline. The broker's data, configuration and logs live in the stack directory.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from sealstream.settings import StackSettings
+from sealstream.stack.process import StackError
+
+POM = Path(__file__).resolve().parent / "pom.xml"
+LOG4J2 = Path(__file__).resolve().parent / "log4j2.xml"
+COMPLETE_MARKER = ".complete"
+
+
+def kafka_version(pom: Path = POM) -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom.read_text())
+    if match is None:
+        raise StackError(f"{pom} does not pin <kafka.version>")
+    return match.group(1).strip()
+
+
+def libs_dir(settings: StackSettings) -> Path:
+    return settings.cache_dir / f"kafka-{kafka_version()}" / "libs"
+
+
+def jars_cached(settings: StackSettings) -> bool:
+    return (libs_dir(settings) / COMPLETE_MARKER).exists()
+
+
+def resolve_jars(settings: StackSettings) -> Path:
+    """Copy Kafka's runtime jars into the cache with Maven (once); return the directory."""
+    libs = libs_dir(settings)
+    if jars_cached(settings):
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (mvn) is not on PATH; it resolves the Kafka jars once")
+    if libs.exists():
+        shutil.rmtree(libs)  # a half-finished earlier attempt
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise StackError(f"Maven could not resolve the Kafka jars:\n{tail}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise StackError(f"Maven finished but {libs} holds no kafka_2.13 jar")
+    (libs / COMPLETE_MARKER).write_text(kafka_version() + "\n")
+    return libs
+
+
+def java() -> str:
+    path = shutil.which("java")
+    if path is None:
+        raise StackError("java is not on PATH; Kafka needs Java 17 or newer")
+    return path
+
+
+def server_properties(settings: StackSettings, data_dir: Path) -> str:
+    host = settings.host
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{host}:{settings.controller_port}",
+        "listeners": (
+            f"PLAINTEXT://{host}:{settings.kafka_port},CONTROLLER://{host}:{settings.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{host}:{settings.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": str(settings.default_partitions),
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.cleaner.min.compaction.lag.ms": "0",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def format_storage(libs: Path, properties: Path, data_dir: Path) -> bool:
+    """Format the KRaft log directory once; False if it already was (data is kept)."""
+    if (data_dir / "meta.properties").exists():
+        return False
+    cluster_id = _random_cluster_id()
+    result = subprocess.run(
+        [
+            java(),
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
+            "--standalone",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"LOG_DIR": str(data_dir.parent)},
+    )
+    if result.returncode != 0:
+        raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+    return True
+
+
+def _random_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def broker_command(
+    settings: StackSettings, libs: Path, properties: Path, log_dir: Path
+) -> list[str]:
+    return [
+        java(),
+        f"-Xms{settings.kafka_heap}",
+        f"-Xmx{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J2}",
+        f"-Dkafka.logs.dir={log_dir}",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(properties),
+    ]

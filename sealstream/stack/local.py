@@ -1,0 +1,244 @@
+"""The local stack: one Kafka broker (KRaft) and the schema registry as detached processes.
+
+Layout of the stack directory::
+
+    kafka/server.properties  kafka/data/      the broker's configuration and log dirs
+    logs/kafka.log  logs/registry.log         process output
+    run/kafka.pid   run/registry.pid          pid files
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from sealstream.settings import StackSettings
+from sealstream.stack import kafka as runtime
+from sealstream.stack.process import ManagedProcess, StackError
+from sealstream.topics import ensure_topics, pipeline_topics
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    address: str
+    healthy: bool
+
+
+class LocalStack:
+    def __init__(self, settings: StackSettings, progress: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.dir = settings.dir.resolve()
+        self.progress = progress or (lambda message: None)
+        run, logs = self.dir / "run", self.dir / "logs"
+        self.kafka = ManagedProcess(
+            "kafka", run / "kafka.pid", logs / "kafka.log", "kafka.Kafka", self.dir
+        )
+        self.registry = ManagedProcess(
+            "registry", run / "registry.pid", logs / "registry.log", "schemas.registry", self.dir
+        )
+
+    # -- the stack's own record of its settings ------------------------------------------
+
+    STATE_FILE = "stack.json"
+
+    def save_settings(self) -> None:
+        """Remember ports and options so later `status`/`down`/`logs` find this stack."""
+        data = self.settings.model_dump(
+            mode="json",
+            include={
+                "host",
+                "kafka_port",
+                "controller_port",
+                "registry_port",
+                "kafka_heap",
+                "default_partitions",
+            },
+        )
+        (self.dir / self.STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def saved_overrides(cls, directory: Path) -> dict[str, Any]:
+        try:
+            data = json.loads((directory / cls.STATE_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    # -- addresses ----------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
+
+    @property
+    def registry_url(self) -> str:
+        return self.settings.registry_url
+
+    # -- health -------------------------------------------------------------------------
+
+    def kafka_healthy(self, timeout_s: float = 2.0) -> bool:
+        try:
+            admin = AdminClient(
+                self.settings.kafka_settings().client_config(
+                    socket_timeout_ms=int(timeout_s * 1000)
+                )
+            )
+            admin.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
+    def registry_healthy(self, timeout_s: float = 2.0) -> bool:
+        try:
+            return httpx.get(f"{self.registry_url}/subjects", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self) -> list[ComponentStatus]:
+        kafka_pid, registry_pid = self.kafka.pid(), self.registry.pid()
+        return [
+            ComponentStatus(
+                "kafka", kafka_pid, self.bootstrap, kafka_pid is not None and self.kafka_healthy()
+            ),
+            ComponentStatus(
+                "registry",
+                registry_pid,
+                self.registry_url,
+                registry_pid is not None and self.registry_healthy(),
+            ),
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def up(self) -> list[ComponentStatus]:
+        """Start whatever is not running; wait until both answer. Idempotent."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.save_settings()
+        self._start_kafka()
+        self.progress("creating topics")
+        ensure_topics(
+            self.settings.kafka_settings(), pipeline_topics(self.settings.default_partitions)
+        )
+        self._start_registry()
+        return self.status()
+
+    def down(self) -> bool:
+        """Stop the registry, then Kafka (controlled shutdown). True if anything was running."""
+        stopped_registry = self.registry.stop(timeout_s=15)
+        stopped_kafka = self.kafka.stop(timeout_s=60)
+        return stopped_registry or stopped_kafka
+
+    def restart_broker(self) -> None:
+        self.kafka.stop(timeout_s=60)
+        self._start_kafka()
+
+    def restart_registry(self) -> None:
+        self.registry.stop(timeout_s=15)
+        self._start_registry()
+
+    def kill_broker(self) -> None:
+        self.kafka.kill()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_port_free(self, port: int, owner: str) -> None:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((self.settings.host, port)) == 0:
+                raise StackError(
+                    f"port {port} on {self.settings.host} is in use by another process; stop it "
+                    f"or choose another port for {owner} (see `sealstream stack up --help`)"
+                )
+
+    def _start_kafka(self) -> None:
+        if self.kafka.pid() is not None:
+            self._wait("kafka", self.kafka, self.kafka_healthy)
+            return
+        for port, owner in (
+            (self.settings.kafka_port, "Kafka"),
+            (self.settings.controller_port, "the KRaft controller"),
+        ):
+            self._check_port_free(port, owner)
+        if not runtime.jars_cached(self.settings):
+            self.progress(f"resolving Apache Kafka {runtime.kafka_version()} jars with Maven")
+        libs = runtime.resolve_jars(self.settings)
+        kafka_dir = self.dir / "kafka"
+        data = kafka_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        properties = kafka_dir / "server.properties"
+        properties.write_text(runtime.server_properties(self.settings, data))
+        if runtime.format_storage(libs, properties, data):
+            self.progress("formatted a new KRaft log directory")
+        self.progress("starting Kafka")
+        self.kafka.start(
+            runtime.broker_command(self.settings, libs, properties, self.dir / "logs"),
+            env={**os.environ},
+        )
+        self._wait("kafka", self.kafka, self.kafka_healthy)
+
+    def _start_registry(self) -> None:
+        if self.registry.pid() is not None:
+            self._wait("registry", self.registry, self.registry_healthy)
+            return
+        self._check_port_free(self.settings.registry_port, "the schema registry")
+        self.progress("starting the schema registry")
+        reg = self.settings.registry_settings()
+        env = {
+            **os.environ,
+            "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SEALSTREAM_REGISTRY_HOST": reg.host,
+            "SEALSTREAM_REGISTRY_PORT": str(reg.port),
+            "SEALSTREAM_REGISTRY_TOPIC": reg.topic,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [_project_root(), os.environ.get("PYTHONPATH")])
+            ),
+        }
+        env.pop("KAFKA_BOOTSTRAP", None)
+        self.registry.start([sys.executable, "-m", "schemas.registry"], env=env)
+        self._wait("registry", self.registry, self.registry_healthy)
+
+    def _wait(self, name: str, process: ManagedProcess, healthy: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if healthy():
+                return
+            if process.exited():
+                raise StackError(
+                    f"{name} exited during start-up; see {process.log_file}:\n"
+                    + _tail(process.log_file)
+                )
+            time.sleep(0.25)
+        raise StackError(
+            f"{name} did not answer within {self.settings.start_timeout_s:.0f} s; "
+            f"see {process.log_file}"
+        )
+
+
+_QUIET = logging.getLogger("sealstream.stack.probe")
+_QUIET.setLevel(logging.CRITICAL)
+_QUIET.propagate = False
+
+
+def _project_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

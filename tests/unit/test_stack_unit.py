@@ -1,0 +1,84 @@
+"""Local stack pieces that need no process: broker config, pid files, jar cache, saved ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sealstream.settings import StackSettings
+from sealstream.stack import kafka as runtime
+from sealstream.stack.local import LocalStack
+from sealstream.stack.process import ManagedProcess
+
+
+def test_server_properties_use_configured_ports(tmp_path: Path) -> None:
+    settings = StackSettings(dir=tmp_path, kafka_port=31000, controller_port=31001)
+    text = runtime.server_properties(settings, tmp_path / "data")
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:31000,CONTROLLER://127.0.0.1:31001"
+    assert props["process.roles"] == "broker,controller"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["log.dirs"] == str(tmp_path / "data")
+
+
+def test_kafka_version_is_pinned_in_the_pom() -> None:
+    version = runtime.kafka_version()
+    assert version.split(".")[0] in {"3", "4"} and version.count(".") == 2
+
+
+def test_jar_cache_marker(tmp_path: Path) -> None:
+    settings = StackSettings(cache_dir=tmp_path)
+    libs = runtime.libs_dir(settings)
+    assert not runtime.jars_cached(settings)
+    libs.mkdir(parents=True)
+    (libs / "kafka_2.13-x.jar").write_bytes(b"")
+    assert not runtime.jars_cached(settings)  # jars without the marker: half-finished download
+    (libs / runtime.COMPLETE_MARKER).write_text("x")
+    assert runtime.jars_cached(settings)
+    assert runtime.resolve_jars(settings) == libs  # no Maven run when cached
+
+
+def test_pid_file_staleness(tmp_path: Path) -> None:
+    managed = ManagedProcess(
+        "sleeper", tmp_path / "p.pid", tmp_path / "p.log", "sleep-marker", tmp_path
+    )
+    assert managed.pid() is None
+    managed.pid_file.write_text("999999\n")  # no such process
+    assert managed.pid() is None and not managed.pid_file.exists()
+    managed.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not ours (no marker)
+    assert managed.pid() is None
+    pid = managed.start(
+        [sys.executable, "-c", "import time, sys; time.sleep(60)", "sleep-marker"], dict(os.environ)
+    )
+    assert managed.pid() == pid
+    assert managed.stop(timeout_s=5)
+    assert managed.pid() is None
+
+
+def test_saved_settings_round_trip(tmp_path: Path) -> None:
+    settings = StackSettings(dir=tmp_path, kafka_port=32000, registry_port=32001)
+    LocalStack(settings).save_settings()
+    saved = LocalStack.saved_overrides(tmp_path)
+    assert saved["kafka_port"] == 32000 and saved["registry_port"] == 32001
+    assert LocalStack.saved_overrides(tmp_path / "missing") == {}
+
+
+def test_cli_help_on_every_command() -> None:
+    for args in (
+        ["--help"],
+        ["stack", "--help"],
+        ["stack", "up", "--help"],
+        ["schemas", "check", "--help"],
+        ["registry", "serve", "--help"],
+        ["topics", "create", "--help"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "sealstream.cli", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Usage" in result.stdout
