@@ -23,7 +23,7 @@ stop: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy sealstream schemas
+	$(BIN)/mypy sealstream schemas producers
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit

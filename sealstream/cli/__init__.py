@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from schemas.catalog import AVRO_DIR
 from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.stack import app as stack_app
@@ -19,6 +22,21 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(registry_app, name="registry")
 app.add_typer(topics_app, name="topics")
+
+
+@app.command()
+def up(
+    directory: Path | None = typer.Option(None, "--dir", help="Stack directory."),
+) -> None:
+    """The main job on the embedded defaults: start the local stack, create the topics and
+    register the schemas. (Later stages join as they land: gateway, workers, sinks.)"""
+    from sealstream.cli.schemas import register
+    from sealstream.cli.stack import stack_settings, start_stack
+
+    stack = start_stack(stack_settings(directory))
+    register(registry_url=stack.registry_url, directory=AVRO_DIR, as_json=False)
+    typer.echo(f"ready: Kafka {stack.bootstrap}, schema registry {stack.registry_url}")
+    typer.echo("stop with: sealstream stack down")
 
 
 def main() -> None:
