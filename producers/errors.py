@@ -3,6 +3,7 @@
     GatewayError (500, internal_error)
     ├── AuthenticationError (401)          token missing, malformed, expired, revoked, ...
     ├── AuthorizationError (403)           policy said no (reason code from the policy)
+    ├── NotFound (404)                     receipt or resource unknown (for this tenant)
     ├── RequestTooLarge (413)              body or batch over the configured limits
     ├── RateLimited (429, retry_after)     token bucket empty
     ├── InvalidRequest (ValueError; 400)   malformed JSON, nesting too deep
@@ -43,6 +44,11 @@ class AuthenticationError(GatewayError):
 class AuthorizationError(GatewayError):
     status = 403
     default_code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    default_code = "not_found"
 
 
 class RequestTooLarge(GatewayError):

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from schemas.catalog import AVRO_DIR
+from sealstream.cli.gateway import serve as serve_gateway
+from sealstream.cli.gateway import tokens_app
 from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.stack import app as stack_app
@@ -22,6 +24,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(registry_app, name="registry")
 app.add_typer(topics_app, name="topics")
+app.command("gateway", help="Run the ingest gateway in the foreground.")(serve_gateway)
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.command()

@@ -1,0 +1,89 @@
+"""``sealstream gateway`` and ``sealstream tokens``: run the gateway; mint and revoke JWTs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import typer
+from rich.console import Console
+
+from sealstream.keys import load_hmac_keyring
+from sealstream.settings import AuthSettings, GatewaySettings, KafkaSettings, KeySettings
+
+console = Console()
+tokens_app = typer.Typer(help="JWTs: mint dev tokens, revoke tokens.", no_args_is_help=True)
+
+JWT_KEYS_FILE = "jwt-hs256.json"
+
+
+def auth_settings(keys: KeySettings | None = None) -> AuthSettings:
+    """Auth settings from the environment; with no keys configured, the local stack's
+    generated HS256 keyring (``<keys dir>/jwt-hs256.json``) is used."""
+    auth = AuthSettings()
+    if auth.hs256_keys is None and auth.hs256_keys_file is None and auth.jwks_file is None:
+        keys = keys or KeySettings()
+        load_hmac_keyring(keys, JWT_KEYS_FILE)  # creates it if allowed, fails clearly if not
+        auth = auth.model_copy(update={"hs256_keys_file": keys.dir / JWT_KEYS_FILE})
+    return auth
+
+
+def serve(
+    host: str | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_HOST]"),
+    port: int | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_PORT]"),
+) -> None:
+    """Serve the gateway in the foreground (uvicorn)."""
+    import uvicorn
+
+    from producers.app import build_gateway, create_app
+    from sealstream.settings import RegistrySettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = GatewaySettings()
+    settings = settings.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    keys = KeySettings()
+    gateway = build_gateway(
+        settings, auth_settings(keys), KafkaSettings(), RegistrySettings(), keys
+    )
+    uvicorn.run(
+        create_app(gateway),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="info",
+    )
+
+
+@tokens_app.command("issue")
+def issue(
+    subject: str = typer.Option("dev-publisher", "--sub", help="Token subject (client id)."),
+    tenant: str = typer.Option("acme", help="Tenant the token acts for."),
+    scope: list[str] = typer.Option(["events:write", "receipts:read"], help="Scopes (repeat)."),
+    role: list[str] = typer.Option([], help="Roles (repeat); default: the policy's defaults."),
+    ttl: int = typer.Option(3600, help="Lifetime in seconds."),
+) -> None:
+    """Mint an HS256 token with the active key (local development)."""
+    from producers.auth import Keyring, issue_token
+
+    auth = auth_settings()
+    token = issue_token(Keyring.from_settings(auth), auth, subject, tenant, scope, role, ttl)
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def revoke(
+    jti: str | None = typer.Option(None, help="Revoke one token by its jti."),
+    sub: str | None = typer.Option(None, help="Revoke every token of a subject issued so far."),
+    lift: bool = typer.Option(False, help="Lift the revocation instead."),
+) -> None:
+    """Revoke tokens on every gateway (through the compacted topic tokens.revoked)."""
+    from producers.revocation import publish_revocation
+
+    if (jti is None) == (sub is None):
+        console.print("[red]give exactly one of --jti or --sub[/]")
+        raise typer.Exit(2)
+    key = publish_revocation(KafkaSettings(), AuthSettings(), jti=jti, subject=sub, lift=lift)
+    typer.echo(json.dumps({"revoked": not lift, "key": key, "at": time.time()}))
