@@ -56,6 +56,13 @@ class ManagedProcess:
                 start_new_session=True,
             )
         _CHILDREN[proc.pid] = proc
+        # Between fork and exec the child's command line is still ours: wait for the exec so
+        # that pid() recognises the process (and never mistakes it for a stale pid file).
+        deadline = time.monotonic() + 5
+        while not _cmdline_contains(proc.pid, self.marker) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
