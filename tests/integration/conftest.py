@@ -8,12 +8,14 @@ default ports is never touched.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -75,3 +77,100 @@ def fresh_topic(stack: StackHandle) -> str:
 @pytest.fixture
 def fresh_group() -> str:
     return f"test-group-{uuid.uuid4().hex[:12]}"
+
+
+# -- the gateway, in-process on a real port ------------------------------------------------
+
+
+@dataclass
+class GatewayHandle:
+    url: str
+    gateway: Any
+    auth: Any
+    keyring: Any
+    stack: StackHandle
+
+    def token(self, tenant: str = "acme", **kwargs: Any) -> str:
+        from producers.auth import issue_token
+
+        scopes = kwargs.pop("scopes", ["events:write", "receipts:read"])
+        return issue_token(
+            self.keyring, self.auth, kwargs.pop("sub", "svc-test"), tenant, scopes, **kwargs
+        )
+
+    def raw_end_offsets(self) -> int:
+        """Sum of events.raw high watermarks: how many events have ever been produced."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(
+            self.stack.kafka_settings().client_config(group_id=f"wm-{uuid.uuid4().hex}")
+        )
+        try:
+            topic = consumer.list_topics("events.raw", timeout=10).topics["events.raw"]
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition("events.raw", p), timeout=10)[1]
+                for p in topic.partitions
+            )
+        finally:
+            consumer.close()
+
+
+def register_repo_schemas(registry_url: str) -> None:
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from schemas.catalog import Catalog
+
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        for subject, schema in Catalog().subjects().items():
+            client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    stack: StackHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayHandle]:
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from producers.app import build_gateway, create_app
+    from producers.auth import Keyring
+    from sealstream.cli.gateway import auth_settings
+    from sealstream.settings import GatewaySettings, KeySettings
+
+    register_repo_schemas(stack.registry_url)
+    keys = KeySettings(dir=tmp_path_factory.mktemp("keys"))
+    auth = auth_settings(keys)
+    settings = GatewaySettings(
+        port=free_port(),
+        policy_file=Path(__file__).resolve().parents[2] / "config" / "policy.yaml",
+        produce_timeout_s=4.0,
+        retry_after_s=2,
+    )
+    built = build_gateway(settings, auth, stack.kafka_settings(), stack.registry_settings(), keys)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(built),
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="gateway-under-test", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield GatewayHandle(url, built, auth, Keyring.from_settings(auth), stack)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -1,0 +1,370 @@
+"""The ingest gateway against the real broker and registry."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from producers.receipts import verify_receipt
+from schemas.serde import Decoder, registry_lookup
+
+pytestmark = pytest.mark.integration
+
+PAYMENT = {
+    "payment_id": "p-1",
+    "account_id": "acc-7",
+    "amount_minor": 1250,
+    "currency": "EUR",
+    "status": "CAPTURED",
+    "method": "CARD",
+    "merchant_id": "m-1",
+    "payer_email": "ann@example.test",
+}
+
+
+def event(tenant: str = "acme", event_type: str = "payment", **extra: Any) -> dict[str, Any]:
+    payload = extra.pop("payload", copy.deepcopy(PAYMENT))
+    return {
+        "event_type": event_type,
+        "tenant": tenant,
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "payload": payload,
+        **extra,
+    }
+
+
+def post(gw: Any, body: Any, token: str | None = None, **headers: str) -> httpx.Response:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gw.url}/v1/events", content=raw, headers=headers, timeout=30)
+
+
+def fetch(gw: Any, receipt: dict[str, Any]) -> Any:
+    """The Kafka record a receipt points at."""
+    consumer = Consumer(gw.stack.kafka_settings().client_config(group_id=f"r-{uuid.uuid4()}"))
+    try:
+        tp = TopicPartition(receipt["topic"], receipt["partition"], receipt["offset"])
+        consumer.assign([tp])
+        msg = consumer.poll(15)
+        assert msg is not None and msg.error() is None
+        return msg
+    finally:
+        consumer.close()
+
+
+def test_accepted_event_is_in_kafka_with_schema_id_headers_and_key(gateway: Any) -> None:
+    response = post(gateway, event(), gateway.token(), **{"X-Correlation-ID": "corr-123"})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    receipt = body["receipt"]
+    msg = fetch(gateway, receipt)
+    headers = dict(msg.headers())
+    with SchemaRegistryClient({"url": gateway.stack.registry_url}) as client:
+        schema_id, record = Decoder(registry_lookup(client)).decode(msg.value())
+        latest = client.get_latest_version("events.raw-io.sealstream.events.PaymentEvent")
+    assert schema_id == latest.schema_id == int(headers["schema_id"])
+    assert record["event_id"] == body["event_id"] == receipt["event_id"]
+    assert record["payload"]["payer_email"] == "ann@example.test"
+    assert record["producer"] == "svc-test" and record["correlation_id"] == "corr-123"
+    assert headers["correlation_id"] == b"corr-123"
+    assert headers["request_id"].decode() == body["request_id"]
+    assert msg.key() == b"acme:acc-7"  # the schema's ordering key: one account stays ordered
+    assert response.headers["X-Correlation-ID"] == "corr-123"
+
+
+def test_receipts_verify_offline_and_tampering_is_detected(gateway: Any) -> None:
+    response = post(gateway, event(), gateway.token())
+    receipt = response.json()["receipt"]
+    jwks = httpx.get(f"{gateway.url}/.well-known/sealstream/keys").json()
+    assert verify_receipt(receipt, jwks)
+    assert not verify_receipt({**receipt, "offset": receipt["offset"] + 1}, jwks)
+    again = httpx.get(
+        f"{gateway.url}/v1/receipts/{receipt['event_id']}",
+        headers={"Authorization": f"Bearer {gateway.token()}"},
+    )
+    assert again.status_code == 200 and again.json() == receipt
+    other = httpx.get(
+        f"{gateway.url}/v1/receipts/{receipt['event_id']}",
+        headers={"Authorization": f"Bearer {gateway.token('globex')}"},
+    )
+    assert other.status_code == 404  # tenant-scoped
+
+
+def test_repeated_event_id_returns_first_receipt_and_produces_nothing(gateway: Any) -> None:
+    event_id = str(uuid.uuid4())
+    first = post(gateway, event(event_id=event_id), gateway.token())
+    before = gateway.raw_end_offsets()
+    second = post(gateway, event(event_id=event_id), gateway.token())
+    assert second.status_code == 202
+    assert second.json()["receipt"] == first.json()["receipt"]
+    assert second.json()["duplicate"] is True
+    assert gateway.raw_end_offsets() == before
+
+
+def _sign_raw(header: dict[str, Any], claims: dict[str, Any], key: bytes) -> str:
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    sig = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(sig)}"
+
+
+def _bad_tokens(gw: Any) -> dict[str, str]:
+    now = int(time.time())
+    kid, secret = gw.keyring.signing_secret()
+    claims = {
+        "iss": gw.auth.issuer,
+        "aud": gw.auth.audience,
+        "sub": "svc",
+        "tenant": "acme",
+        "scope": "events:write",
+        "iat": now,
+        "exp": now + 600,
+        "jti": str(uuid.uuid4()),
+    }
+    header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+
+    def signed(c: dict[str, Any] | None = None, h: dict[str, Any] | None = None) -> str:
+        return _sign_raw({**header, **(h or {})}, {**claims, **(c or {})}, secret)
+
+    good = signed()
+    head, body, sig = good.split(".")
+    flipped = bytearray(base64.urlsafe_b64decode(sig + "=="))
+    flipped[-1] ^= 1
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    tokens = {
+        f"alg_{alg}": ".".join(_sign_raw({**header, "alg": alg}, claims, b"").split(".")[:2]) + "."
+        for alg in ("none", "None", "NONE", "nOnE")
+    }
+    tokens.update(
+        {
+            "flipped_signature": f"{head}.{body}."
+            + base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode(),
+            "expired": signed({"exp": now - 3600, "iat": now - 4000}),
+            "nbf_future": signed({"nbf": now + 3600}),
+            "missing_iss": _sign_raw(
+                header, {k: v for k, v in claims.items() if k != "iss"}, secret
+            ),
+            "wrong_iss": signed({"iss": "https://evil.example"}),
+            "partial_iss": signed({"iss": gw.auth.issuer[:-1]}),
+            "missing_aud": _sign_raw(
+                header, {k: v for k, v in claims.items() if k != "aud"}, secret
+            ),
+            "wrong_aud": signed({"aud": "other-service"}),
+            "partial_aud": signed({"aud": gw.auth.audience + "x"}),
+            "unknown_crit": signed(h={"crit": ["b64"], "b64": False}),
+            "hostile_kid": signed(h={"kid": "../../../../dev/null"}),
+            "sql_kid": signed(h={"kid": "x' UNION SELECT 'key"}),
+            "oversized": signed({"pad": "x" * 10_000}),
+            "rotated_out_key": _sign_raw({**header, "kid": "old-key"}, claims, b"k" * 40),
+            "wrong_typ": signed(h={"typ": "JWE"}),
+            "jku_x5u_jwk": jwt.encode(
+                claims,
+                attacker,
+                algorithm="RS256",
+                headers={
+                    "kid": kid,
+                    "typ": "JWT",
+                    "jku": "http://127.0.0.1:1/jwks",
+                    "x5u": "http://127.0.0.1:1/cert",
+                },
+            ),
+            "hs256_with_public_key_as_secret": _sign_raw(
+                header,
+                claims,
+                attacker.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+            ),
+        }
+    )
+    return tokens
+
+
+def test_jwt_negative_suite_answers_401_and_produces_nothing(gateway: Any) -> None:
+    before = gateway.raw_end_offsets()
+    for name, token in _bad_tokens(gateway).items():
+        response = post(gateway, event(), token)
+        assert response.status_code == 401, (name, response.text)
+        assert response.json()["error"]["code"].startswith("token_"), name
+        assert "WWW-Authenticate" in response.headers
+    assert post(gateway, event(), None).status_code == 401
+    assert gateway.raw_end_offsets() == before
+
+
+def test_revoked_token_is_refused_within_seconds(gateway: Any) -> None:
+    from producers.revocation import publish_revocation
+
+    jti = str(uuid.uuid4())
+    token = gateway.token(jti=jti)
+    assert post(gateway, event(), token).status_code == 202  # now cached as verified
+    publish_revocation(gateway.stack.kafka_settings(), gateway.auth, jti=jti)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = post(gateway, event(), token)
+        if response.status_code == 401:
+            assert response.json()["error"]["code"] == "token_revoked"
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("revocation did not take effect within 10 s")
+
+
+def test_cross_tenant_write_is_403_and_produces_nothing(gateway: Any) -> None:
+    before = gateway.raw_end_offsets()
+    response = post(
+        gateway,
+        event(tenant="globex", event_type="page_view", payload={"session_id": "s", "url": "/"}),
+        gateway.token(),
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "deny_tenant_mismatch"
+    assert gateway.raw_end_offsets() == before
+
+
+def test_batch_accepts_valid_and_reports_each_invalid_one(gateway: Any) -> None:
+    before = gateway.raw_end_offsets()
+    batch = {
+        "events": [
+            event(),
+            event(payload={**PAYMENT, "amount_minor": "lots"}),
+            event(tenant="globex"),
+            event(colour="red"),
+            event(),
+        ]
+    }
+    response = post(gateway, batch, gateway.token())
+    assert response.status_code == 202
+    body = response.json()
+    assert [a["index"] for a in body["accepted"]] == [0, 4]
+    rejected = {r["index"]: r for r in body["rejected"]}
+    assert rejected[1]["status"] == 422
+    assert rejected[1]["error"]["field"] == "events[1].payload.amount_minor"
+    assert rejected[2]["status"] == 403
+    assert rejected[3]["error"] == {
+        "index": 3,
+        "field": "events[3].colour",
+        "code": "unknown_field",
+        "message": "Extra inputs are not permitted",
+    }
+    assert gateway.raw_end_offsets() == before + 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"event_type": ', 400, "json_malformed"),
+        (b"[" * 100 + b"]" * 100, 400, "json_too_deep"),
+        (b"x" * (1024 * 1024 + 1), 413, "body_too_large"),
+        ({"events": [event()] * 501}, 413, "batch_too_large"),
+        (event(event_type="unknown_type"), 422, "unknown_event_type"),
+        (event(payload={"payment_id": "p"}), 422, "schema_mismatch"),
+    ],
+)
+def test_bad_requests(gateway: Any, body: Any, status: int, code: str) -> None:
+    before = gateway.raw_end_offsets()
+    response = post(gateway, body, gateway.token())
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert gateway.raw_end_offsets() == before
+
+
+def test_rate_limit_answers_429_with_headers(gateway: Any) -> None:
+    # Tenant initech allows 200 events/s with a burst of 400 (config/policy.yaml).
+    token = gateway.token("initech", sub=f"svc-{uuid.uuid4().hex[:6]}")
+    first = post(gateway, {"events": [event("initech")] * 400}, token)  # the whole burst
+    assert first.status_code == 202
+    assert int(first.headers["RateLimit-Remaining"]) == 0
+    second = post(gateway, {"events": [event("initech")] * 400}, token)  # needs 2 s of refill
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "rate_limited"
+    assert int(second.headers["Retry-After"]) >= 1
+    assert "RateLimit-Limit" in second.headers
+
+
+def test_decisions_are_audited(gateway: Any) -> None:
+    from schemas.serde import Decoder
+
+    correlation = f"audit-{uuid.uuid4().hex[:8]}"
+    post(
+        gateway,
+        {"events": [event(), event(tenant="globex")]},
+        gateway.token(),
+        **{"X-Correlation-ID": correlation},
+    )
+    consumer = Consumer(
+        gateway.stack.kafka_settings().client_config(
+            group_id=f"a-{uuid.uuid4()}", auto_offset_reset="earliest"
+        )
+    )
+    consumer.subscribe(["audit.decisions"])
+    found: dict[str, dict[str, Any]] = {}
+    with SchemaRegistryClient({"url": gateway.stack.registry_url}) as client:
+        decoder = Decoder(registry_lookup(client))
+        deadline = time.monotonic() + 20
+        try:
+            while len(found) < 2 and time.monotonic() < deadline:
+                msg = consumer.poll(1)
+                if msg is None or msg.error() is not None:
+                    continue
+                _, record = decoder.decode(msg.value())
+                if record["correlation_id"] == correlation:
+                    found[record["decision"]] = record
+        finally:
+            consumer.close()
+    assert found["ALLOW"]["reason_code"] == "ALLOW"
+    assert found["DENY"]["reason_code"] == "DENY_TENANT_MISMATCH"
+    assert found["DENY"]["policy_version"].startswith("2026-11-22.1#")
+
+
+def test_kafka_down_gives_503_and_every_202_is_in_kafka(gateway: Any) -> None:
+    local = gateway.stack.local
+    if local is None:
+        pytest.skip("an external stack cannot be stopped by the tests")
+    token = gateway.token()
+    accepted: list[dict[str, Any]] = []
+    statuses: list[int] = []
+    local.kill_broker()
+    try:
+        for _ in range(3):
+            response = post(gateway, event(event_id=str(uuid.uuid4())), token)
+            statuses.append(response.status_code)
+            if response.status_code == 202:
+                accepted.append(response.json()["receipt"])
+            else:
+                assert response.status_code == 503
+                assert response.json()["error"]["code"] == "kafka_unavailable"
+                assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        local.restart_broker()
+    assert 503 in statuses
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+    assert ready.status_code in (200, 503)
+    # After recovery: new events are accepted again, and every 202 is readable from Kafka.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = post(gateway, event(), token)
+        if response.status_code == 202:
+            accepted.append(response.json()["receipt"])
+            break
+        time.sleep(1)
+    assert accepted, "the gateway never recovered after the broker restart"
+    for receipt in accepted:
+        msg = fetch(gateway, receipt)
+        assert receipt["event_id"].encode() in msg.value()
