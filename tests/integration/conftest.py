@@ -24,10 +24,20 @@ from sealstream.settings import KafkaSettings, RegistrySettings, StackSettings
 from sealstream.stack.local import LocalStack
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports (all sockets held open until every port is chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -50,11 +60,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         yield StackHandle(bootstrap, registry, None)
         return
     directory: Path = tmp_path_factory.mktemp("stack")
+    kafka_port, controller_port, registry_port = free_ports(3)
     settings = StackSettings(
         dir=directory,
-        kafka_port=free_port(),
-        controller_port=free_port(),
-        registry_port=free_port(),
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        registry_port=registry_port,
         default_partitions=3,
     )
     local = LocalStack(settings)
