@@ -8,6 +8,7 @@ nothing. The in-memory index is bounded (oldest entries drop first); the topic k
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -29,6 +30,8 @@ class ReceiptStore:
         self.topic = topic
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self.persist_failures = 0
 
     @staticmethod
     def _key(tenant: str, event_id: str) -> str:
@@ -47,14 +50,27 @@ class ReceiptStore:
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 
-    async def put(self, receipt: dict[str, Any]) -> None:
+    def put(self, receipt: dict[str, Any]) -> None:
+        """Remember a receipt and persist it in the background.
+
+        Not awaited on the request path: the event itself is already acknowledged by Kafka,
+        and the receipts topic is an index for deduplication and look-ups (downstream stages
+        also deduplicate on event_id), so its write must not add a round trip to every 202.
+        """
         self._remember(receipt)
         if self.producer is not None:
             key = self._key(str(receipt["tenant"]), str(receipt["event_id"]))
-            try:
-                await self.producer.send(self.topic, orjson.dumps(receipt), key.encode())
-            except Exception as exc:  # the event itself is safe in Kafka; dedup degrades
-                log.warning("receipt not persisted event_id=%s error=%s", receipt["event_id"], exc)
+            task = asyncio.ensure_future(
+                self.producer.send(self.topic, orjson.dumps(receipt), key.encode())
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.persist_failures += 1
+            log.warning("receipt not persisted error=%s", task.exception())
 
     def follow(self, kafka: KafkaSettings) -> TopicFollower:
         """Load and keep following the receipts topic (other instances, earlier runs)."""

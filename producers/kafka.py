@@ -29,7 +29,7 @@ class Ack:
 
 class AsyncProducer:
     def __init__(
-        self, kafka: KafkaSettings, delivery_timeout_ms: int = 10_000, linger_ms: int = 2
+        self, kafka: KafkaSettings, delivery_timeout_ms: int = 10_000, linger_ms: int = 0
     ) -> None:
         self._producer = Producer(
             kafka.client_config(

@@ -134,9 +134,10 @@ class IngestService:
             else:
                 rejected.append(result)
 
+        audit = asyncio.ensure_future(self._log_decisions(principal, decisions, ctx))
         accepted, failed = await self._produce(principal, pending, ctx)
         rejected.extend(failed)
-        await self._log_decisions(principal, decisions, ctx)
+        await audit
         rejected.sort(key=lambda r: int(r["index"]))
         return self._answer(is_batch, accepted, rejected, ctx, rate_headers(verdict))
 
@@ -266,7 +267,7 @@ class IngestService:
                     partition=ack.partition,
                     offset=ack.offset,
                 )
-                await self.receipts.put(receipt)
+                self.receipts.put(receipt)
                 self.metrics.accepted.labels(item.event.tenant, item.event.event_type).inc()
                 accepted.append(
                     {"index": item.index, "event_id": item.event_id, "receipt": receipt}

@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +107,17 @@ class ReceiptSigner:
 
     private_key: Ed25519PrivateKey = field(repr=False)
 
-    @property
+    @cached_property
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()
 
-    @property
+    @cached_property
     def public_bytes(self) -> bytes:
         return self.public_key.public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @cached_property
     def kid(self) -> str:
         return "ed25519-" + hashlib.sha256(self.public_bytes).hexdigest()[:16]
 

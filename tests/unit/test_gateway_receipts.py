@@ -60,3 +60,14 @@ def test_wrong_key_set_or_garbage_fails(issuer: ReceiptIssuer, tmp_path: Path) -
     assert not verify_receipt(receipt, {"keys": [other.jwk()]})
     assert not verify_receipt({**receipt, "signature": "!!"}, {"keys": [issuer.signer.jwk()]})
     assert not verify_receipt({"event_id": "x"}, {"keys": [issuer.signer.jwk()]})
+
+
+def test_canonical_bytes_match_the_documented_json_form(issuer: ReceiptIssuer) -> None:
+    import json
+
+    from producers.receipts import RECEIPT_FIELDS, canonical_bytes
+
+    receipt = {**make(issuer), "tenant": "acmé-ü"}
+    body = {k: receipt[k] for k in RECEIPT_FIELDS}
+    expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_bytes(receipt) == expected.encode()
