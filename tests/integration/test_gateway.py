@@ -368,3 +368,20 @@ def test_kafka_down_gives_503_and_every_202_is_in_kafka(gateway: Any) -> None:
     for receipt in accepted:
         msg = fetch(gateway, receipt)
         assert receipt["event_id"].encode() in msg.value()
+
+
+def test_publisher_client_round_trip(gateway: Any) -> None:
+    from producers.client import SealstreamClient
+
+    events = [event(payload={**PAYMENT, "payment_id": f"p-{i}"}) for i in range(120)]
+    events.append(event(payload={"payment_id": "broken"}))
+    with SealstreamClient(gateway.url, gateway.token(), batch_size=50) as client:
+        first = client.publish(events)
+        assert len(first.receipts) == 120 and len(first.rejected) == 1
+        assert all(client.verify(r) for r in first.receipts)
+        before = gateway.raw_end_offsets()
+        ids = [r["event_id"] for r in first.receipts]
+        again = client.publish([{**e, "event_id": i} for e, i in zip(events, ids, strict=False)])
+        assert [r["event_id"] for r in again.receipts] == ids
+        assert again.receipts == first.receipts
+        assert gateway.raw_end_offsets() == before  # retries produced nothing
