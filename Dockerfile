@@ -7,6 +7,7 @@ COPY schemas schemas
 COPY producers producers
 COPY streams streams
 COPY sinks sinks
+COPY config config
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 sealstream
 USER sealstream
 ENTRYPOINT ["sealstream"]
