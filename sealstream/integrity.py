@@ -1,0 +1,232 @@
+"""What makes a stored event provable: its canonical byte form, its HMAC-SHA256 signature and
+its place in a per-partition hash chain. The stream processors produce these; ``verify`` and
+the sinks check them, so the definitions live here, shared, and nowhere else.
+
+Canonical form (version 1) of a signed event: UTF-8 JSON, keys sorted, no whitespace, of
+
+    v, event_id, tenant, event_type, occurred_at, received_at   (timestamps: integer Unix ms)
+    producer, correlation_id, source, classification, route
+    payload_sha256       SHA-256 of the original payload's canonical JSON (the cold copy)
+    hot_payload_sha256   SHA-256 of the masked payload's canonical JSON (the hot copy)
+    masked_fields        sorted list of payload fields masked in the hot copy
+    enrichment           object of the enrichers' string attributes
+    chain_id, seq, prev_hash, key_id
+
+``signature`` = HMAC-SHA256(key[key_id], canonical bytes), hex. The chain entry's ``hash`` =
+SHA-256(bytes.fromhex(prev_hash) + bytes.fromhex(signature)), hex; the first entry of a chain
+has ``prev_hash`` = 64 zeros. Every field a person could change in a stored row is either in
+the canonical form or hashed into it, so an edit breaks the signature; removing, inserting or
+reordering rows breaks ``seq``/``prev_hash`` continuity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from sealstream.keys import HmacKeyring
+
+CANONICAL_VERSION = 1
+GENESIS = "0" * 64
+SIGNED_FIELDS = (
+    "event_id",
+    "tenant",
+    "event_type",
+    "occurred_at",
+    "received_at",
+    "producer",
+    "correlation_id",
+    "source",
+    "classification",
+    "route",
+    "payload_sha256",
+    "hot_payload_sha256",
+    "masked_fields",
+    "enrichment",
+    "chain_id",
+    "seq",
+    "prev_hash",
+    "key_id",
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; the one JSON form every hash here is taken of."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def payload_hash(payload: Any) -> str:
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def signing_bytes(event: Mapping[str, Any]) -> bytes:
+    body = {name: event[name] for name in SIGNED_FIELDS}
+    body["masked_fields"] = sorted(body["masked_fields"])
+    body["v"] = CANONICAL_VERSION
+    return canonical_json(body)
+
+
+def chain_hash(prev_hash: str, signature: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(signature)).hexdigest()
+
+
+@dataclass
+class ChainHead:
+    """Where a chain stands: the last sequence number and entry hash."""
+
+    seq: int = 0
+    hash: str = GENESIS
+
+
+def sign(event: dict[str, Any], keys: HmacKeyring, head: ChainHead) -> ChainHead:
+    """Fill in ``seq``, ``prev_hash``, ``key_id``, ``signature`` and ``hash``; return the new head.
+
+    ``event`` must hold every other signed field (``chain_id`` included).
+    """
+    event["seq"] = head.seq + 1
+    event["prev_hash"] = head.hash
+    event["key_id"] = keys.active
+    _, mac = keys.sign(signing_bytes(event))
+    event["signature"] = mac.hex()
+    event["hash"] = chain_hash(head.hash, event["signature"])
+    return ChainHead(event["seq"], event["hash"])
+
+
+class Problem(StrEnum):
+    MODIFIED = "modified"  # content no longer matches its hash or signature
+    MISSING = "missing"  # a gap in the sequence
+    INSERTED = "inserted"  # an entry that does not link to its predecessor
+    REORDERED = "reordered"  # entries present but out of order
+    BAD_SIGNATURE = "bad_signature"  # signature wrong while content hashes match
+    UNKNOWN_KEY = "unknown_key"  # signed with a key id nobody has
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Problem
+    chain_id: str
+    seq: int | None
+    event_id: str | None
+    detail: str
+
+
+@dataclass
+class ChainReport:
+    chain_id: str
+    checked: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head: str = GENESIS
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        seqs = [f.seq for f in self.findings if f.seq is not None]
+        return min(seqs) if seqs else None
+
+
+def check_entry(
+    event: Mapping[str, Any],
+    keys: HmacKeyring,
+    payload: Any | None = None,
+    hot_payload: Any | None = None,
+) -> list[tuple[Problem, str]]:
+    """Problems with one entry on its own: payload hashes, signature, entry hash."""
+    problems: list[tuple[Problem, str]] = []
+    if payload is not None and payload_hash(payload) != event["payload_sha256"]:
+        problems.append((Problem.MODIFIED, "payload does not match payload_sha256"))
+    if hot_payload is not None and payload_hash(hot_payload) != event["hot_payload_sha256"]:
+        problems.append((Problem.MODIFIED, "hot payload does not match hot_payload_sha256"))
+    signature, prev = str(event["signature"]), str(event["prev_hash"])
+    linked = chain_hash(prev, signature) == event["hash"]
+    verdict = keys.verify(str(event["key_id"]), signing_bytes(event), bytes.fromhex(signature))
+    if verdict is None:
+        problems.append((Problem.UNKNOWN_KEY, f"key id {event['key_id']!r} is unknown"))
+    elif not verdict and linked:
+        # The signature still matches the chain, so it is the original: a signed field changed.
+        problems.append((Problem.MODIFIED, "a signed field changed after signing"))
+    elif not verdict:
+        problems.append((Problem.BAD_SIGNATURE, "the signature was altered"))
+    elif not linked:
+        problems.append((Problem.MODIFIED, "entry hash does not match prev_hash + signature"))
+    return problems
+
+
+def walk_chain(
+    chain_id: str,
+    entries: Iterable[Mapping[str, Any]],
+    keys: HmacKeyring,
+    anchor: ChainHead | None = None,
+    payloads: Mapping[str, tuple[Any | None, Any | None]] | None = None,
+) -> ChainReport:
+    """Verify one chain's entries in stored order.
+
+    ``anchor`` is a trusted earlier head (a signed checkpoint); without it the walk starts at
+    the first entry present. ``payloads`` maps event_id to (original, hot) payloads to check
+    against their hashes.
+    """
+    report = ChainReport(chain_id)
+    expected = anchor
+    seen: dict[int, str] = {}
+    ordered = list(entries)
+    present = {int(e["seq"]) for e in ordered}
+    for entry in ordered:
+        seq = int(entry["seq"])
+        event_id = str(entry.get("event_id"))
+        report.checked += 1
+        report.first_seq = seq if report.first_seq is None else report.first_seq
+        original, hot = (payloads or {}).get(event_id, (None, None))
+        for kind, detail in check_entry(entry, keys, original, hot):
+            report.findings.append(Finding(kind, chain_id, seq, event_id, detail))
+        if seq in seen:
+            report.findings.append(
+                Finding(Problem.INSERTED, chain_id, seq, event_id, f"sequence {seq} appears twice")
+            )
+        elif expected is not None:
+            if seq < expected.seq + 1:
+                report.findings.append(
+                    Finding(
+                        Problem.REORDERED,
+                        chain_id,
+                        seq,
+                        event_id,
+                        f"sequence {seq} after {expected.seq}",
+                    )
+                )
+            elif seq > expected.seq + 1:
+                # The entries skipped here either come later (reordered) or are gone.
+                kind = Problem.REORDERED if expected.seq + 1 in present else Problem.MISSING
+                report.findings.append(
+                    Finding(
+                        kind,
+                        chain_id,
+                        expected.seq + 1,
+                        event_id,
+                        f"expected sequence {expected.seq + 1}, found {seq}",
+                    )
+                )
+            elif entry["prev_hash"] != expected.hash:
+                report.findings.append(
+                    Finding(
+                        Problem.INSERTED,
+                        chain_id,
+                        seq,
+                        event_id,
+                        "prev_hash does not link to the previous entry",
+                    )
+                )
+        seen[seq] = str(entry["hash"])
+        if expected is None or seq > expected.seq:
+            expected = ChainHead(seq, str(entry["hash"]))
+        report.last_seq = expected.seq
+        report.head = expected.hash
+    return report
