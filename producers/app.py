@@ -1,10 +1,12 @@
 """The gateway's HTTP app (FastAPI on uvicorn) and its wiring.
 
-Why FastAPI: it is Starlette plus an OpenAPI document generated from the same pydantic models
-that validate requests, which schemathesis then tests against. The hot endpoint reads the raw
-body itself (orjson, our own limits) instead of FastAPI's body parsing, so it pays for no
-second validation pass: measured overhead over plain Starlette is a few microseconds per
-request against a ~100 microsecond budget for auth + authz + validation + encoding.
+Why FastAPI: it is Starlette (same ASGI core, same speed class) plus an OpenAPI document
+generated from the pydantic models that validate the envelope, which schemathesis then tests
+against; with plain Starlette we would hand-write and hand-maintain that document. The hot
+endpoint reads the raw body itself (orjson, our own size and depth limits) instead of
+FastAPI's body parsing, so it pays for no second parse or validation pass. The profile of the
+gateway benchmark (benchmarks/results/gateway.md) shows the per-event costs in our own code
+(Avro encoding, Ed25519 receipt signatures, validation), not in the framework layers.
 """
 
 from __future__ import annotations

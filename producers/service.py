@@ -128,7 +128,7 @@ class IngestService:
         decisions: list[tuple[Decision, EventIn | None, int]] = []
         for index, raw_event in enumerate(events):
             prefix = f"events[{index}]" if is_batch else ""
-            result = self._check(principal, raw_event, index, prefix, decisions)
+            result = self._check(principal, raw_event, index, prefix, decisions, ctx)
             if isinstance(result, _Pending):
                 pending.append(result)
             else:
@@ -148,6 +148,7 @@ class IngestService:
         index: int,
         prefix: str,
         decisions: list[tuple[Decision, EventIn | None, int]],
+        ctx: RequestContext,
     ) -> _Pending | dict[str, Any]:
         def reject(status: int, error: FieldError, event_type: str = "") -> dict[str, Any]:
             tenant = raw_event.get("tenant", "") if isinstance(raw_event, dict) else ""
@@ -171,6 +172,17 @@ class IngestService:
         decisions.append((decision, event, index))
         if not decision.allow:
             self.metrics.denied.labels(event.tenant, event.event_type, decision.reason).inc()
+            log.warning(
+                "authz_denied subject=%s token_tenant=%s event_tenant=%s event_type=%s "
+                "reason=%s policy=%s correlation_id=%s",
+                principal.subject,
+                principal.tenant,
+                event.tenant,
+                event.event_type,
+                decision.reason,
+                decision.policy_version,
+                ctx.correlation_id,
+            )
             err = FieldError(
                 index,
                 f"{prefix}.tenant"
@@ -245,6 +257,10 @@ class IngestService:
                 ("event_type", item.event.event_type.encode()),
                 ("tenant", item.event.tenant.encode()),
             ]
+            if ctx.client_ip:
+                headers.append(("client_ip", ctx.client_ip.encode()))
+            if ctx.user_agent:
+                headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
             task = asyncio.ensure_future(
                 self.producer.send(self.settings.raw_topic, value, key, headers)
             )

@@ -156,13 +156,17 @@ class LocalStack:
     # -- internals ------------------------------------------------------------------------
 
     def _check_port_free(self, port: int, owner: str) -> None:
+        # Binding (not connecting) tells whether the port is taken: a connect to a free port in
+        # the ephemeral range can "succeed" by connecting to itself.
         with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((self.settings.host, port)) == 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.settings.host, port))
+            except OSError:
                 raise StackError(
                     f"port {port} on {self.settings.host} is in use by another process; stop it "
                     f"or choose another port for {owner} (see `sealstream stack up --help`)"
-                )
+                ) from None
 
     def _start_kafka(self) -> None:
         if self.kafka.pid() is not None:

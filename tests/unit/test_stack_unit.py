@@ -82,3 +82,20 @@ def test_cli_help_on_every_command() -> None:
         )
         assert result.returncode == 0, (args, result.stderr)
         assert "Usage" in result.stdout
+
+
+def test_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+
+    from sealstream.stack.process import StackError
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        stack = LocalStack(StackSettings(dir=tmp_path, kafka_port=port))
+        with pytest.raises(StackError, match=f"port {port} .* in use"):
+            stack._check_port_free(port, "Kafka")
+    stack._check_port_free(port, "Kafka")  # free again once the listener is gone
