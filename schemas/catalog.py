@@ -28,6 +28,17 @@ EVENTS_TOPIC = "events.raw"
 DECISIONS_TOPIC = "audit.decisions"
 ENVELOPE_FILE = "envelope.avsc"
 DECISION_FILE = "audit_decision.avsc"
+SIGNED_TOPIC = "events.signed"
+SIGNED_FILE = "signed_event.avsc"
+CHECKPOINTS_TOPIC = "audit.checkpoints"
+CHECKPOINT_FILE = "audit_checkpoint.avsc"
+# Files that are not event types, and the topic each registers under (None: not registered).
+INFRA_FILES: dict[str, str | None] = {
+    ENVELOPE_FILE: None,
+    DECISION_FILE: DECISIONS_TOPIC,
+    SIGNED_FILE: SIGNED_TOPIC,
+    CHECKPOINT_FILE: CHECKPOINTS_TOPIC,
+}
 
 
 def full_name(schema: dict[str, Any]) -> str:
@@ -58,12 +69,7 @@ class Catalog:
         return schema
 
     def event_types(self) -> list[str]:
-        skip = {ENVELOPE_FILE, DECISION_FILE}
-        return sorted(
-            p.stem
-            for p in self.directory.glob("*.avsc")
-            if p.name not in skip and not p.name.startswith("audit_")
-        )
+        return sorted(p.stem for p in self.directory.glob("*.avsc") if p.name not in INFRA_FILES)
 
     def payload_schema(self, event_type: str) -> dict[str, Any]:
         if event_type not in self.event_types():
@@ -92,6 +98,12 @@ class Catalog:
     def decision_schema(self) -> dict[str, Any]:
         return self._load(DECISION_FILE)
 
+    def signed_schema(self) -> dict[str, Any]:
+        return self._load(SIGNED_FILE)
+
+    def checkpoint_schema(self) -> dict[str, Any]:
+        return self._load(CHECKPOINT_FILE)
+
     def pii_fields(self, event_type: str) -> dict[str, str]:
         """Payload field name -> PII kind, for fields marked ``"pii": true``."""
         return {
@@ -110,8 +122,10 @@ class Catalog:
         for event_type in self.event_types():
             schema = self.event_schema(event_type)
             entries[subject_for(events_topic, schema)] = schema
-        decision = self.decision_schema()
-        entries[subject_for(DECISIONS_TOPIC, decision)] = decision
+        for filename, topic in INFRA_FILES.items():
+            if topic is not None and (self.directory / filename).exists():
+                schema = self._load(filename)
+                entries[subject_for(topic, schema)] = schema
         return entries
 
 

@@ -5,9 +5,10 @@ the sinks check them, so the definitions live here, shared, and nowhere else.
 Canonical form (version 1) of a signed event: UTF-8 JSON, keys sorted, no whitespace, of
 
     v, event_id, tenant, event_type, occurred_at, received_at   (timestamps: integer Unix ms)
-    producer, correlation_id, source, classification, route
-    payload_sha256       SHA-256 of the original payload's canonical JSON (the cold copy)
-    hot_payload_sha256   SHA-256 of the masked payload's canonical JSON (the hot copy)
+    producer, correlation_id, request_id, source, classification, route
+    payload_sha256       the gateway's hash of the payload as published (as in the receipt)
+    content_sha256       SHA-256 of the stored original payload's canonical JSON (cold copy)
+    hot_content_sha256   SHA-256 of the masked payload's canonical JSON (hot copy)
     masked_fields        sorted list of payload fields masked in the hot copy
     enrichment           object of the enrichers' string attributes
     chain_id, seq, prev_hash, key_id
@@ -21,6 +22,7 @@ reordering rows breaks ``seq``/``prev_hash`` continuity.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,11 +43,13 @@ SIGNED_FIELDS = (
     "received_at",
     "producer",
     "correlation_id",
+    "request_id",
     "source",
     "classification",
     "route",
     "payload_sha256",
-    "hot_payload_sha256",
+    "content_sha256",
+    "hot_content_sha256",
     "masked_fields",
     "enrichment",
     "chain_id",
@@ -55,9 +59,18 @@ SIGNED_FIELDS = (
 )
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} has no canonical JSON form")
+
+
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; the one JSON form every hash here is taken of."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """Sorted keys, no whitespace, UTF-8; the one JSON form every hash here is taken of.
+    Datetimes are RFC 3339 strings, decimals their exact string, bytes hex."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=_default)
 
 
 def payload_hash(payload: Any) -> str:
@@ -142,10 +155,10 @@ def check_entry(
 ) -> list[tuple[Problem, str]]:
     """Problems with one entry on its own: payload hashes, signature, entry hash."""
     problems: list[tuple[Problem, str]] = []
-    if payload is not None and payload_hash(payload) != event["payload_sha256"]:
-        problems.append((Problem.MODIFIED, "payload does not match payload_sha256"))
-    if hot_payload is not None and payload_hash(hot_payload) != event["hot_payload_sha256"]:
-        problems.append((Problem.MODIFIED, "hot payload does not match hot_payload_sha256"))
+    if payload is not None and payload_hash(payload) != event["content_sha256"]:
+        problems.append((Problem.MODIFIED, "payload does not match content_sha256"))
+    if hot_payload is not None and payload_hash(hot_payload) != event["hot_content_sha256"]:
+        problems.append((Problem.MODIFIED, "hot payload does not match hot_content_sha256"))
     signature, prev = str(event["signature"]), str(event["prev_hash"])
     linked = chain_hash(prev, signature) == event["hash"]
     verdict = keys.verify(str(event["key_id"]), signing_bytes(event), bytes.fromhex(signature))
