@@ -200,3 +200,33 @@ class GatewaySettings(BaseSettings):
     raw_topic: str = "events.raw"
     decisions_topic: str = "audit.decisions"
     receipts_topic: str = "receipts"
+
+
+class WorkerSettings(BaseSettings):
+    """The stream processors (faust workers)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_WORKER_", extra="ignore")
+
+    app_id: str = "sealstream-processor"
+    raw_topic: str = "events.raw"
+    signed_topic: str = "events.signed"
+    dlq_topic: str = "events.raw.dlq"
+    checkpoints_topic: str = "audit.checkpoints"
+    partitions: int = Field(default=6, ge=1, description="Of events.raw and events.signed.")
+    processing_guarantee: str = Field(
+        default="exactly_once", pattern="^(exactly_once|at_least_once)$"
+    )
+    max_attempts: int = Field(default=4, ge=1, description="Tries for transient failures.")
+    backoff_base_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    checkpoint_every: int = Field(
+        default=500, ge=1, description="Events per chain between checkpoints."
+    )
+    routes_file: Path = Path("config/routes.yaml")
+    tenants_file: Path = Path("config/tenants.yaml")
+    policy_file: Path = Path("config/policy.yaml")
+    data_dir: Path = Field(default=Path(".sealstream/worker"), description="faust's data dir.")
+    web_port: int = Field(default=0, ge=0, le=65535, description="faust web/metrics; 0 = off.")
+    fault_slow_tenant: str | None = Field(
+        default=None, description="Fault drill: hang enrichment of this tenant's events."
+    )

@@ -181,6 +181,23 @@ class TenantDirectory:
         return {"tenant_known": "true", **{f"tenant_{k}": v for k, v in attrs.items()}}
 
 
+class SlowTenant:
+    """Fault injection for tests and drills: hangs on one tenant's events so the timeout,
+    retry and dead-letter path can be exercised end to end. Off unless configured
+    (``SEALSTREAM_WORKER_FAULT_SLOW_TENANT``)."""
+
+    name = "fault_slow"
+    timeout_s = 0.2
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    async def enrich(self, item: EnrichInput) -> dict[str, str]:
+        if item.event.get("tenant") == self.tenant:
+            await asyncio.sleep(30)
+        return {}
+
+
 _NAME_RE = re.compile(r"^[a-z_]+$")
 
 

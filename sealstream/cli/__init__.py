@@ -13,6 +13,7 @@ from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.stack import app as stack_app
 from sealstream.cli.topics import app as topics_app
+from sealstream.cli.worker import worker
 
 app = typer.Typer(
     name="sealstream",
@@ -26,6 +27,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(topics_app, name="topics")
 app.command("gateway", help="Run the ingest gateway in the foreground.")(serve_gateway)
 app.add_typer(tokens_app, name="tokens")
+app.command("worker", help="Run a stream processor (faust worker) in the foreground.")(worker)
 
 
 @app.command()

@@ -1,0 +1,27 @@
+"""``sealstream worker``: run a stream processor (any number share the partitions)."""
+
+from __future__ import annotations
+
+import typer
+
+from sealstream.keys import load_hmac_keyring
+from sealstream.settings import KafkaSettings, KeySettings, RegistrySettings, WorkerSettings
+
+MASK_KEYS_FILE = "mask.json"
+
+
+def worker(
+    loglevel: str = typer.Option("info", help="faust log level."),
+) -> None:
+    """Consume events.raw, sign and route to events.signed (dead letters to events.raw.dlq)."""
+    from faust.worker import Worker
+
+    from streams.app import build_processor, create_app
+
+    settings, kafka, keys = WorkerSettings(), KafkaSettings(), KeySettings()
+    signing = load_hmac_keyring(keys)
+    processor, checkpoint_encoder = build_processor(
+        settings, RegistrySettings(), signing, load_hmac_keyring(keys, MASK_KEYS_FILE)
+    )
+    app = create_app(settings, kafka, processor, signing, checkpoint_encoder)
+    Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
