@@ -213,6 +213,7 @@ class WorkerSettings(BaseSettings):
     dlq_topic: str = "events.raw.dlq"
     checkpoints_topic: str = "audit.checkpoints"
     partitions: int = Field(default=6, ge=1, description="Of events.raw and events.signed.")
+    dlq_partitions: int = Field(default=3, ge=1, description="Of events.raw.dlq.")
     processing_guarantee: str = Field(
         default="exactly_once", pattern="^(exactly_once|at_least_once)$"
     )

@@ -77,6 +77,8 @@ class Processor:
         self.routes = routes
         self.keys = keys
         self.encoder = encoder
+        # Reads the worker's own output back (chain heads); same registry lookups as input.
+        self.output_decoder = decoder
 
     def decode(self, raw: bytes | None) -> tuple[int, dict[str, Any]]:
         if not raw:

@@ -87,9 +87,7 @@ def test_time_fields() -> None:
 def test_client_attributes() -> None:
     enrich = ClientAttributes().enrich
     public = asyncio.run(
-        enrich(
-            item(headers={"client_ip": b"8.8.8.8", "user_agent": b"Mozilla/5.0 Firefox/130"})
-        )
+        enrich(item(headers={"client_ip": b"8.8.8.8", "user_agent": b"Mozilla/5.0 Firefox/130"}))
     )
     assert public == {"ip_version": "4", "network": "public", "client_family": "firefox"}
     assert asyncio.run(enrich(item(headers={"client_ip": b"::1"})))["network"] == "loopback"
