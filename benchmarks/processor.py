@@ -1,0 +1,296 @@
+"""Stream processor benchmark: events/s of one `sealstream worker` (faust, exactly-once) against
+a plain confluent-kafka consume-transform-produce loop doing the same decode/enrich/mask/sign/
+encode with the same Processor, on the same broker and the same input.
+
+    python -m benchmarks.processor [--events 20000]
+
+Writes benchmarks/results/processor.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from rich.console import Console
+
+from benchmarks.gateway import machine
+from schemas.catalog import Catalog, subject_for
+from schemas.serde import Encoder
+from sealstream.integrity import ChainHead
+from sealstream.keys import load_hmac_keyring
+from sealstream.settings import (
+    KeySettings,
+    RegistrySettings,
+    StackSettings,
+    WorkerSettings,
+)
+from sealstream.stack.local import LocalStack
+from streams.app import build_processor
+from streams.processor import Source
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PARTITIONS = 3
+console = Console()
+
+
+def produce_raw(stack: LocalStack, topic: str, count: int) -> None:
+    catalog = Catalog()
+    schema = catalog.event_schema("payment")
+    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+        found = client.lookup_schema(
+            subject_for("events.raw", schema), Schema(json.dumps(schema), "AVRO")
+        )
+    encoder = Encoder(int(found.schema_id), schema)
+    producer = Producer(
+        {"bootstrap.servers": stack.bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    )
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    for i in range(count):
+        record = {
+            "event_id": str(uuid.uuid4()),
+            "tenant": "acme",
+            "event_type": "payment",
+            "occurred_at": now,
+            "received_at": now,
+            "producer": "bench",
+            "correlation_id": f"c{i}",
+            "request_id": "r",
+            "source": None,
+            "payload_sha256": "00" * 32,
+            "payload": {
+                "payment_id": f"p{i}",
+                "account_id": f"a{i % 50}",
+                "amount_minor": i,
+                "currency": "EUR",
+                "status": "CAPTURED",
+                "method": "CARD",
+                "card_last4": "4242",
+                "payer_email": f"u{i}@example.test",
+                "merchant_id": "m",
+            },
+        }
+        producer.produce(topic, value=encoder.encode(record), key=f"acme:a{i % 50}".encode())
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+
+
+def committed(stack: LocalStack, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
+        return sum(max(0, tp.offset) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def run_worker(
+    stack: LocalStack, topics: dict[str, str], keys: KeySettings, count: int, work: Path
+) -> float:
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SEALSTREAM_REGISTRY_URL": stack.registry_url,
+        "SEALSTREAM_KEYS_DIR": str(keys.dir),
+        "SEALSTREAM_WORKER_APP_ID": app_id,
+        "SEALSTREAM_WORKER_PARTITIONS": str(PARTITIONS),
+        "SEALSTREAM_WORKER_RAW_TOPIC": topics["raw"],
+        "SEALSTREAM_WORKER_SIGNED_TOPIC": topics["signed"],
+        "SEALSTREAM_WORKER_DLQ_TOPIC": topics["dlq"],
+        "SEALSTREAM_WORKER_CHECKPOINTS_TOPIC": topics["checkpoints"],
+        "SEALSTREAM_WORKER_DATA_DIR": str(work / app_id),
+        "SEALSTREAM_WORKER_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
+        "SEALSTREAM_WORKER_ROUTES_FILE": str(ROOT / "config" / "routes.yaml"),
+        "SEALSTREAM_WORKER_TENANTS_FILE": str(ROOT / "config" / "tenants.yaml"),
+    }
+    with (work / f"{app_id}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sealstream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+    try:
+        started = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = committed(stack, app_id, topics["raw"])
+            if started is None and done > 0:
+                started = (time.monotonic(), done)
+            if done >= count:
+                break
+            time.sleep(0.5)
+        assert started is not None, "the worker never committed"
+        elapsed = time.monotonic() - started[0]
+        return (count - started[1]) / elapsed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run_plain(stack: LocalStack, topics: dict[str, str], keys: KeySettings, count: int) -> float:
+    """The same work in a plain confluent-kafka loop (at-least-once, no transactions)."""
+    settings = WorkerSettings(
+        policy_file=ROOT / "config" / "policy.yaml",
+        routes_file=ROOT / "config" / "routes.yaml",
+        tenants_file=ROOT / "config" / "tenants.yaml",
+        signed_topic=topics["signed"],
+        checkpoints_topic=topics["checkpoints"],
+    )
+    signing = load_hmac_keyring(keys)
+    processor, _ = build_processor(
+        settings,
+        RegistrySettings(url=stack.registry_url),
+        signing,
+        load_hmac_keyring(keys, "mask.json"),
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"plain-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+        }
+    )
+    consumer.subscribe([topics["raw"]])
+    heads: dict[int, ChainHead] = {}
+
+    async def loop() -> float:
+        done = 0
+        started = None
+        while done < count:
+            batch = consumer.consume(500, 1.0)
+            if not batch:
+                continue
+            started = started or time.monotonic()
+            for msg in batch:
+                source = Source(
+                    msg.topic() or "",
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    dict(msg.headers() or []),
+                )
+                signed = await processor.process(
+                    msg.value(), source, heads.get(source.partition, ChainHead())
+                )
+                heads[source.partition] = signed.head
+                producer.produce(
+                    topics["signed"] + "-plain",
+                    value=signed.value,
+                    key=msg.key(),
+                    partition=source.partition,
+                )
+                done += 1
+            producer.poll(0)
+            consumer.commit(asynchronous=True)
+        producer.flush(60)
+        return count / (time.monotonic() - (started or time.monotonic()))
+
+    try:
+        return asyncio.run(loop())
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    work = RESULTS / "tmp" / "processor"
+    work.mkdir(parents=True, exist_ok=True)
+    keys = KeySettings(dir=work / "keys")
+    stack = LocalStack(
+        StackSettings(
+            dir=work / "stack", kafka_port=29292, controller_port=29293, registry_port=28281
+        ),
+        progress=console.log,
+    )
+    stack.up()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealstream.cli",
+            "schemas",
+            "register",
+            "--registry-url",
+            stack.registry_url,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    suffix = uuid.uuid4().hex[:6]
+    topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    names = [*topics.values(), topics["signed"] + "-plain"]
+    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
+        future.result(30)
+    catalog = Catalog()
+    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+        for topic, schema in (
+            (topics["signed"], catalog.signed_schema()),
+            (topics["checkpoints"], catalog.checkpoint_schema()),
+        ):
+            client.register_schema(subject_for(topic, schema), Schema(json.dumps(schema), "AVRO"))
+    try:
+        console.log(f"producing {args.events} raw events")
+        produce_raw(stack, topics["raw"], args.events)
+        console.log("plain confluent-kafka loop")
+        plain = run_plain(stack, topics, keys, args.events)
+        console.log("sealstream worker (faust, exactly-once)")
+        worker = run_worker(stack, topics, keys, args.events, work)
+    finally:
+        stack.down()
+    result: dict[str, Any] = {
+        "benchmark": "processor",
+        "machine": machine(),
+        "events": args.events,
+        "worker_events_per_s": round(worker, 1),
+        "plain_loop_events_per_s": round(plain, 1),
+        "ratio_worker_to_plain": round(worker / plain, 3),
+        "note": "one worker process vs one plain loop, same Processor, same broker; the worker "
+        "commits transactions (exactly-once), the plain loop is at-least-once",
+    }
+    (RESULTS / "processor.json").write_text(json.dumps(result, indent=2) + "\n")
+    m = result["machine"]
+    (RESULTS / "processor.md").write_text(
+        f"# Processor benchmark\n\nMachine: {m['cpu_count']} CPUs, {m['memory_gib']} GiB, "
+        f"{m['platform']}, Python {m['python']}. {args.events} events, {PARTITIONS} partitions.\n\n"
+        "| pipeline | events/s |\n|---|---:|\n"
+        f"| sealstream worker (faust, exactly-once) | {result['worker_events_per_s']} |\n"
+        "| plain confluent-kafka loop (same work, at-least-once) | "
+        f"{result['plain_loop_events_per_s']} |\n"
+        f"| ratio worker / plain | {result['ratio_worker_to_plain']} |\n\n{result['note']}.\n"
+    )
+    console.print(result)
+
+
+if __name__ == "__main__":
+    main()
