@@ -124,7 +124,7 @@ def create_app(
         datadir=str(settings.data_dir),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        broker_commit_every=100,
+        broker_commit_every=2000,
         broker_commit_interval=1.0,
         # After a worker is killed mid-transaction the aborted changelog write can leave the
         # in-memory "persisted offset" past the committed changelog end, and faust then
