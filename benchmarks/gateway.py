@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,27 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from benchmarks.common import RESULTS, bench_stack, console, machine
 from producers.auth import Keyring, TokenVerifier, issue_token
 from sealstream.cli.gateway import auth_settings
-from sealstream.settings import KeySettings, StackSettings
+from sealstream.settings import KeySettings
 from sealstream.stack.local import LocalStack
-
-RESULTS = Path(__file__).resolve().parent / "results"
-console = Console()
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-    }
 
 
 def event(i: int) -> dict[str, Any]:
@@ -164,26 +150,7 @@ def main() -> None:
     work = RESULTS / "tmp" / "gateway"
     work.mkdir(parents=True, exist_ok=True)
     keys = KeySettings(dir=work / "keys")
-    stack = LocalStack(
-        StackSettings(
-            dir=work / "stack", kafka_port=29192, controller_port=29193, registry_port=28181
-        ),
-        progress=lambda m: console.log(m),
-    )
-    stack.up()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealstream.cli",
-            "schemas",
-            "register",
-            "--registry-url",
-            stack.registry_url,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    stack = bench_stack("gateway", 29192)
     port = 28180
     proc = start_gateway(stack, keys, port, work / "gateway.log")
     auth = auth_settings(keys)

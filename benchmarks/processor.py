@@ -23,9 +23,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from rich.console import Console
 
-from benchmarks.gateway import machine
+from benchmarks.common import bench_stack, console, machine
 from schemas.catalog import Catalog, subject_for
 from schemas.serde import Encoder
 from sealstream.integrity import ChainHead
@@ -33,7 +32,6 @@ from sealstream.keys import load_hmac_keyring
 from sealstream.settings import (
     KeySettings,
     RegistrySettings,
-    StackSettings,
     WorkerSettings,
 )
 from sealstream.stack.local import LocalStack
@@ -43,7 +41,6 @@ from streams.processor import Source
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARTITIONS = 3
-console = Console()
 
 
 def produce_raw(stack: LocalStack, topic: str, count: int) -> None:
@@ -195,7 +192,7 @@ def run_plain(stack: LocalStack, topics: dict[str, str], keys: KeySettings, coun
                     msg.topic() or "",
                     msg.partition() or 0,
                     msg.offset() or 0,
-                    dict(msg.headers() or []),
+                    dict(msg.headers() or []),  # type: ignore[arg-type]
                 )
                 signed = await processor.process(
                     msg.value(), source, heads.get(source.partition, ChainHead())
@@ -226,26 +223,7 @@ def main() -> None:
     work = RESULTS / "tmp" / "processor"
     work.mkdir(parents=True, exist_ok=True)
     keys = KeySettings(dir=work / "keys")
-    stack = LocalStack(
-        StackSettings(
-            dir=work / "stack", kafka_port=29292, controller_port=29293, registry_port=28281
-        ),
-        progress=console.log,
-    )
-    stack.up()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealstream.cli",
-            "schemas",
-            "register",
-            "--registry-url",
-            stack.registry_url,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    stack = bench_stack("processor", 29292)
     suffix = uuid.uuid4().hex[:6]
     topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})
