@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from schemas.catalog import Catalog, subject_for
 from schemas.serde import Decoder, Encoder, registry_lookup
-from sealstream.integrity import ChainHead, walk_chain
+from sealstream.integrity import ChainHead, canonical_json, walk_chain
 from sealstream.keys import load_hmac_keyring
 from sealstream.settings import KeySettings
 from tests.integration.conftest import register_repo_schemas
@@ -282,6 +282,17 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
         f for r in reports.values() for f in r.findings
     ][:5]
     assert sum(r.checked for r in reports.values()) == len(ids)
+    # Signed checkpoints every 50 events per chain, naming real chain heads.
+    keyring = load_hmac_keyring(workers.keys)
+    checkpoints = [v for _, _, v, _ in read_all(stack, workers.topics["audit.checkpoints"])]
+    assert checkpoints
+    heads = {(r["chain_id"], r["seq"]): r["hash"] for r in signed}
+    for cp in checkpoints:
+        assert cp["seq"] % 50 == 0
+        body = {k: cp[k] for k in ("chain_id", "seq", "head_hash", "created_at", "key_id")}
+        assert keyring.verify(cp["key_id"], canonical_json(body), bytes.fromhex(cp["signature"]))
+        if (cp["chain_id"], cp["seq"]) in heads:
+            assert heads[(cp["chain_id"], cp["seq"])] == cp["head_hash"]
     dlq = workers.topics["events.raw.dlq"]
     dead = [
         (v, h)
