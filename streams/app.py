@@ -41,7 +41,7 @@ from streams.enrich import (
     TenantDirectory,
     TimeFields,
 )
-from streams.heads import last_committed
+from streams.heads import CommittedHead, last_committed
 from streams.mask import Masker
 from streams.processor import PoisonMessage, Processor, Source, checkpoint, dead_letter_headers
 from streams.route import RoutingTable
@@ -80,6 +80,14 @@ class Outputs:
         ids = self.app.consumer.transactions._tps_to_transactional_ids({tp})
         return next(iter(ids)) if ids else None
 
+    async def committed_head(
+        self, kafka: KafkaSettings, partition: int, decoder: Decoder
+    ) -> CommittedHead | None:
+        """The last committed signed record of ``partition`` (see streams/heads.py)."""
+        return await asyncio.to_thread(
+            last_committed, kafka, self.settings.signed_topic, partition, decoder
+        )
+
     async def send(
         self,
         source: Source,
@@ -110,7 +118,9 @@ def create_app(
     processor: Processor,
     keys: HmacKeyring,
     checkpoint_encoder: Encoder,
+    outputs: Outputs | None = None,
 ) -> faust.App:
+    """The worker's app. ``outputs`` replaces the Kafka writers (unit tests, test_context)."""
     app = faust.App(
         settings.app_id,
         broker=_broker(kafka),
@@ -138,7 +148,7 @@ def create_app(
         key_serializer="raw",
         partitions=settings.partitions,
     )
-    outputs = Outputs(app, settings, checkpoint_encoder)
+    outputs = outputs or Outputs(app, settings, checkpoint_encoder)
     heads = app.Table("chain-heads", default=None, partitions=settings.partitions)
 
     reconciled: set[int] = set()
@@ -152,9 +162,7 @@ def create_app(
         reconciled.difference_update(tp.partition for tp in assigned)
 
     async def _reconcile(stored: Any, partition: int) -> Any:
-        committed = await asyncio.to_thread(
-            last_committed, kafka, settings.signed_topic, partition, processor.output_decoder
-        )
+        committed = await outputs.committed_head(kafka, partition, processor.output_decoder)
         if committed is None or (stored and stored[0] >= committed.head.seq):
             return stored
         log.warning(

@@ -1,0 +1,140 @@
+"""The faust agent in faust's test context (no broker): signing, chaining, routing, masking
+and dead letters, with the Kafka writers replaced by a recorder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.catalog import Catalog
+from schemas.serde import Decoder, Encoder
+from sealstream.integrity import ChainHead, walk_chain
+from sealstream.keys import HmacKeyring
+from sealstream.settings import KafkaSettings, WorkerSettings
+from streams.app import Outputs, create_app
+from streams.enrich import ClientAttributes, PiiClassification, Pipeline, TimeFields
+from streams.mask import Masker
+from streams.processor import Processor, Source
+from streams.route import RoutingTable
+
+KEYS = HmacKeyring("k1", {"k1": b"s" * 32})
+RAW_ID, SIGNED_ID, CHECKPOINT_ID = 7, 8, 9
+
+
+class Recorder(Outputs):
+    def __init__(self, settings: WorkerSettings, encoder: Encoder) -> None:
+        super().__init__(None, settings, encoder)
+        self.sent: list[tuple[str, bytes, int, dict[str, bytes]]] = []
+
+    async def committed_head(self, kafka: Any, partition: int, decoder: Any) -> None:
+        return None  # no earlier output: the table is the only state
+
+    async def send(
+        self,
+        source: Source,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        partition: int,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        self.sent.append((topic, value, partition, dict(headers)))
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> tuple[Any, Recorder, Decoder]:
+    catalog = Catalog()
+    schemas = {
+        RAW_ID: catalog.event_schema("payment"),
+        SIGNED_ID: catalog.signed_schema(),
+        CHECKPOINT_ID: catalog.checkpoint_schema(),
+    }
+    decoder = Decoder(lambda i: json.dumps(schemas[i]) if i in schemas else None)
+    pii = {"payment": catalog.pii_fields("payment")}
+    routes = RoutingTable.model_validate(
+        {"rules": [{"when": {"tenant": "coldco"}, "route": "cold"}]}
+    )
+    processor = Processor(
+        decoder,
+        Pipeline(
+            [TimeFields(), ClientAttributes(), PiiClassification({"payment": "confidential"}, pii)]
+        ),
+        Masker(HmacKeyring("m", {"m": b"m" * 32}), pii),
+        routes,
+        KEYS,
+        Encoder(SIGNED_ID, schemas[SIGNED_ID]),
+    )
+    settings = WorkerSettings(
+        processing_guarantee="at_least_once", partitions=2, checkpoint_every=3, data_dir=tmp_path
+    )
+    recorder = Recorder(settings, Encoder(CHECKPOINT_ID, schemas[CHECKPOINT_ID]))
+    app = create_app(
+        settings,
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        processor,
+        KEYS,
+        recorder.checkpoint_encoder,
+        outputs=recorder,
+    )
+    app.finalize()
+    app.conf.store = "memory://"
+    return app, recorder, decoder
+
+
+def raw(tenant: str, i: int) -> bytes:
+    now = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
+    record = {
+        "event_id": f"{tenant}-{i}",
+        "tenant": tenant,
+        "event_type": "payment",
+        "occurred_at": now,
+        "received_at": now,
+        "producer": "p",
+        "correlation_id": f"c{i}",
+        "request_id": "r",
+        "source": None,
+        "payload_sha256": "00" * 32,
+        "payload": {
+            "payment_id": f"p{i}",
+            "account_id": "a",
+            "amount_minor": i,
+            "currency": "EUR",
+            "status": "CAPTURED",
+            "method": "CARD",
+            "card_last4": "4242",
+            "payer_email": "ann@example.test",
+            "merchant_id": "m",
+        },
+    }
+    return Encoder(RAW_ID, Catalog().event_schema("payment")).encode(record)
+
+
+async def test_agent_signs_chains_routes_and_dead_letters(harness: Any) -> None:
+    app, recorder, decoder = harness
+    async with app.sign_events.test_context() as agent:
+        for i in range(4):
+            await agent.put(raw("acme", i), key=b"k", partition=0)
+        await agent.put(b"\x00garbage!", key=b"k", partition=0)
+        await agent.put(raw("coldco", 0), key=b"k", partition=1)
+    signed = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "events.signed"]
+    assert [r["seq"] for r in signed if r["chain_id"].endswith("/0")] == [1, 2, 3, 4]
+    report = walk_chain(
+        signed[0]["chain_id"],
+        [r for r in signed if r["chain_id"].endswith("/0")],
+        KEYS,
+        anchor=ChainHead(),
+    )
+    assert report.ok
+    assert signed[0]["masked_fields"] == ["card_last4", "payer_email"]
+    assert "ann@example.test" in signed[0]["payload_json"]
+    assert "ann@example.test" not in signed[0]["hot_payload_json"]
+    assert {r["tenant"]: r["route"] for r in signed} == {"acme": "both", "coldco": "cold"}
+    dead = [(v, h) for t, v, _, h in recorder.sent if t == "events.raw.dlq"]
+    assert len(dead) == 1 and dead[0][0] == b"\x00garbage!"
+    assert dead[0][1]["dlq.reason"] in (b"undecodable", b"unknown_schema")
+    checkpoints = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "audit.checkpoints"]
+    assert [(c["chain_id"].endswith("/0"), c["seq"]) for c in checkpoints] == [(True, 3)]
