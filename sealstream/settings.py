@@ -225,6 +225,10 @@ class WorkerSettings(BaseSettings):
     )
     routes_file: Path = Path("config/routes.yaml")
     tenants_file: Path = Path("config/tenants.yaml")
+    tenants_topic: str | None = Field(
+        default="tenants.directory",
+        description="Compacted topic of tenant attributes; empty = off.",
+    )
     policy_file: Path = Path("config/policy.yaml")
     data_dir: Path = Field(default=Path(".sealstream/worker"), description="faust's data dir.")
     web_port: int = Field(default=0, ge=0, le=65535, description="faust web/metrics; 0 = off.")

@@ -23,5 +23,14 @@ def worker(
     processor, checkpoint_encoder = build_processor(
         settings, RegistrySettings(), signing, load_hmac_keyring(keys, MASK_KEYS_FILE)
     )
+    if settings.tenants_topic:
+        from sealstream.follow import TopicFollower
+        from streams.enrich import TenantDirectory
+
+        for enricher in processor.pipeline.enrichers:
+            if isinstance(enricher, TenantDirectory):  # file first, topic records on top
+                TopicFollower(
+                    kafka, settings.tenants_topic, enricher.apply_record, "worker-tenants"
+                )
     app = create_app(settings, kafka, processor, signing, checkpoint_encoder)
     Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
