@@ -234,59 +234,32 @@ async def _process_with_retries(
     key: bytes | None,
 ) -> Any:
     first_failure = 0.0
+
+    async def dead(exc: BaseException, reason: str, stage: str, attempt: int) -> None:
+        now = time.time()
+        await _dead_letter(
+            outputs, value, key, source, exc, reason, stage, attempt, first_failure or now, now
+        )
+
     for attempt in range(1, settings.max_attempts + 1):
         try:
             return await processor.process(value, source, head)
         except PoisonMessage as exc:
-            await _dead_letter(
-                outputs,
-                value,
-                key,
-                source,
-                exc,
-                exc.reason,
-                "decode",
-                attempt,
-                time.time(),
-                time.time(),
-            )
+            await dead(exc, exc.reason, "decode", attempt)
             return None
         except asyncio.CancelledError:
             raise
         except EnrichmentFailed as exc:
-            now = time.time()
-            first_failure = first_failure or now
+            first_failure = first_failure or time.time()
             if attempt == settings.max_attempts:
-                await _dead_letter(
-                    outputs,
-                    value,
-                    key,
-                    source,
-                    exc,
-                    exc.reason,
-                    "enrich",
-                    attempt,
-                    first_failure,
-                    now,
-                )
+                await dead(exc, exc.reason, "enrich", attempt)
                 return None
             RETRIES.labels(exc.reason).inc()
             cap = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
             await asyncio.sleep(random.uniform(cap / 2, cap))  # exponential, with jitter
         except Exception as exc:  # a bug must not skip the event: it goes to the DLQ instead
             log.exception("unexpected processing error")
-            await _dead_letter(
-                outputs,
-                value,
-                key,
-                source,
-                exc,
-                "unexpected_error",
-                "process",
-                attempt,
-                time.time(),
-                time.time(),
-            )
+            await dead(exc, "unexpected_error", "process", attempt)
             return None
     return None
 
