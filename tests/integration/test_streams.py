@@ -155,7 +155,9 @@ class RawProducer:
         for i in range(count):
             if poison_every and i % poison_every == poison_every - 1:
                 self.producer.produce(
-                    self.topic, value=b"\x00\x00\x00\x00" + os.urandom(8), key=tenant.encode()
+                    self.topic,
+                    value=b"\x00\x7f\xff\xff\xfe" + os.urandom(7),
+                    key=tenant.encode(),  # id 2147483646: never registered
                 )
                 poison += 1
                 continue
@@ -301,7 +303,7 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
     ]
     assert len(dead) == poison
     value, headers = dead[-1]
-    assert value.startswith(b"\x00\x00\x00\x00") and len(value) == 12  # original bytes
+    assert value.startswith(b"\x00\x7f\xff\xff\xfe") and len(value) == 12  # original bytes
     for name in (
         "dlq.error_class",
         "dlq.message",
