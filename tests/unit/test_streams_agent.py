@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class Recorder(Outputs):
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> tuple[Any, Recorder, Decoder]:
+def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
     catalog = Catalog()
     schemas = {
         RAW_ID: catalog.event_schema("payment"),
@@ -82,7 +83,13 @@ def harness(tmp_path: Path) -> tuple[Any, Recorder, Decoder]:
     )
     app.finalize()
     app.conf.store = "memory://"
-    return app, recorder, decoder
+    yield app, recorder, decoder
+    # Creating the stream built faust's consumer thread service with its own event loop; the
+    # thread never starts in the test context, so close that loop here (no leaked sockets).
+    thread = getattr(app.consumer, "_thread", None)
+    loop = getattr(thread, "thread_loop", None)
+    if loop is not None and not loop.is_running() and not loop.is_closed():
+        loop.close()
 
 
 def raw(tenant: str, i: int) -> bytes:
