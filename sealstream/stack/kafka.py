@@ -7,10 +7,14 @@ later start offline. The broker's data, configuration and logs live in the stack
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import re
 import shutil
 import subprocess
 import uuid
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from sealstream.settings import StackSettings
@@ -19,6 +23,9 @@ from sealstream.stack.process import StackError
 POM = Path(__file__).resolve().parent / "pom.xml"
 LOG4J2 = Path(__file__).resolve().parent / "log4j2.xml"
 COMPLETE_MARKER = ".complete"
+
+Progress = Callable[[str], None]
+_DOWNLOADED = re.compile(r"Downloaded from \S+ \S+/([^/\s]+)")
 
 
 def kafka_version(pom: Path = POM) -> str:
@@ -36,39 +43,62 @@ def jars_cached(settings: StackSettings) -> bool:
     return (libs_dir(settings) / COMPLETE_MARKER).exists()
 
 
-def resolve_jars(settings: StackSettings) -> Path:
-    """Copy Kafka's runtime jars into the cache with Maven (once); return the directory."""
+def resolve_jars(settings: StackSettings, progress: Progress | None = None) -> Path:
+    """Copy Kafka's runtime jars into the cache with Maven (once); return the directory.
+
+    The marker is written only after Maven succeeded, so an interrupted download is redone;
+    with the marker present nothing runs and no network is needed. A lock file keeps two
+    stacks started at once (two test sessions) from resolving into the same directory.
+    """
     libs = libs_dir(settings)
     if jars_cached(settings):
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError("Maven (mvn) is not on PATH; it resolves the Kafka jars once")
-    if libs.exists():
-        shutil.rmtree(libs)  # a half-finished earlier attempt
     libs.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise StackError(f"Maven could not resolve the Kafka jars:\n{tail}")
-    if not any(libs.glob("kafka_2.13-*.jar")):
-        raise StackError(f"Maven finished but {libs} holds no kafka_2.13 jar")
-    (libs / COMPLETE_MARKER).write_text(kafka_version() + "\n")
+    with (libs.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if jars_cached(settings):  # another process finished while we waited
+            return libs
+        if libs.exists():
+            shutil.rmtree(libs)  # a half-finished earlier attempt
+        _run_maven(mvn, libs, progress or (lambda message: None))
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"Maven finished but {libs} holds no kafka_2.13 jar")
+        (libs / COMPLETE_MARKER).write_text(kafka_version() + "\n")
     return libs
+
+
+def _run_maven(mvn: str, libs: Path, progress: Progress) -> None:
+    """Run copy-dependencies, turning Maven's download and copy lines into progress."""
+    argv = [
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
+    version = kafka_version()
+    tail: deque[str] = deque(maxlen=15)
+    downloaded = copied = 0
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+    ) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            if match := _DOWNLOADED.search(line):
+                downloaded += 1
+                progress(f"Maven: {downloaded} files downloaded ({match.group(1)})")
+            elif "Copying " in line:
+                copied += 1
+                progress(f"Maven: copying Kafka {version} jars ({copied})")
+    if proc.returncode != 0:
+        detail = "\n".join(tail)
+        raise StackError(f"Maven failed (exit {proc.returncode}) resolving Kafka jars:\n{detail}")
 
 
 def java() -> str:
@@ -137,9 +167,15 @@ def format_storage(libs: Path, properties: Path, data_dir: Path) -> bool:
 
 
 def _random_cluster_id() -> str:
-    import base64
+    """A Kafka Uuid string, as ``StorageTool random-uuid`` prints it, without a JVM start.
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    Like Kafka's ``Uuid.randomUuid``, ids starting with ``-`` are redrawn: the formatter's
+    argument parser would read one as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def broker_command(
