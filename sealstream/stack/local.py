@@ -39,6 +39,9 @@ class ComponentStatus:
 
 
 class LocalStack:
+    """The stack in ``settings.dir``: ``up``/``down``/``status`` for the CLI and the main job;
+    ``restart_broker``/``restart_registry``/``kill_broker`` for fault tests."""
+
     def __init__(self, settings: StackSettings, progress: Callable[[str], None] | None = None):
         self.settings = settings
         self.dir = settings.dir.resolve()
@@ -70,6 +73,18 @@ class LocalStack:
         )
         (self.dir / self.STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
+    def _check_same_settings(self) -> None:
+        """A running stack keeps its ports: asking for others would wait on the wrong ones."""
+        saved = self.saved_overrides(self.dir)
+        wanted = self.settings.model_dump(mode="json", include=set(saved))
+        changed = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
+        if changed:
+            detail = ", ".join(f"{k} {old} (asked for {new})" for k, (old, new) in changed.items())
+            raise StackError(
+                f"the stack in {self.dir} is running with {detail}; "
+                "run `sealstream stack down` first to change its settings"
+            )
+
     @classmethod
     def saved_overrides(cls, directory: Path) -> dict[str, Any]:
         try:
@@ -92,9 +107,11 @@ class LocalStack:
 
     def kafka_healthy(self, timeout_s: float = 2.0) -> bool:
         try:
+            # librdkafka reports "connection refused" through the logger: while waiting for the
+            # broker to start that is expected, so it goes to a logger that drops it.
             admin = AdminClient(
                 self.settings.kafka_settings().client_config(
-                    socket_timeout_ms=int(timeout_s * 1000)
+                    socket_timeout_ms=int(timeout_s * 1000), logger=_QUIET
                 )
             )
             admin.list_topics(timeout=timeout_s)
@@ -127,7 +144,10 @@ class LocalStack:
     def up(self) -> list[ComponentStatus]:
         """Start whatever is not running; wait until both answer. Idempotent."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.save_settings()
+        if self.running():
+            self._check_same_settings()
+        else:
+            self.save_settings()
         self._start_kafka()
         self.progress("creating topics")
         ensure_topics(
@@ -136,6 +156,10 @@ class LocalStack:
         self._start_registry()
         return self.status()
 
+    def running(self) -> bool:
+        """Whether any of the stack's processes is alive (healthy or not)."""
+        return self.kafka.pid() is not None or self.registry.pid() is not None
+
     def down(self) -> bool:
         """Stop the registry, then Kafka (controlled shutdown). True if anything was running."""
         stopped_registry = self.registry.stop(timeout_s=15)
@@ -143,14 +167,17 @@ class LocalStack:
         return stopped_registry or stopped_kafka
 
     def restart_broker(self) -> None:
+        """Controlled shutdown of the broker (if it runs), start it, wait until it answers."""
         self.kafka.stop(timeout_s=60)
         self._start_kafka()
 
     def restart_registry(self) -> None:
+        """Stop the registry (if it runs), start it, wait until it answers."""
         self.registry.stop(timeout_s=15)
         self._start_registry()
 
     def kill_broker(self) -> None:
+        """SIGKILL the broker, no controlled shutdown (a crash); ``restart_broker`` recovers."""
         self.kafka.kill()
 
     # -- internals ------------------------------------------------------------------------
@@ -179,7 +206,7 @@ class LocalStack:
             self._check_port_free(port, owner)
         if not runtime.jars_cached(self.settings):
             self.progress(f"resolving Apache Kafka {runtime.kafka_version()} jars with Maven")
-        libs = runtime.resolve_jars(self.settings)
+        libs = runtime.resolve_jars(self.settings, self.progress)
         kafka_dir = self.dir / "kafka"
         data = kafka_dir / "data"
         data.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        _reap(pid)  # our own child that exited is a zombie until reaped
         if not _cmdline_contains(pid, self.marker) or not _runs_in(pid, self.cwd):
             self.pid_file.unlink(missing_ok=True)
             return None
@@ -110,9 +111,14 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our own child (else it stays a zombie)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    """Collect the exit status if we started the process (else it stays a zombie).
+
+    Only Popen objects we hold are polled: a bare ``waitpid`` could steal the status of an
+    unrelated child that happens to have a reused pid.
+    """
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
 
 
 def _is_zombie(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sealstream.settings import StackSettings
@@ -99,3 +100,37 @@ def test_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         with pytest.raises(StackError, match=f"port {port} .* in use"):
             stack._check_port_free(port, "Kafka")
     stack._check_port_free(port, "Kafka")  # free again once the listener is gone
+
+
+def test_pid_file_of_another_stacks_process_is_stale(tmp_path: Path) -> None:
+    """Same command line, other stack directory (cwd): a pid reused by a sibling stack."""
+    other, ours = tmp_path / "other", tmp_path / "ours"
+    other.mkdir()
+    ours.mkdir()
+    theirs = ManagedProcess("sleeper", other / "p.pid", other / "p.log", "sleep-marker", other)
+    pid = theirs.start(
+        [sys.executable, "-c", "import time; time.sleep(60)", "sleep-marker"], dict(os.environ)
+    )
+    try:
+        mine = ManagedProcess("sleeper", ours / "p.pid", ours / "p.log", "sleep-marker", ours)
+        mine.pid_file.write_text(f"{pid}\n")
+        assert mine.pid() is None and not mine.pid_file.exists()
+        assert theirs.pid() == pid
+    finally:
+        assert theirs.kill()
+
+
+def test_a_child_that_exited_is_reaped_and_seen_as_exited(tmp_path: Path) -> None:
+    from sealstream.stack import process
+
+    managed = ManagedProcess(
+        "quick", tmp_path / "p.pid", tmp_path / "p.log", "quick-marker", tmp_path
+    )
+    pid = managed.start([sys.executable, "-c", "print('bye')", "quick-marker"], dict(os.environ))
+    deadline = time.monotonic() + 10
+    while not managed.exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert managed.exited()
+    assert pid not in process._CHILDREN  # no zombie left behind
+    assert "bye" in managed.log_file.read_text()
+    assert not managed.stop(timeout_s=1)  # nothing to stop
