@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,26 @@ def stack_settings(
     kafka_port: int | None = None,
     controller_port: int | None = None,
     registry_port: int | None = None,
+    *,
+    saved_first: bool = False,
 ) -> StackSettings:
-    """Settings from the environment, then what `up` saved in the stack dir, then options."""
+    """The stack's settings: defaults, what `up` saved in the stack dir, environment, options.
+
+    `up` lets the environment and options override the saved values (a stopped stack can move
+    to other ports; a running one refuses). `status`, `down` and `logs` describe the stack that
+    runs, so for them (``saved_first``) the saved values win over the environment.
+    """
     base = StackSettings() if directory is None else StackSettings(dir=directory)
     saved = LocalStack.saved_overrides(base.dir)
+    if not saved_first:
+        saved = {k: v for k, v in saved.items() if k not in base.model_fields_set}
     explicit: dict[str, Any] = {
         "kafka_port": kafka_port,
         "controller_port": controller_port,
         "registry_port": registry_port,
     }
     merged = {**saved, **{k: v for k, v in explicit.items() if v is not None}}
-    return base.model_copy(update=merged) if merged else base
+    return StackSettings.model_validate({**base.model_dump(), **merged}) if merged else base
 
 
 def _show(statuses: list[ComponentStatus], as_json: bool) -> None:
@@ -64,12 +74,16 @@ def start_stack(settings: StackSettings) -> LocalStack:
     with console.status("starting the local stack") as spinner:
         stack = LocalStack(settings, progress=lambda m: spinner.update(m))
         started = time.monotonic()
+        was_running = all(s.healthy for s in stack.status())
         try:
             statuses = stack.up()
         except StackError as exc:
             console.print(f"[red]stack up failed:[/] {exc}")
             raise typer.Exit(1) from exc
-    console.print(f"local stack up in {time.monotonic() - started:.1f} s ({stack.dir})")
+    if was_running:
+        console.print(f"local stack already running ({stack.dir})")
+    else:
+        console.print(f"local stack up in {time.monotonic() - started:.1f} s ({stack.dir})")
     console.print(f"  Kafka bootstrap   {stack.bootstrap}")
     console.print(f"  schema registry   {stack.registry_url}")
     if not all(s.healthy for s in statuses):
@@ -92,7 +106,7 @@ def up(
 @app.command()
 def down(directory: Path | None = DirOption) -> None:
     """Stop the registry, then Kafka; the data stays in the stack directory."""
-    stack = LocalStack(stack_settings(directory))
+    stack = LocalStack(stack_settings(directory, saved_first=True))
     with console.status("stopping the local stack"):
         stopped = stack.down()
     console.print("local stack stopped" if stopped else "local stack was not running")
@@ -104,7 +118,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show each component's pid, address and health; exit 1 if any is unhealthy."""
-    statuses = LocalStack(stack_settings(directory)).status()
+    statuses = LocalStack(stack_settings(directory, saved_first=True)).status()
     _show(statuses, as_json)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
@@ -118,7 +132,7 @@ def logs(
     directory: Path | None = DirOption,
 ) -> None:
     """Print the end of a component's log."""
-    stack = LocalStack(stack_settings(directory))
+    stack = LocalStack(stack_settings(directory, saved_first=True))
     processes = {"kafka": stack.kafka, "registry": stack.registry}
     if component not in processes:
         console.print(f"[red]unknown component {component!r}; choose kafka or registry[/]")
@@ -128,11 +142,14 @@ def logs(
         console.print(f"no log yet at {path}")
         raise typer.Exit(1)
     with path.open(errors="replace") as handle:
-        for line in handle.readlines()[-lines:]:
+        for line in deque(handle, maxlen=max(lines, 0)):
             typer.echo(line.rstrip("\n"))
-        while follow:
-            line = handle.readline()
-            if line:
-                typer.echo(line.rstrip("\n"))
-            else:
-                time.sleep(0.2)
+        try:
+            while follow:
+                line = handle.readline()
+                if line:
+                    typer.echo(line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:  # Ctrl-C ends --follow; not an error
+            pass
