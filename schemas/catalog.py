@@ -1,9 +1,10 @@
 """The schemas in ``schemas/avro/`` and the subjects they are registered under.
 
-Event types: every ``<name>.avsc`` except ``envelope.avsc`` and ``audit_*.avsc`` is the payload
-record of event type ``<name>``. The schema registered for it is composed here:
-``io.sealstream.events.<Record>Event`` = the envelope's fields + ``payload: <Record>``, so each
-registered schema is self-contained and decoding by schema id yields the whole event.
+Event types: every ``<name>.avsc`` not named in ``INFRA_FILES`` (the envelope, the audit and
+signed-event records) is the payload record of event type ``<name>``. The schema registered
+for it is composed here: ``io.sealstream.events.<Record>Event`` = the envelope's fields +
+``payload: <Record>``, so each registered schema is self-contained and decoding by schema id
+yields the whole event.
 
 Subject naming: TopicRecordNameStrategy, ``<topic>-<record full name>``
 (``events.raw-io.sealstream.events.PageViewEvent``). Several event types share one topic while

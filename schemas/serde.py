@@ -1,8 +1,16 @@
 """Avro in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
 
 Byte-compatible with confluent-kafka's ``AvroSerializer``/``AvroDeserializer`` (tested both
-ways). Schemas are fetched once per id through a lookup callable (for example a
-``SchemaRegistryClient``'s ``get_schema``) and kept parsed.
+ways). Schemas are fetched once per id through a lookup callable and kept parsed; the lookup
+may return the schema as JSON text, a dict, or anything with ``schema_str`` (confluent-kafka's
+``Schema``), so ``registry_lookup(client)`` or ``client.get_schema`` both fit.
+
+Errors::
+
+    ValueError
+    └── WireFormatError       not a wire-format record: short frame, bad magic, undecodable body
+    LookupError
+    └── UnknownSchemaError    the record's schema id is not registered
 """
 
 from __future__ import annotations
@@ -12,12 +20,23 @@ import json
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+
+
+class SchemaLike(Protocol):
+    """What confluent-kafka's ``Schema`` offers a lookup result."""
+
+    @property
+    def schema_str(self) -> str | None: ...
+
+
+SchemaSource = str | dict[str, Any] | SchemaLike
+Lookup = Callable[[int], SchemaSource | None]
 
 
 class WireFormatError(ValueError):
@@ -32,12 +51,16 @@ class UnknownSchemaError(LookupError):
         self.schema_id = schema_id
 
 
-def parse(schema: dict[str, Any] | str) -> Any:
+def parse(schema: SchemaSource) -> Any:
+    """A fastavro parsed schema from JSON text, a dict, or a confluent-kafka ``Schema``."""
+    if not isinstance(schema, str | dict):
+        schema = str(schema.schema_str)
     raw = json.loads(schema) if isinstance(schema, str) else schema
     return fastavro.parse_schema(raw)
 
 
 def frame(schema_id: int, datum: Any, parsed: Any) -> bytes:
+    """``datum`` in the wire format: magic byte, schema id, Avro binary of ``parsed``."""
     buf = io.BytesIO()
     buf.write(_HEADER.pack(MAGIC, schema_id))
     fastavro.schemaless_writer(buf, parsed, datum)
@@ -45,7 +68,8 @@ def frame(schema_id: int, datum: Any, parsed: Any) -> bytes:
 
 
 def schema_id_of(data: bytes) -> int:
-    if len(data) < _HEADER.size + 1:
+    """The schema id in a wire-format record's header."""
+    if len(data) < _HEADER.size:
         raise WireFormatError(f"record of {len(data)} bytes is too short for the wire format")
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC:
@@ -56,7 +80,7 @@ def schema_id_of(data: bytes) -> int:
 class Decoder:
     """Decode wire-format records of any registered schema, caching parsed schemas by id."""
 
-    def __init__(self, lookup: Callable[[int], str | dict[str, Any] | None]) -> None:
+    def __init__(self, lookup: Lookup) -> None:
         self._lookup = lookup
         self._parsed: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -73,11 +97,15 @@ class Decoder:
         return parsed
 
     def decode(self, data: bytes) -> tuple[int, dict[str, Any]]:
+        """``(schema id, record)``; WireFormatError or UnknownSchemaError if it cannot be."""
         schema_id = schema_id_of(data)
         parsed = self.schema(schema_id)
+        # What fastavro raises on corrupt bodies (found by fuzzing): truncation (EOFError),
+        # bad union/enum index (IndexError), out-of-range ints and dates (OverflowError,
+        # ValueError), bad UTF-8 (UnicodeDecodeError, a ValueError).
         try:
             datum = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), parsed, None)
-        except (EOFError, ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
+        except (EOFError, ValueError, IndexError, OverflowError, struct.error) as exc:
             raise WireFormatError(f"body does not decode with schema {schema_id}: {exc}") from exc
         if not isinstance(datum, dict):
             raise WireFormatError(f"schema {schema_id} does not describe a record")
@@ -87,7 +115,7 @@ class Decoder:
 class Encoder:
     """Encode records of one schema whose registry id is known."""
 
-    def __init__(self, schema_id: int, schema: dict[str, Any] | str) -> None:
+    def __init__(self, schema_id: int, schema: SchemaSource) -> None:
         self.schema_id = schema_id
         self.parsed = parse(schema)
 

@@ -1,4 +1,4 @@
-"""The schema catalog and the wire-format serde, without a registry."""
+"""The schema catalog: event types, composed event schemas, subjects, PII and key fields."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import fastavro
 import pytest
 
 from schemas.catalog import Catalog, default_catalog, subject_for
-from schemas.serde import Decoder, Encoder, UnknownSchemaError, WireFormatError, schema_id_of
 
 NOW = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 
@@ -80,32 +79,3 @@ def test_catalog_over_another_directory(tmp_path: Any) -> None:
     catalog = Catalog(tmp_path)
     assert catalog.event_types() == ["thing"]
     assert catalog.event_schema("thing")["name"] == "ThingEvent"
-
-
-def test_encoder_decoder_round_trip() -> None:
-    schema = default_catalog().event_schema("page_view")
-    data = Encoder(42, schema).encode(page_view_event())
-    assert data[:5] == b"\x00\x00\x00\x00\x2a"
-    decoded_id, datum = Decoder(lambda i: json.dumps(schema) if i == 42 else None).decode(data)
-    assert decoded_id == 42 and datum == page_view_event()
-
-
-@pytest.mark.parametrize(
-    ("data", "error"),
-    [
-        (b"", WireFormatError),
-        (b"\x00\x00\x00", WireFormatError),
-        (b"\x01\x00\x00\x00\x01abc", WireFormatError),
-        (b"\x00\x00\x00\x00\x07\x02", UnknownSchemaError),
-        (b"\x00\x00\x00\x00\x01\xff\xff\xff", WireFormatError),
-    ],
-)
-def test_wire_format_errors(data: bytes, error: type[Exception]) -> None:
-    schema = json.dumps(default_catalog().event_schema("login"))
-    decoder = Decoder(lambda i: schema if i == 1 else None)
-    with pytest.raises(error):
-        decoder.decode(data)
-
-
-def test_schema_id_of() -> None:
-    assert schema_id_of(b"\x00\x00\x00\x01\x02\x00") == 258
