@@ -7,10 +7,15 @@ the registry's compatibility rules (exit 2 when the registry cannot be reached).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,10 +23,15 @@ from rich.table import Table
 from schemas.catalog import AVRO_DIR, Catalog
 from sealstream.settings import RegistrySettings
 
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
 app = typer.Typer(help="Register and check the repository's Avro schemas.", no_args_is_help=True)
 console = Console()
 
-RegistryOption = typer.Option(None, "--registry-url", help="[env SEALSTREAM_REGISTRY_URL]")
+RegistryOption = typer.Option(
+    None, "--registry-url", help="[env SEALSTREAM_REGISTRY_URL or SCHEMA_REGISTRY_URL]"
+)
 DirOption = typer.Option(AVRO_DIR, "--dir", help="Directory of .avsc files.", exists=True)
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -29,17 +39,38 @@ JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 @dataclass
 class Row:
     subject: str
-    status: str  # registered | unchanged | compatible | new | incompatible
+    status: str  # registered | unchanged | compatible | new | incompatible | error
     version: int | None = None
     id: int | None = None
     detail: str = ""
 
 
-def _client(url: str | None):  # type: ignore[no-untyped-def]
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What the registry client raises when the registry cannot be reached (after its retries).
+
+    confluent-kafka's client uses httpx2 when it is installed and httpx otherwise, so both.
+    """
+    errors: list[type[Exception]] = [httpx.TransportError]
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("httpx2").TransportError)
+    return tuple(errors)
+
+
+NETWORK_ERRORS = _network_errors()
+
+
+def _settings(url: str | None) -> RegistrySettings:
+    return RegistrySettings() if url is None else RegistrySettings(url=url)
+
+
+def _client(settings: RegistrySettings) -> SchemaRegistryClient:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    settings = RegistrySettings() if url is None else RegistrySettings(url=url)
-    return SchemaRegistryClient(settings.client_config())
+    try:
+        return SchemaRegistryClient(settings.client_config())
+    except ValueError as exc:  # a URL the client cannot use
+        console.print(f"[red]bad schema registry settings:[/] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _emit(rows: list[Row], as_json: bool, title: str) -> None:
@@ -63,8 +94,8 @@ def _emit(rows: list[Row], as_json: bool, title: str) -> None:
     console.print(table)
 
 
-def _unreachable(exc: Exception) -> typer.Exit:
-    console.print(f"[red]schema registry unreachable:[/] {exc}")
+def _unreachable(settings: RegistrySettings, exc: Exception) -> typer.Exit:
+    console.print(f"[red]schema registry unreachable at {settings.url}:[/] {exc}")
     return typer.Exit(2)
 
 
@@ -78,9 +109,10 @@ def register(
     from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+    settings = _settings(registry_url)
     rows: list[Row] = []
     failed = False
-    with _client(registry_url) as client:
+    with _client(settings) as client:
         for subject, schema in Catalog(directory).subjects().items():
             candidate = Schema(json.dumps(schema), "AVRO")
             try:
@@ -102,8 +134,8 @@ def register(
                         detail=exc.error_message,
                     )
                 )
-            except Exception as exc:  # connection refused, DNS, timeouts: report, exit 2
-                raise _unreachable(exc) from exc
+            except NETWORK_ERRORS as exc:  # refused, DNS, timeout
+                raise _unreachable(settings, exc) from exc
     _emit(rows, as_json, "schemas register")
     if failed:
         raise typer.Exit(1)
@@ -119,37 +151,48 @@ def check(
     from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+    settings = _settings(registry_url)
     rows: list[Row] = []
-    with _client(registry_url) as client:
+    with _client(settings) as client:
         for subject, schema in Catalog(directory).subjects().items():
             candidate = Schema(json.dumps(schema), "AVRO")
             try:
                 ok = client.test_compatibility(subject, candidate, verbose=True)
                 rows.append(Row(subject, "compatible" if ok else "incompatible"))
                 if not ok:
-                    rows[-1].detail = _reasons(registry_url, subject, schema)
+                    rows[-1].detail = _reasons(settings, subject, schema)
             except SchemaRegistryError as exc:
                 if exc.error_code == 40401:
                     rows.append(Row(subject, "new", detail="not registered yet"))
                 else:
                     rows.append(Row(subject, "error", detail=exc.error_message))
-            except Exception as exc:
-                raise _unreachable(exc) from exc
+            except NETWORK_ERRORS as exc:
+                raise _unreachable(settings, exc) from exc
     _emit(rows, as_json, "schemas check")
     if any(r.status in ("incompatible", "error") for r in rows):
         raise typer.Exit(1)
 
 
-def _reasons(registry_url: str | None, subject: str, schema: dict[str, object]) -> str:
-    """The registry's verbose messages (the client's test_compatibility returns only a bool)."""
-    import httpx
+def _reasons(settings: RegistrySettings, subject: str, schema: dict[str, Any]) -> str:
+    """The registry's verbose messages (the client's test_compatibility returns only a bool).
 
-    settings = RegistrySettings() if registry_url is None else RegistrySettings(url=registry_url)
-    response = httpx.post(
-        f"{settings.url}/compatibility/subjects/{subject}/versions/latest",
-        params={"verbose": "true"},
-        json={"schema": json.dumps(schema)},
-        timeout=10,
-    )
-    messages = response.json().get("messages", []) if response.is_success else []
+    Best effort: the verdict is already known, so a failure here leaves the detail empty.
+    """
+    auth = None
+    if settings.basic_auth_user_info is not None:
+        user, _, password = settings.basic_auth_user_info.get_secret_value().partition(":")
+        auth = httpx.BasicAuth(user, password)
+    try:
+        response = httpx.post(
+            f"{settings.url.rstrip('/')}/compatibility/subjects/{quote(subject, safe='')}"
+            "/versions/latest",
+            params={"verbose": "true"},
+            json={"schema": json.dumps(schema)},
+            auth=auth,
+            timeout=10,
+        )
+        body = response.json() if response.is_success else {}
+    except (httpx.HTTPError, ValueError):
+        return ""
+    messages = body.get("messages", []) if isinstance(body, dict) else []
     return "; ".join(str(m) for m in messages)[:300]

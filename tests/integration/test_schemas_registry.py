@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    topic_record_subject_name_strategy,
+)
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -101,7 +105,7 @@ def test_avro_round_trip_through_kafka(stack: Any, fresh_topic: str) -> None:
     conf = {
         "auto.register.schemas": True,
         "use.latest.version": False,
-        "subject.name.strategy": _topic_record,
+        "subject.name.strategy": topic_record_subject_name_strategy,
     }
     ctx = SerializationContext(fresh_topic, MessageField.VALUE)
     with SchemaRegistryClient({"url": stack.registry_url}) as client:
@@ -121,21 +125,20 @@ def test_avro_round_trip_through_kafka(stack: Any, fresh_topic: str) -> None:
             )
         )
         consumer.subscribe([fresh_topic])
-        received = []
+        received: list[bytes] = []
         try:
             while len(received) < 2:
                 msg = consumer.poll(10)
                 assert msg is not None, "records did not arrive"
-                assert msg.error() is None
-                received.append(msg.value())
+                value = msg.value()
+                assert msg.error() is None and value is not None
+                received.append(value)
         finally:
             consumer.close()
-        deserializer = AvroDeserializer(client)
+        deserializer = AvroDeserializer(
+            client, conf={"subject.name.strategy": topic_record_subject_name_strategy}
+        )
         decoder = Decoder(registry_lookup(client))
         for value in received:
             assert deserializer(value, ctx) == page_view_event()
             assert decoder.decode(value) == (sid, page_view_event())
-
-
-def _topic_record(ctx: SerializationContext, record_name: str) -> str:
-    return f"{ctx.topic}-{record_name}"
