@@ -162,16 +162,22 @@ def create_app(
         reconciled.difference_update(tp.partition for tp in assigned)
 
     async def _reconcile(stored: Any, partition: int) -> Any:
+        """The committed output is the truth; the recovered table may lag it or, after an
+        aborted transaction, run ahead of it (which would skip events). Use the output."""
         committed = await outputs.committed_head(kafka, partition, processor.output_decoder)
-        if committed is None or (stored and stored[0] >= committed.head.seq):
-            return stored
-        log.warning(
-            "chain head behind output partition=%s table_seq=%s committed_seq=%s",
-            partition,
-            stored[0] if stored else 0,
-            committed.head.seq,
+        fresh = (
+            None
+            if committed is None
+            else [committed.head.seq, committed.head.hash, committed.source_offset]
         )
-        return [committed.head.seq, committed.head.hash, committed.source_offset]
+        if (fresh or None) != (stored or None):
+            log.warning(
+                "chain head differs from committed output partition=%s table=%s committed=%s",
+                partition,
+                stored[:1] + stored[2:] if stored else None,
+                fresh[:1] + fresh[2:] if fresh else None,
+            )
+        return fresh
 
     @app.agent(raw)
     async def sign_events(stream: Any) -> None:

@@ -3,9 +3,9 @@
 faust's table is the working copy of the chain heads, but after a partition moves between
 workers its recovered value can lag behind what the previous owner had already committed (seen
 in the kill tests as two events signed with the same sequence number). The output topic cannot
-lag: a signed record and the input offset it consumed are committed in one transaction. So when
-a worker starts processing a partition it reads that partition's last committed signed record
-(read_committed) and continues from whichever head is further along.
+lag or lead: a signed record and the input offset it consumed are committed in one transaction.
+So when a worker starts processing a partition it reads that partition's last committed signed
+record (read_committed) and continues from it, whatever the table says.
 """
 
 from __future__ import annotations
