@@ -193,6 +193,7 @@ class LocalStack:
                 raise StackError(
                     f"port {port} on {self.settings.host} is in use by another process; stop it "
                     f"or choose another port for {owner} (see `sealstream stack up --help`)"
+                    + _ephemeral_hint(port)
                 ) from None
 
     def _start_kafka(self) -> None:
@@ -262,6 +263,20 @@ class LocalStack:
 _QUIET = logging.getLogger("sealstream.stack.probe")
 _QUIET.setLevel(logging.CRITICAL)
 _QUIET.propagate = False
+
+
+def _ephemeral_hint(port: int) -> str:
+    """Why a port can be taken although no server uses it: clients got it as a source port."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return ""
+    if not low <= port <= high:
+        return ""
+    return (
+        f"; {port} lies in the kernel's ephemeral range {low}-{high}, where clients retrying a "
+        f"connection to it can hold it as their own source port: prefer a port below {low}"
+    )
 
 
 def _project_root() -> str:

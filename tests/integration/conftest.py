@@ -8,8 +8,10 @@ default ports is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,18 +20,45 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from sealstream.settings import KafkaSettings, RegistrySettings, StackSettings
 from sealstream.stack.local import LocalStack
 
+# Test ports come from below the kernel's ephemeral range: a client that keeps reconnecting to a
+# stopped broker on an ephemeral port can be handed that very port as its own source port
+# (a TCP self-connect), and the restarted broker then finds its port taken. The band also
+# stays clear of the developer defaults (18080-19093) and the benchmarks (28192-29293).
+TEST_PORTS = range(30000, 32768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free ports (all sockets held open until every port is chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Distinct free ports outside the ephemeral range (all held until every one is chosen)."""
+    band = range(TEST_PORTS.start, min(TEST_PORTS.stop, _ephemeral_low()))
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
+        for port in random.sample(band, k=min(len(band), 200)):
+            if len(sockets) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < count:  # no band on this machine: let the kernel choose
+            sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
         return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
         for sock in sockets:
@@ -59,6 +88,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     if bootstrap and registry:
         yield StackHandle(bootstrap, registry, None)
         return
+    if bootstrap or registry:
+        raise pytest.UsageError(
+            "set both KAFKA_BOOTSTRAP and SCHEMA_REGISTRY_URL to test against an existing "
+            "stack, or neither to let the tests start their own"
+        )
     directory: Path = tmp_path_factory.mktemp("stack")
     kafka_port, controller_port, registry_port = free_ports(3)
     settings = StackSettings(
@@ -77,16 +111,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
 
 
 @pytest.fixture
-def fresh_topic(stack: StackHandle) -> str:
-    """A new topic with 3 partitions, unique to the test."""
+def fresh_topic(stack: StackHandle) -> Iterator[str]:
+    """A new topic with 3 partitions, unique to the test; deleted afterwards."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     admin = AdminClient(stack.kafka_settings().client_config())
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(30)
-    return name
+    yield name
+    # Tidy up (an external stack is shared); a test that stopped the broker may leave it be.
+    with contextlib.suppress(KafkaException, TimeoutError):
+        admin.delete_topics([name], operation_timeout=10)[name].result(15)
 
 
 @pytest.fixture
 def fresh_group() -> str:
+    """A consumer group id no other test uses."""
     return f"test-group-{uuid.uuid4().hex[:12]}"
 
 

@@ -97,8 +97,9 @@ def test_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         listener.listen()
         port = listener.getsockname()[1]
         stack = LocalStack(StackSettings(dir=tmp_path, kafka_port=port))
-        with pytest.raises(StackError, match=f"port {port} .* in use"):
+        with pytest.raises(StackError, match=f"port {port} .* in use") as raised:
             stack._check_port_free(port, "Kafka")
+        assert "ephemeral range" in str(raised.value)  # the kernel chose it: say why that hurts
     stack._check_port_free(port, "Kafka")  # free again once the listener is gone
 
 
