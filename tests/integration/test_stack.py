@@ -12,6 +12,8 @@ from confluent_kafka import Consumer, Producer
 from typer.testing import CliRunner
 
 from sealstream.cli import app
+from sealstream.stack.local import LocalStack
+from sealstream.stack.process import StackError
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ def test_up_twice_is_idempotent(stack: Any) -> None:
     before = {s.name: s.pid for s in local.status()}
     started = time.monotonic()
     statuses = local.up()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 5
     assert {s.name: s.pid for s in statuses} == before
     assert all(s.healthy for s in statuses)
 
@@ -46,33 +48,67 @@ def test_cli_status_and_logs(stack: Any) -> None:
     assert bad.exit_code == 2
 
 
-def test_data_survives_down_and_up(stack: Any, fresh_topic: str) -> None:
-    local = _needs_local(stack)
+def _produce_marker(stack: Any, topic: str) -> bytes:
     marker = uuid.uuid4().hex.encode()
     producer = Producer(stack.kafka_settings().client_config(acks="all"))
-    producer.produce(fresh_topic, value=marker)
+    producer.produce(topic, value=marker)
     assert producer.flush(10) == 0
+    return marker
 
-    assert local.down()
-    assert not any(s.healthy for s in local.status())
-    local.up()
 
+def _assert_still_there(stack: Any, topic: str, group: str, marker: bytes) -> None:
     consumer = Consumer(
-        stack.kafka_settings().client_config(
-            group_id=f"g-{uuid.uuid4().hex}", auto_offset_reset="earliest"
-        )
+        stack.kafka_settings().client_config(group_id=group, auto_offset_reset="earliest")
     )
-    consumer.subscribe([fresh_topic])
+    consumer.subscribe([topic])
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             msg = consumer.poll(1)
             if msg is not None and msg.error() is None and msg.value() == marker:
-                break
-        else:
-            pytest.fail("the record written before `down` is gone after `up`")
+                return
+        pytest.fail("the record written before the restart is gone")
     finally:
         consumer.close()
+
+
+def test_data_survives_down_and_up(stack: Any, fresh_topic: str, fresh_group: str) -> None:
+    local = _needs_local(stack)
+    marker = _produce_marker(stack, fresh_topic)
+
+    assert local.down()
+    assert not local.running()
+    assert not any(s.healthy for s in local.status())
+    assert not local.down()  # already down: nothing to do
+    local.up()
+
+    _assert_still_there(stack, fresh_topic, fresh_group, marker)
+
+
+def test_broker_killed_and_restarted(stack: Any, fresh_topic: str, fresh_group: str) -> None:
+    local = _needs_local(stack)
+    marker = _produce_marker(stack, fresh_topic)
+    old_pid = local.kafka.pid()
+
+    local.kill_broker()
+    kafka = local.status()[0]
+    assert kafka.pid is None and not kafka.healthy
+
+    local.restart_broker()
+    statuses = local.status()
+    assert all(s.healthy for s in statuses), statuses
+    assert statuses[0].pid not in (None, old_pid)
+    _assert_still_there(stack, fresh_topic, fresh_group, marker)
+
+
+def test_a_running_stack_keeps_its_ports(stack: Any) -> None:
+    local = _needs_local(stack)
+    other = LocalStack(
+        local.settings.model_copy(update={"kafka_port": local.settings.kafka_port + 1})
+    )
+    with pytest.raises(StackError, match="run `sealstream stack down` first"):
+        other.up()
+    assert all(s.healthy for s in local.status())
 
 
 def test_pipeline_topics_exist_with_their_policies(stack: Any) -> None:
