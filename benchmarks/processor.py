@@ -26,6 +26,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from benchmarks.common import bench_stack, console, machine
 from schemas.catalog import Catalog, subject_for
+from schemas.samples import payment_event
 from schemas.serde import Encoder
 from sealstream.integrity import ChainHead
 from sealstream.keys import load_hmac_keyring
@@ -58,29 +59,7 @@ def produce_raw(stack: LocalStack, topic: str, count: int) -> None:
 
     now = dt.datetime.now(dt.UTC)
     for i in range(count):
-        record = {
-            "event_id": str(uuid.uuid4()),
-            "tenant": "acme",
-            "event_type": "payment",
-            "occurred_at": now,
-            "received_at": now,
-            "producer": "bench",
-            "correlation_id": f"c{i}",
-            "request_id": "r",
-            "source": None,
-            "payload_sha256": "00" * 32,
-            "payload": {
-                "payment_id": f"p{i}",
-                "account_id": f"a{i % 50}",
-                "amount_minor": i,
-                "currency": "EUR",
-                "status": "CAPTURED",
-                "method": "CARD",
-                "card_last4": "4242",
-                "payer_email": f"u{i}@example.test",
-                "merchant_id": "m",
-            },
-        }
+        record = payment_event(i, "acme", now)
         producer.produce(topic, value=encoder.encode(record), key=f"acme:a{i % 50}".encode())
         if i % 10_000 == 0:
             producer.poll(0)

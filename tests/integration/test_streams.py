@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from schemas.catalog import Catalog, subject_for
+from schemas.samples import payment_event
 from schemas.serde import Decoder, Encoder, registry_lookup
 from sealstream.integrity import ChainHead, canonical_json, walk_chain
 from sealstream.keys import load_hmac_keyring
@@ -163,29 +164,7 @@ class RawProducer:
                 continue
             event_id = str(uuid.uuid4())
             ids.add(event_id)
-            record = {
-                "event_id": event_id,
-                "tenant": tenant,
-                "event_type": "payment",
-                "occurred_at": now,
-                "received_at": now,
-                "producer": "test",
-                "correlation_id": f"c-{event_id}",
-                "request_id": "r",
-                "source": None,
-                "payload_sha256": "00" * 32,
-                "payload": {
-                    "payment_id": f"p{i}",
-                    "account_id": f"a{i % 5}",
-                    "amount_minor": i,
-                    "currency": "EUR",
-                    "status": "CAPTURED",
-                    "method": "CARD",
-                    "card_last4": "4242",
-                    "payer_email": f"u{i}@example.test",
-                    "merchant_id": "m",
-                },
-            }
+            record = payment_event(i, tenant, now, event_id)
             self.producer.produce(
                 self.topic,
                 value=self.encoder.encode(record),

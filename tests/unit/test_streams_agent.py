@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from schemas.catalog import Catalog
+from schemas.samples import payment_event
 from schemas.serde import Decoder, Encoder
 from sealstream.integrity import ChainHead, walk_chain
 from sealstream.keys import HmacKeyring
@@ -94,29 +95,7 @@ def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
 
 def raw(tenant: str, i: int) -> bytes:
     now = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
-    record = {
-        "event_id": f"{tenant}-{i}",
-        "tenant": tenant,
-        "event_type": "payment",
-        "occurred_at": now,
-        "received_at": now,
-        "producer": "p",
-        "correlation_id": f"c{i}",
-        "request_id": "r",
-        "source": None,
-        "payload_sha256": "00" * 32,
-        "payload": {
-            "payment_id": f"p{i}",
-            "account_id": "a",
-            "amount_minor": i,
-            "currency": "EUR",
-            "status": "CAPTURED",
-            "method": "CARD",
-            "card_last4": "4242",
-            "payer_email": "ann@example.test",
-            "merchant_id": "m",
-        },
-    }
+    record = payment_event(i, tenant, now, f"{tenant}-{i}")
     return Encoder(RAW_ID, Catalog().event_schema("payment")).encode(record)
 
 
@@ -137,8 +116,8 @@ async def test_agent_signs_chains_routes_and_dead_letters(harness: Any) -> None:
     )
     assert report.ok
     assert signed[0]["masked_fields"] == ["card_last4", "payer_email"]
-    assert "ann@example.test" in signed[0]["payload_json"]
-    assert "ann@example.test" not in signed[0]["hot_payload_json"]
+    assert "u0@example.test" in signed[0]["payload_json"]
+    assert "u0@example.test" not in signed[0]["hot_payload_json"]
     assert {r["tenant"]: r["route"] for r in signed} == {"acme": "both", "coldco": "cold"}
     dead = [(v, h) for t, v, _, h in recorder.sent if t == "events.raw.dlq"]
     assert len(dead) == 1 and dead[0][0] == b"\x00garbage!"
