@@ -148,7 +148,7 @@ def _context(request: Request) -> RequestContext:
     return RequestContext(request_id, correlation, client, agent[:256] if agent else None)
 
 
-def _bearer(request: Request) -> str:
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise AuthenticationError("send 'Authorization: Bearer <JWT>'", code="token_missing")
@@ -207,7 +207,7 @@ def create_app(gateway: Gateway | None = None, **settings: Any) -> FastAPI:
     def authenticate(request: Request) -> Principal:
         g = gw(request)
         try:
-            principal = g.verifier.verify(_bearer(request))
+            principal = g.verifier.verify(bearer_token(request))
         except AuthenticationError as exc:
             g.metrics.auth_failures.labels(exc.code).inc()
             raise

@@ -235,3 +235,99 @@ class WorkerSettings(BaseSettings):
     fault_slow_tenant: str | None = Field(
         default=None, description="Fault drill: hang enrichment of this tenant's events."
     )
+
+
+class ClickHouseSettings(BaseSettings):
+    """The hot store. ``url`` empty means the embedded engine under the stack directory
+    (``chdb:///<stack dir>/clickhouse``); ``http(s)://host:port`` is a ClickHouse server."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_CLICKHOUSE_", extra="ignore")
+
+    url: str = Field(default="", description="chdb:///path or http(s)://host:port; empty = embedded.")
+    embedded_dir: Path = Field(
+        default=Path(".sealstream/clickhouse"), description="Engine directory when embedded."
+    )
+    database: str = Field(default="sealstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    user: str = "default"
+    password: SecretStr | None = None
+    verify_tls: bool = True
+    ca_cert: Path | None = None
+    hot_retention_days: int = Field(default=30, ge=1, description="TTL of hot rows (event time).")
+    dedup_window_blocks: int = Field(
+        default=10_000, ge=100, description="Insert blocks whose tokens are remembered."
+    )
+    query_host: str = Field(default=LOCALHOST, description="Embedded query endpoint address.")
+    query_port: int = Field(
+        default=18123, ge=0, le=65535, description="Embedded query endpoint port; 0 = off."
+    )
+    query_max_rows: int = Field(default=100_000, ge=1)
+    query_timeout_s: int = Field(default=30, ge=1)
+
+    @property
+    def dsn(self) -> str:
+        return self.url or f"chdb://{self.embedded_dir.resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+
+class SinkSettings(BaseSettings):
+    """How both sinks consume and batch (``SEALSTREAM_SINK_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_SINK_", extra="ignore")
+
+    signed_topic: str = "events.signed"
+    decisions_topic: str = "audit.decisions"
+    dlq_topic: str = "events.raw.dlq"
+    checkpoints_topic: str = "audit.checkpoints"
+    dead_letter_topic: str = Field(
+        default="events.signed.dlq", description="Records a sink cannot decode or convert."
+    )
+    clickhouse_group: str = "sealstream-sink-clickhouse"
+    objects_group: str = "sealstream-sink-objects"
+    clickhouse_max_records: int = Field(default=20_000, ge=1)
+    clickhouse_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    clickhouse_max_age_s: float = Field(default=1.0, gt=0)
+    objects_max_records: int = Field(default=50_000, ge=1)
+    objects_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    objects_max_age_s: float = Field(default=30.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=15.0, gt=0)
+    instance_id: str | None = Field(
+        default=None,
+        description="Static group membership id: a restarted sink takes its partitions back "
+        "at once instead of after the session timeout. Unique per running sink.",
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=6000)
+    deduplicate: bool = Field(
+        default=True,
+        description="ClickHouse insert deduplication; off only as the negative control in tests.",
+    )
+    fault_crash_point: str = Field(
+        default="",
+        pattern="^(|before_write|after_write)$",
+        description="Fault drill: SIGKILL the sink around its Nth write (tests).",
+    )
+    fault_crash_after: int = Field(default=1, ge=1, description="Which write the drill kills at.")
+
+
+class ObjectStoreSettings(BaseSettings):
+    """The cold store: a local directory or an S3-compatible bucket."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_OBJECTS_", extra="ignore")
+
+    url: str = Field(
+        default=".sealstream/objects",
+        description="A directory (or file:///dir) or s3://bucket[/prefix].",
+    )
+    endpoint: str | None = Field(default=None, description="S3 API endpoint (MinIO, Ceph, ...).")
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    path_style: bool = Field(default=True, description="Path-style requests (MinIO wants it).")
+    allow_http: bool = Field(default=False, description="Allow a plain-http endpoint.")
+    prefix: str = Field(default="events", description="Key prefix under the bucket/directory.")
+    codec: str = Field(default="deflate", pattern="^(null|deflate|snappy|zstandard|bzip2|xz)$")
+    retention_file: Path = Path("config/retention.yaml")

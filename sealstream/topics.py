@@ -55,6 +55,12 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
             "enriched, signed, hash-chained events for the sinks",
         ),
         TopicSpec(
+            "events.signed.dlq",
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            "signed events a sink could not decode or convert, with error headers",
+        ),
+        TopicSpec(
             "audit.decisions",
             max(1, partitions // 2),
             {"cleanup.policy": "delete", "retention.ms": str(90 * DAY_MS)},

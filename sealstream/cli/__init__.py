@@ -11,6 +11,7 @@ from sealstream.cli.gateway import serve as serve_gateway
 from sealstream.cli.gateway import tokens_app
 from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
+from sealstream.cli.sinks import clickhouse_app, objects_app, query, sink_app
 from sealstream.cli.stack import app as stack_app
 from sealstream.cli.topics import app as topics_app
 from sealstream.cli.worker import worker
@@ -28,6 +29,10 @@ app.add_typer(topics_app, name="topics")
 app.command("gateway", help="Run the ingest gateway in the foreground.")(serve_gateway)
 app.add_typer(tokens_app, name="tokens")
 app.command("worker", help="Run a stream processor (faust worker) in the foreground.")(worker)
+app.add_typer(sink_app, name="sink")
+app.add_typer(clickhouse_app, name="clickhouse")
+app.add_typer(objects_app, name="objects")
+app.command("query")(query)
 
 
 @app.command()

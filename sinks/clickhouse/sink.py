@@ -1,0 +1,300 @@
+"""The ClickHouse sink: signed events, audit decisions, dead letters and checkpoints into the
+hot store, one insert per batch, exactly once (sinks/runner.py explains the batches).
+
+Only the masked copy of each payload (``hot_payload_json``) is stored; events routed ``cold``
+(restricted data) are not stored hot at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from confluent_kafka import Message
+
+from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from sealstream.settings import ClickHouseSettings, SinkSettings
+from sinks.runner import Batch, Rejected, StoreUnavailable, message_headers
+
+log = logging.getLogger("sealstream.sink.clickhouse")
+
+UTC = dt.UTC
+
+EVENT_COLUMNS = [
+    "event_id", "tenant", "event_type", "occurred_at", "received_at", "signed_at", "producer",
+    "correlation_id", "request_id", "source", "classification", "route", "payload",
+    "masked_fields", "payload_sha256", "content_sha256", "hot_content_sha256", "enrichment",
+    "schema_id", "source_topic", "source_partition", "source_offset", "chain_id", "seq",
+    "prev_hash", "hash", "key_id", "signature", "kafka_topic", "kafka_partition",
+    "kafka_offset", "bytes",
+]  # fmt: skip
+DECISION_COLUMNS = [
+    "decided_at", "subject", "tenant", "event_tenant", "event_type", "action", "decision",
+    "reason_code", "policy_version", "request_id", "correlation_id", "client_ip", "user_agent",
+    "detail", "kafka_topic", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+DEAD_LETTER_COLUMNS = [
+    "failed_at", "reason", "stage", "error_class", "message", "tenant", "event_type",
+    "source_topic", "source_partition", "source_offset", "attempts", "bytes", "kafka_topic",
+    "kafka_partition", "kafka_offset",
+]  # fmt: skip
+CHECKPOINT_COLUMNS = [
+    "chain_id", "seq", "head_hash", "created_at", "key_id", "signature", "kafka_topic",
+    "kafka_partition", "kafka_offset",
+]  # fmt: skip
+
+
+class RowError(ValueError):
+    """A record that cannot become a row; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _ms(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _coords(message: Message) -> list[Any]:
+    return [message.topic() or "", int(message.partition() or 0), int(message.offset() or 0)]
+
+
+def _decode(decoder: Decoder, message: Message) -> dict[str, Any]:
+    try:
+        return decoder.decode(message.value() or b"")[1]
+    except UnknownSchemaError as exc:
+        raise RowError("unknown_schema", str(exc)) from exc
+    except WireFormatError as exc:
+        raise RowError("undecodable", str(exc)) from exc
+
+
+def event_row(record: dict[str, Any], message: Message) -> list[Any] | None:
+    """The ``events`` row of a signed event; None for events routed to cold storage only."""
+    if record["route"] == "cold":
+        return None
+    return [
+        str(record["event_id"]),
+        str(record["tenant"]),
+        str(record["event_type"]),
+        _ms(record["occurred_at"]),
+        _ms(record["received_at"]),
+        _ms(record["signed_at"]),
+        str(record["producer"]),
+        str(record["correlation_id"]),
+        str(record["request_id"]),
+        record.get("source"),
+        str(record["classification"]),
+        str(record["route"]),
+        str(record["hot_payload_json"]),
+        [str(f) for f in record["masked_fields"]],
+        str(record["payload_sha256"]),
+        str(record["content_sha256"]),
+        str(record["hot_content_sha256"]),
+        {str(k): str(v) for k, v in record["enrichment"].items()},
+        int(record["schema_id"]),
+        str(record["source_topic"]),
+        int(record["source_partition"]),
+        int(record["source_offset"]),
+        str(record["chain_id"]),
+        int(record["seq"]),
+        str(record["prev_hash"]),
+        str(record["hash"]),
+        str(record["key_id"]),
+        str(record["signature"]),
+        *_coords(message),
+        len(message.value() or b""),
+    ]
+
+
+def decision_row(record: dict[str, Any], message: Message) -> list[Any]:
+    return [
+        _ms(record["decided_at"]),
+        str(record["subject"]),
+        str(record["tenant"]),
+        str(record["event_tenant"]),
+        str(record.get("event_type") or ""),
+        str(record["action"]),
+        str(record["decision"]),
+        str(record["reason_code"]),
+        str(record["policy_version"]),
+        str(record["request_id"]),
+        str(record["correlation_id"]),
+        record.get("client_ip"),
+        record.get("user_agent"),
+        record.get("detail"),
+        *_coords(message),
+    ]
+
+
+def dead_letter_row(message: Message) -> list[Any]:
+    """A dead letter's row, from its error headers (its value may be undecodable)."""
+    h = {k: v.decode("utf-8", "replace") for k, v in message_headers(message).items()}
+
+    def integer(name: str) -> int:
+        try:
+            return max(0, int(h.get(name, "0")))
+        except ValueError:
+            return 0
+
+    _, timestamp_ms = message.timestamp()
+    failed_ms = integer("dlq.last_failure_ms") or timestamp_ms or 0
+    return [
+        _ms(failed_ms),
+        h.get("dlq.reason", "unknown"),
+        h.get("dlq.stage", "unknown"),
+        h.get("dlq.error_class", ""),
+        h.get("dlq.message", ""),
+        h.get("tenant", ""),
+        h.get("event_type", ""),
+        h.get("dlq.topic", ""),
+        integer("dlq.partition"),
+        integer("dlq.offset"),
+        min(integer("dlq.attempts"), 65535),
+        len(message.value() or b""),
+        *_coords(message),
+    ]
+
+
+def checkpoint_row(record: dict[str, Any], message: Message) -> list[Any]:
+    return [
+        str(record["chain_id"]),
+        int(record["seq"]),
+        str(record["head_hash"]),
+        _ms(record["created_at"]),
+        str(record["key_id"]),
+        str(record["signature"]),
+        *_coords(message),
+    ]
+
+
+class _Table:
+    def __init__(
+        self, name: str, columns: list[str], row: Callable[[Message], list[Any] | None]
+    ) -> None:
+        self.name, self.columns, self.row = name, columns, row
+
+
+def insert_token(group: str, topic_id: str, batch: Batch) -> str:
+    """Deterministic per batch: the same pending range always yields the same token.
+
+    The topic id (Kafka's UUID) keeps a re-created topic, whose offsets start again at 0,
+    from matching tokens of the old one still in the window."""
+    return f"{group}/{batch.topic}@{topic_id}/{batch.partition}/{batch.first}-{batch.last}"
+
+
+class ClickHouseStore:
+    """Write batches into ClickHouse tables chosen by source topic."""
+
+    name = "clickhouse"
+
+    def __init__(
+        self,
+        client: Client,
+        settings: ClickHouseSettings,
+        sink: SinkSettings,
+        decoder: Decoder,
+        group: str,
+        topic_ids: dict[str, str],
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.sink = sink
+        self.decoder = decoder
+        self.group = group
+        self.topic_ids = topic_ids
+        # ClickHouse 26 added ``deduplicate_insert`` ('enable' by default), which overrides
+        # ``insert_deduplicate``; older servers reject the name. Set whichever exist.
+        self.dedup_settings = {
+            str(name)
+            for (name,) in client.query(
+                "SELECT name FROM system.settings WHERE name IN "
+                "('deduplicate_insert', 'insert_deduplicate')"
+            ).result_rows
+        }
+        db = settings.database
+
+        def decoded(convert: Callable[[dict[str, Any], Message], Any]) -> Callable[[Message], Any]:
+            return lambda m: convert(_decode(decoder, m), m)
+
+        self.tables = {
+            sink.signed_topic: _Table(f"{db}.events", EVENT_COLUMNS, decoded(event_row)),
+            sink.decisions_topic: _Table(
+                f"{db}.audit_decisions", DECISION_COLUMNS, decoded(decision_row)
+            ),
+            sink.dlq_topic: _Table(f"{db}.dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row),
+            sink.checkpoints_topic: _Table(
+                f"{db}.checkpoints", CHECKPOINT_COLUMNS, decoded(checkpoint_row)
+            ),
+        }
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.tables)
+
+    def rows(self, batch: Batch) -> tuple[_Table, list[list[Any]], list[Rejected]]:
+        table = self.tables[batch.topic]
+        rows: list[list[Any]] = []
+        rejected: list[Rejected] = []
+        for message in batch.records:
+            try:
+                row = table.row(message)
+            except RowError as exc:
+                rejected.append(Rejected(message, exc.reason, str(exc)))
+                continue
+            except (KeyError, TypeError, ValueError) as exc:
+                rejected.append(Rejected(message, "unconvertible", f"{type(exc).__name__}: {exc}"))
+                continue
+            if row is not None:
+                rows.append(row)
+        return table, rows, rejected
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        table, rows, rejected = self.rows(batch)
+        if not rows:
+            return rejected
+        settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+        on = self.sink.deduplicate  # off only in the tests' negative control
+        if "insert_deduplicate" in self.dedup_settings:
+            settings["insert_deduplicate"] = int(on)
+        if "deduplicate_insert" in self.dedup_settings:
+            settings["deduplicate_insert"] = "enable" if on else "disable"
+        if on:
+            settings["insert_deduplication_token"] = insert_token(
+                self.group, self.topic_ids.get(batch.topic, ""), batch
+            )
+        try:
+            self.client.insert(table.name, rows, column_names=table.columns, settings=settings)
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
+        return rejected
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def topic_ids(bootstrap_config: dict[str, Any], topics: list[str]) -> dict[str, str]:
+    """Kafka topic UUIDs by name ('' where the broker does not say)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    admin = AdminClient(bootstrap_config)
+    ids: dict[str, str] = {}
+    for name, future in admin.describe_topics(TopicCollection(topics)).items():
+        try:
+            ids[name] = str(future.result(timeout=30).topic_id)
+        except Exception as exc:  # a missing topic: the consumer waits for it
+            log.warning("no topic id for %s: %s", name, exc)
+            ids[name] = ""
+    return ids
+
+
+def describe_detail(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))

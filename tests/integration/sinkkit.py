@@ -1,0 +1,255 @@
+"""Helpers for the sink tests: per-test topics and groups, sink subprocesses, oracles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from schemas.catalog import Catalog, subject_for
+from schemas.samples import signed_chain
+from schemas.serde import Encoder
+from sealstream.keys import HmacKeyring
+from tests.integration.conftest import free_port, register_repo_schemas
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 3
+
+
+class Sinks:
+    """Topics, groups and directories of one test, and the sink processes running on them."""
+
+    def __init__(self, stack: Any, tmp: Path, **env: str) -> None:
+        self.stack = stack
+        self.tmp = tmp
+        register_repo_schemas(stack.registry_url)
+        tag = uuid.uuid4().hex[:8]
+        self.topics = {
+            "signed": f"signed-{tag}",
+            "decisions": f"decisions-{tag}",
+            "dlq": f"dlq-{tag}",
+            "checkpoints": f"checkpoints-{tag}",
+            "sink_dlq": f"sinkdlq-{tag}",
+        }
+        admin = AdminClient(stack.kafka_settings().client_config())
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in self.topics.values()]
+        )
+        for future in futures.values():
+            future.result(30)
+        self.query_port = free_port()
+        self.keys_dir = tmp / "keys"
+        self.env = {
+            **os.environ,
+            "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+            "SEALSTREAM_REGISTRY_URL": stack.registry_url,
+            "SEALSTREAM_KEYS_DIR": str(self.keys_dir),
+            "SEALSTREAM_SINK_SIGNED_TOPIC": self.topics["signed"],
+            "SEALSTREAM_SINK_DECISIONS_TOPIC": self.topics["decisions"],
+            "SEALSTREAM_SINK_DLQ_TOPIC": self.topics["dlq"],
+            "SEALSTREAM_SINK_CHECKPOINTS_TOPIC": self.topics["checkpoints"],
+            "SEALSTREAM_SINK_DEAD_LETTER_TOPIC": self.topics["sink_dlq"],
+            "SEALSTREAM_SINK_CLICKHOUSE_GROUP": f"ch-{tag}",
+            "SEALSTREAM_SINK_OBJECTS_GROUP": f"obj-{tag}",
+            "SEALSTREAM_SINK_CLICKHOUSE_MAX_AGE_S": "0.3",
+            "SEALSTREAM_SINK_OBJECTS_MAX_AGE_S": "0.5",
+            "SEALSTREAM_SINK_BACKOFF_BASE_S": "0.2",
+            "SEALSTREAM_SINK_BACKOFF_MAX_S": "1.0",
+            "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(tmp / "clickhouse"),
+            "SEALSTREAM_CLICKHOUSE_QUERY_PORT": str(self.query_port),
+            "SEALSTREAM_OBJECTS_URL": str(tmp / "objects"),
+            **env,
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self._signed_encoder: Encoder | None = None
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, kind: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a sink; a restarted one keeps its static member id (no session wait)."""
+        env = {"SEALSTREAM_SINK_INSTANCE_ID": f"{kind}-{self.topics['signed']}", **env}
+        log = self.tmp / f"sink-{kind}-{len(self.logs)}.log"
+        self.logs[kind] = log
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sealstream.cli", "sink", kind],
+                env={**self.env, **env},
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs[kind] = proc
+        if kind == "clickhouse" and env.get("SEALSTREAM_CLICKHOUSE_QUERY_PORT", "1") != "0":
+            self.wait_endpoint(proc)
+        return proc
+
+    def wait_endpoint(self, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"clickhouse sink exited: {self.log_text('clickhouse')}")
+            try:
+                httpx.get(f"http://127.0.0.1:{self.query_port}/healthz", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError("query endpoint did not come up")
+
+    def stop(self, kind: str, timeout_s: float = 60) -> int:
+        proc = self.procs.pop(kind)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout_s)
+
+    def wait_exit(self, kind: str, timeout_s: float = 60) -> int:
+        return self.procs.pop(kind).wait(timeout_s)
+
+    def stop_all(self) -> None:
+        for kind in list(self.procs):
+            proc = self.procs.pop(kind)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+
+    def log_text(self, kind: str) -> str:
+        return self.logs[kind].read_text(errors="replace")[-4000:]
+
+    # -- data -------------------------------------------------------------------------------
+
+    def signed_encoder(self) -> Encoder:
+        if self._signed_encoder is None:
+            schema = Catalog().signed_schema()
+            with SchemaRegistryClient({"url": self.stack.registry_url}) as client:
+                schema_id = client.register_schema(
+                    subject_for("events.signed", schema), Schema(json.dumps(schema), "AVRO")
+                )
+            self._signed_encoder = Encoder(schema_id, schema)
+        return self._signed_encoder
+
+    def produce_signed(
+        self, per_partition: int, routes: tuple[str, ...] = ("both",), poison: int = 0
+    ) -> dict[int, list[dict[str, Any]]]:
+        """A valid chain per partition; ``poison`` undecodable records on partition 0 too."""
+        keys = HmacKeyring("k1", {"k1": b"s" * 32})
+        encoder = self.signed_encoder()
+        producer = Producer(self.stack.kafka_settings().client_config(enable_idempotence=True))
+        chains = {}
+        for partition in range(PARTITIONS):
+            records = signed_chain(
+                per_partition, f"events.raw/{partition}", keys, routes=routes
+            )
+            for record in records:
+                producer.produce(
+                    self.topics["signed"],
+                    encoder.encode(record),
+                    f"{record['tenant']}:x".encode(),
+                    partition=partition,
+                )
+            chains[partition] = records
+        for i in range(poison):
+            producer.produce(self.topics["signed"], b"\x00garbage" + bytes([i]), partition=0)
+        assert producer.flush(30) == 0
+        return chains
+
+    def produce_dead_letters(self, count: int) -> None:
+        producer = Producer(self.stack.kafka_settings().client_config())
+        for i in range(count):
+            producer.produce(
+                self.topics["dlq"],
+                b"\x00\x00\x00\x00\x09broken",
+                headers=[
+                    ("dlq.reason", b"unknown_schema"),
+                    ("dlq.stage", b"decode"),
+                    ("dlq.error_class", b"PoisonMessage"),
+                    ("dlq.topic", b"events.raw"),
+                    ("dlq.partition", b"0"),
+                    ("dlq.offset", str(i).encode()),
+                    ("dlq.attempts", b"1"),
+                    ("dlq.last_failure_ms", str(int(time.time() * 1000)).encode()),
+                    ("tenant", b"acme"),
+                    ("event_type", b"payment"),
+                ],
+            )
+        assert producer.flush(30) == 0
+
+    # -- oracles ----------------------------------------------------------------------------
+
+    def committed(self, group: str, topics: Iterable[str]) -> tuple[int, int, list[str]]:
+        """(sum committed, sum end offsets, pending metadata) over ``topics``."""
+        consumer = Consumer(self.stack.kafka_settings().client_config(group_id=group))
+        try:
+            tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+            committed = consumer.committed(tps, timeout=10)
+            ends = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+            done = sum(max(tp.offset, 0) for tp in committed)
+            pending = [tp.metadata for tp in committed if tp.metadata]
+            return done, ends, pending
+        finally:
+            consumer.close()
+
+    def wait_caught_up(self, kind: str, timeout_s: float = 120) -> None:
+        group = self.env[
+            "SEALSTREAM_SINK_CLICKHOUSE_GROUP" if kind == "clickhouse" else "SEALSTREAM_SINK_OBJECTS_GROUP"
+        ]
+        topics = (
+            [self.topics[t] for t in ("signed", "decisions", "dlq", "checkpoints")]
+            if kind == "clickhouse"
+            else [self.topics["signed"]]
+        )
+        deadline = time.monotonic() + timeout_s
+        state: tuple[int, int, list[str]] = (0, 0, [])
+        while time.monotonic() < deadline:
+            proc = self.procs.get(kind)
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"{kind} sink exited {proc.returncode}: {self.log_text(kind)}")
+            state = self.committed(group, topics)
+            if state[0] == state[1] and not state[2]:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{kind} sink not caught up: {state}\n{self.log_text(kind)}")
+
+    def query(self, sql: str, token: str, fmt: str = "json") -> httpx.Response:
+        return httpx.post(
+            f"http://127.0.0.1:{self.query_port}/v1/query",
+            json={"sql": sql, "format": fmt},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    def token(self, tenant: str, roles: list[str]) -> str:
+        from producers.auth import Keyring, issue_token
+        from sealstream.cli.gateway import auth_settings
+        from sealstream.settings import KeySettings
+
+        auth = auth_settings(KeySettings(dir=self.keys_dir))
+        return issue_token(Keyring.from_settings(auth), auth, "tester", tenant, ["query"], roles, 600)
+
+    def raw_sql(self, sql: str) -> list[list[Any]]:
+        """Run SQL on the embedded engine in a separate process (the sink must be stopped:
+        one process owns the engine at a time). Reads the raw tables, duplicates and all."""
+        script = (
+            "import json,sys,clickhouse_connect\n"
+            "c=clickhouse_connect.get_client(dsn='chdb://'+sys.argv[1])\n"
+            "print(json.dumps([list(r) for r in c.query(sys.argv[2]).result_rows], default=str))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, str((self.tmp / "clickhouse").resolve()), sql],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return list(json.loads(out.stdout.strip().splitlines()[-1]))
