@@ -23,7 +23,7 @@ stop: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy sealstream schemas producers streams
+	$(BIN)/mypy sealstream schemas producers streams sinks
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit

@@ -243,7 +243,9 @@ class ClickHouseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SEALSTREAM_CLICKHOUSE_", extra="ignore")
 
-    url: str = Field(default="", description="chdb:///path or http(s)://host:port; empty = embedded.")
+    url: str = Field(
+        default="", description="chdb:///path or http(s)://host:port; empty = embedded."
+    )
     embedded_dir: Path = Field(
         default=Path(".sealstream/clickhouse"), description="Engine directory when embedded."
     )

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
@@ -247,7 +247,9 @@ class SinkRunner:
 
     def run(self) -> None:
         self.consumer.subscribe(
-            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
         log.info("sink %s consuming %s as group %s", self.store.name, self.topics, self.group)
@@ -309,7 +311,10 @@ class SinkRunner:
                 log.warning("offset commit failed after write: %s", exc)
 
     def _crash_if(self, point: str) -> None:
-        if self.settings.fault_crash_point == point and self._writes == self.settings.fault_crash_after:
+        if (
+            self.settings.fault_crash_point == point
+            and self._writes == self.settings.fault_crash_after
+        ):
             log.error("fault drill: SIGKILL %s write %d", point, self._writes)
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -333,7 +338,10 @@ class SinkRunner:
                 ) * random.uniform(0.5, 1.0)
                 log.warning(
                     "store %s unavailable (attempt %d, retry in %.1fs): %s",
-                    self.store.name, attempt, delay, exc,
+                    self.store.name,
+                    attempt,
+                    delay,
+                    exc,
                 )
                 self._pause()
                 self._wait(delay)
@@ -373,7 +381,7 @@ class SinkRunner:
             return
         for item in rejected:
             m = item.message
-            headers: list[tuple[str, str | bytes]] = [
+            headers: list[tuple[str, str | bytes | None]] = [
                 ("dlq.reason", item.reason.encode()),
                 ("dlq.message", item.detail[:1000].encode()),
                 ("dlq.stage", f"sink-{self.store.name}".encode()),
@@ -382,7 +390,7 @@ class SinkRunner:
                 ("dlq.offset", str(m.offset()).encode()),
                 ("dlq.attempts", b"1"),
                 ("dlq.last_failure_ms", str(int(time.time() * 1000)).encode()),
-                *[(k, v) for k, v in (m.headers() or []) if v is not None],
+                *header_pairs(m),
             ]
             self.producer.produce(
                 self.settings.dead_letter_topic, m.value(), m.key(), headers=headers
@@ -393,7 +401,15 @@ class SinkRunner:
             raise KafkaException(f"{remaining} sink dead letters not acknowledged")
 
 
+def header_pairs(message: Message) -> list[tuple[str, bytes]]:
+    """A record's headers with values, as bytes."""
+    pairs: list[tuple[str, bytes]] = []
+    for key, value in cast(list[tuple[str, Any]], message.headers() or []):
+        if value is not None:
+            pairs.append((key, value if isinstance(value, bytes) else str(value).encode()))
+    return pairs
+
+
 def message_headers(message: Message) -> dict[str, bytes]:
     """A record's headers as a dict (last value wins)."""
-    return {k: v for k, v in (message.headers() or []) if v is not None}
-
+    return dict(header_pairs(message))

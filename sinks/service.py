@@ -48,7 +48,9 @@ def clickhouse_runner(
         sink.clickhouse_group,
         topic_ids(kafka.client_config(), topics),
     )
-    limits = Limits(sink.clickhouse_max_records, sink.clickhouse_max_bytes, sink.clickhouse_max_age_s)
+    limits = Limits(
+        sink.clickhouse_max_records, sink.clickhouse_max_bytes, sink.clickhouse_max_age_s
+    )
     return SinkRunner(kafka, sink, sink.clickhouse_group, store.topics, store, limits), client
 
 
@@ -110,5 +112,7 @@ def start_query_endpoint(
     )
     thread = threading.Thread(target=server.run, name="query-endpoint", daemon=True)
     thread.start()
-    log.info("query endpoint on http://%s:%d/v1/query", clickhouse.query_host, clickhouse.query_port)
+    log.info(
+        "query endpoint on http://%s:%d/v1/query", clickhouse.query_host, clickhouse.query_port
+    )
     return server

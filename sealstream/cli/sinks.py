@@ -1,4 +1,4 @@
-"""``sealstream sink``, ``sealstream clickhouse``, ``sealstream objects`` and ``sealstream query``."""
+"""``sealstream sink``, ``clickhouse``, ``objects`` and ``query``: the stores and their readers."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from sealstream.settings import (
 console = Console()
 err = Console(stderr=True)
 
-sink_app = typer.Typer(help="Run a sink: Kafka -> hot (ClickHouse) or cold (objects).", no_args_is_help=True)
+sink_app = typer.Typer(
+    help="Run a sink: Kafka -> hot (ClickHouse) or cold (objects).", no_args_is_help=True
+)
 clickhouse_app = typer.Typer(help="The hot store's schema.", no_args_is_help=True)
 objects_app = typer.Typer(help="The cold store: retention.", no_args_is_help=True)
 
@@ -60,7 +62,9 @@ def sink_objects(loglevel: str = typer.Option("info", help="Log level.")) -> Non
     from sinks.service import object_runner
 
     _logging(loglevel)
-    runner = object_runner(KafkaSettings(), RegistrySettings(), ObjectStoreSettings(), SinkSettings())
+    runner = object_runner(
+        KafkaSettings(), RegistrySettings(), ObjectStoreSettings(), SinkSettings()
+    )
     runner.install_signal_handlers()
     runner.run()
 
@@ -193,16 +197,30 @@ def _query_server(settings: ClickHouseSettings, sql: str, tenant: str | None) ->
     try:
         safe = guard(sql, scope, settings.database)
     except QueryRejected as exc:
-        audit.record(subject=who, tenant=tenant or "*", action="query", allow=False,
-                     reason="QUERY_REJECTED", detail={"sql": sql[:4000], "code": exc.code})
+        audit.record(
+            subject=who,
+            tenant=tenant or "*",
+            action="query",
+            allow=False,
+            reason="QUERY_REJECTED",
+            detail={"sql": sql[:4000], "code": exc.code},
+        )
         err.print(f"[red]{exc.code}: {exc}[/]")
         raise typer.Exit(1) from exc
     result = run(
-        connect(settings, database=settings.database), safe, settings.query_max_rows,
+        connect(settings, database=settings.database),
+        safe,
+        settings.query_max_rows,
         settings.query_timeout_s,
     )
-    audit.record(subject=who, tenant=tenant or "*", action="query", allow=True, reason="QUERY_OK",
-                 detail={"sql": sql[:4000], "rows": len(result.rows)})
+    audit.record(
+        subject=who,
+        tenant=tenant or "*",
+        action="query",
+        allow=True,
+        reason="QUERY_OK",
+        detail={"sql": sql[:4000], "rows": len(result.rows)},
+    )
     return result.as_dict()
 
 

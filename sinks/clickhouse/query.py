@@ -63,7 +63,7 @@ def operator() -> Scope:
     return Scope(None, OPERATOR_TABLES)
 
 
-def _function_name(node: exp.Expression) -> str:
+def _function_name(node: Any) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     if isinstance(node, exp.Func):
@@ -101,7 +101,8 @@ def guard(sql: str, scope: Scope, database: str) -> str:
     for table in tables:
         if not isinstance(table.this, exp.Identifier):
             raise QueryRejected(
-                "query_table_function", f"table functions are not allowed: {table.sql('clickhouse')}"
+                "query_table_function",
+                f"table functions are not allowed: {table.sql('clickhouse')}",
             )
         name, db = table.name, table.db
         if not db and name in ctes:

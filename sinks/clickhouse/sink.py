@@ -8,7 +8,6 @@ Only the masked copy of each payload (``hot_payload_json``) is stored; events ro
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -283,7 +282,7 @@ class ClickHouseStore:
 def topic_ids(bootstrap_config: dict[str, Any], topics: list[str]) -> dict[str, str]:
     """Kafka topic UUIDs by name ('' where the broker does not say)."""
     from confluent_kafka import TopicCollection
-    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(bootstrap_config)
     ids: dict[str, str] = {}
@@ -295,6 +294,3 @@ def topic_ids(bootstrap_config: dict[str, Any], topics: list[str]) -> dict[str, 
             ids[name] = ""
     return ids
 
-
-def describe_detail(detail: dict[str, Any]) -> str:
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"))

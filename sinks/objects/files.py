@@ -64,7 +64,9 @@ def bucket_of(record: dict[str, Any], schema_id: int) -> BucketKey:
     )
 
 
-def object_path(prefix: str, key: BucketKey, topic: str, partition: int, first: int, last: int) -> str:
+def object_path(
+    prefix: str, key: BucketKey, topic: str, partition: int, first: int, last: int
+) -> str:
     parts = [
         prefix.strip("/"),
         f"tenant={_segment(key.tenant)}",

@@ -14,6 +14,7 @@ per-tenant/per-type retention over this layout without one rule per prefix, henc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -67,7 +68,13 @@ class RetentionReport:
             "deleted": self.deleted,
             "kept_files": self.kept_files,
             "removed": [
-                dict(zip(("tenant", "event_type", "days", "files", "records", "bytes"), r, strict=True))
+                dict(
+                    zip(
+                        ("tenant", "event_type", "days", "files", "records", "bytes"),
+                        r,
+                        strict=True,
+                    )
+                )
                 for r in self.rows()
             ],
         }
@@ -83,7 +90,7 @@ def apply_retention(
 ) -> RetentionReport:
     today = today or dt.datetime.now(dt.UTC).date()
     report = RetentionReport(deleted=delete)
-    for info in store.list(prefix.strip("/") or None):
+    for info in store.listing(prefix.strip("/") or None):
         if not info.path.endswith(FILE_SUFFIX):
             continue
         fields = parse_path(info.path)
@@ -108,8 +115,6 @@ def apply_retention(
         entry["bytes"] += info.size
         if delete:
             store.delete([info.path])
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 store.delete([manifest_path])
-            except FileNotFoundError:
-                pass
     return report

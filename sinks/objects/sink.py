@@ -67,7 +67,9 @@ class ColdStore:
     def write(self, batch: Batch) -> list[Rejected]:
         files, rejected = self.files(batch)
         for cold in files:
-            data, manifest = cold.build(self.decoder.schema(cold.key.schema_id), self.settings.codec)
+            data, manifest = cold.build(
+                self.decoder.schema(cold.key.schema_id), self.settings.codec
+            )
             try:
                 self.store.put(cold.path, data)
                 self.store.put(cold.path + ".manifest.json", manifest)

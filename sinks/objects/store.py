@@ -81,7 +81,7 @@ class ObjectStore:
             return False
         return True
 
-    def list(self, prefix: str | None = None) -> Iterator[ObjectInfo]:
+    def listing(self, prefix: str | None = None) -> Iterator[ObjectInfo]:
         for chunk in obstore.list(self._store, prefix=prefix):
             for meta in chunk:
                 yield ObjectInfo(str(meta["path"]), int(meta["size"]))

@@ -45,7 +45,10 @@ class Sinks:
         }
         admin = AdminClient(stack.kafka_settings().client_config())
         futures = admin.create_topics(
-            [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in self.topics.values()]
+            [
+                NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
+                for t in self.topics.values()
+            ]
         )
         for future in futures.values():
             future.result(30)
@@ -148,9 +151,7 @@ class Sinks:
         producer = Producer(self.stack.kafka_settings().client_config(enable_idempotence=True))
         chains = {}
         for partition in range(PARTITIONS):
-            records = signed_chain(
-                per_partition, f"events.raw/{partition}", keys, routes=routes
-            )
+            records = signed_chain(per_partition, f"events.raw/{partition}", keys, routes=routes)
             for record in records:
                 producer.produce(
                     self.topics["signed"],
@@ -202,7 +203,9 @@ class Sinks:
 
     def wait_caught_up(self, kind: str, timeout_s: float = 120) -> None:
         group = self.env[
-            "SEALSTREAM_SINK_CLICKHOUSE_GROUP" if kind == "clickhouse" else "SEALSTREAM_SINK_OBJECTS_GROUP"
+            "SEALSTREAM_SINK_CLICKHOUSE_GROUP"
+            if kind == "clickhouse"
+            else "SEALSTREAM_SINK_OBJECTS_GROUP"
         ]
         topics = (
             [self.topics[t] for t in ("signed", "decisions", "dlq", "checkpoints")]
@@ -235,7 +238,9 @@ class Sinks:
         from sealstream.settings import KeySettings
 
         auth = auth_settings(KeySettings(dir=self.keys_dir))
-        return issue_token(Keyring.from_settings(auth), auth, "tester", tenant, ["query"], roles, 600)
+        return issue_token(
+            Keyring.from_settings(auth), auth, "tester", tenant, ["query"], roles, 600
+        )
 
     def raw_sql(self, sql: str) -> list[list[Any]]:
         """Run SQL on the embedded engine in a separate process (the sink must be stopped:

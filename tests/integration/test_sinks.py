@@ -29,10 +29,7 @@ def sinks(stack: Any, tmp_path: Path) -> Iterator[Sinks]:
 
 
 def cold_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*.avro"))
-    }
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.avro"))}
 
 
 def check_cold(root: Path, expected: list[dict[str, Any]]) -> None:
@@ -140,9 +137,7 @@ def test_objects_sink_writes_to_an_s3_api_endpoint(sinks: Sinks, s3: Any) -> Non
 
 
 @pytest.mark.parametrize("deduplicate", [True, False], ids=["dedup", "negative-control"])
-def test_clickhouse_sink_killed_between_insert_and_commit(
-    sinks: Sinks, deduplicate: bool
-) -> None:
+def test_clickhouse_sink_killed_between_insert_and_commit(sinks: Sinks, deduplicate: bool) -> None:
     chains = sinks.produce_signed(200)
     expected = sum(len(r) for r in chains.values())
     sinks.start(

@@ -1,0 +1,324 @@
+"""Sink parts without Kafka: batches and pending ranges, rows, cold files, retention, the query
+guard, and the ClickHouse migrations on the embedded engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.catalog import Catalog
+from schemas.samples import signed_chain
+from schemas.serde import Decoder, Encoder
+from sealstream.integrity import walk_chain
+from sealstream.keys import HmacKeyring
+from sealstream.settings import ObjectStoreSettings
+from sinks.clickhouse.query import QueryRejected, analyst, guard, operator
+from sinks.clickhouse.sink import dead_letter_row, event_row, insert_token
+from sinks.objects.files import parse_path, read_records
+from sinks.objects.retention import RetentionRules, apply_retention
+from sinks.objects.sink import ColdStore
+from sinks.objects.store import ObjectStore
+from sinks.runner import Batch, Limits, _Partition, parse_pending, pending_metadata
+
+KEYS = HmacKeyring("k1", {"k1": b"k" * 32})
+
+
+@dataclass
+class FakeMessage:
+    """What the sinks read from confluent-kafka's ``Message``."""
+
+    _value: bytes | None
+    _offset: int
+    _topic: str = "events.signed"
+    _partition: int = 0
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
+    _timestamp: int = 1_700_000_000_000
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return None
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._timestamp)
+
+
+SIGNED = Catalog().signed_schema()
+
+
+def codec() -> tuple[Encoder, Decoder]:
+    return Encoder(7, SIGNED), Decoder(lambda i: json.dumps(SIGNED) if i == 7 else None)
+
+
+def batch_of(records: list[dict[str, Any]], start: int = 0, topic: str = "events.signed") -> Batch:
+    encoder, _ = codec()
+    batch = Batch(topic, 0)
+    for i, record in enumerate(records):
+        batch.add(FakeMessage(encoder.encode(record), start + i, topic))  # type: ignore[arg-type]
+    return batch
+
+
+# -- pending ranges and batch boundaries ----------------------------------------------------
+
+
+def test_pending_metadata_round_trips_and_rejects_other_metadata() -> None:
+    assert parse_pending(pending_metadata(12, 40)) == (12, 40)
+    for other in (None, "", "something", "sealstream:pending:x-1", "sealstream:pending:5"):
+        assert parse_pending(other) is None
+
+
+def test_a_pending_range_is_rebuilt_exactly_whatever_the_limits() -> None:
+    limits = Limits(max_records=2, max_bytes=10**9, max_age_s=0.0)
+    part = _Partition(Batch("t", 0), replay_until=4)
+    for offset in range(3):
+        part.add(FakeMessage(b"x", offset))  # type: ignore[arg-type]
+    assert not part.ready(limits, now=1e12)  # over every limit, yet the range is incomplete
+    for offset in range(3, 7):
+        part.add(FakeMessage(b"x", offset))  # type: ignore[arg-type]
+    assert part.ready(limits, now=0)
+    assert (part.batch.first, part.batch.last) == (0, 4)
+    part.reset()  # after the write: records past the range start the next batch
+    assert [m.offset() for m in part.batch.records] == [5, 6]
+    assert part.replay_until is None
+
+
+def test_a_range_whose_last_record_is_gone_closes_at_the_next_offset() -> None:
+    part = _Partition(Batch("t", 0), replay_until=9)
+    part.add(FakeMessage(b"x", 7))  # type: ignore[arg-type]
+    assert not part.ready(Limits(1, 1, 0), now=1e12)
+    part.add(FakeMessage(b"x", 11))  # type: ignore[arg-type]
+    assert part.ready(Limits(1, 1, 0), now=0)
+    assert part.batch.last == 7
+
+
+def test_limits_close_a_normal_batch_by_records_bytes_or_age() -> None:
+    part = _Partition(Batch("t", 0))
+    assert not part.ready(Limits(2, 100, 5), now=0)  # empty never flushes
+    part.add(FakeMessage(b"x" * 10, 0))  # type: ignore[arg-type]
+    started = part.batch.started
+    assert not part.ready(Limits(2, 100, 5), now=started)
+    assert part.ready(Limits(1, 100, 5), now=started)
+    assert part.ready(Limits(2, 10, 5), now=started)
+    assert part.ready(Limits(2, 100, 5), now=started + 5)
+
+
+def test_insert_tokens_are_a_function_of_group_topic_id_and_range() -> None:
+    records = signed_chain(3, "events.raw/0", KEYS)
+    a, b = batch_of(records), batch_of(records)
+    assert insert_token("g", "id1", a) == insert_token("g", "id1", b)
+    assert insert_token("g", "id1", a) != insert_token("g", "id2", a)  # topic re-created
+    assert insert_token("g", "id1", a) != insert_token("g", "id1", batch_of(records, start=1))
+
+
+# -- ClickHouse rows -----------------------------------------------------------------------
+
+
+def test_event_rows_keep_the_masked_copy_and_skip_cold_only_events() -> None:
+    hot, cold = signed_chain(2, "c", KEYS, routes=("hot", "cold"))
+    message = FakeMessage(b"v" * 10, 5)
+    row = event_row(hot, message)  # type: ignore[arg-type]
+    assert row is not None
+    assert hot["hot_payload_json"] in row and hot["payload_json"] not in row
+    assert row[-4:] == ["events.signed", 0, 5, 10]
+    assert event_row(cold, message) is None  # type: ignore[arg-type]
+
+
+def test_dead_letter_rows_come_from_headers_and_survive_bad_values() -> None:
+    message = FakeMessage(
+        b"\x00broken",
+        3,
+        "events.raw.dlq",
+        _headers=[
+            ("dlq.reason", b"unknown_schema"),
+            ("dlq.stage", b"decode"),
+            ("dlq.offset", b"not-a-number"),
+            ("dlq.attempts", b"99999999"),
+            ("tenant", b"acme"),
+        ],
+    )
+    row = dead_letter_row(message)  # type: ignore[arg-type]
+    assert row[0] == dt.datetime.fromtimestamp(1_700_000_000, tz=dt.UTC)  # record time
+    assert row[1:3] == ["unknown_schema", "decode"]
+    assert row[5] == "acme"
+    assert row[9] == 0 and row[10] == 65535
+
+
+# -- cold files ----------------------------------------------------------------------------
+
+
+def cold_store(tmp_path: Path, prefix: str = "events") -> ColdStore:
+    settings = ObjectStoreSettings(url=str(tmp_path / "objects"), prefix=prefix)
+    return ColdStore(ObjectStore(settings), settings, codec()[1])
+
+
+def test_cold_files_are_deterministic_split_by_bucket_and_carry_a_true_manifest(
+    tmp_path: Path,
+) -> None:
+    records = signed_chain(
+        12, "events.raw/0", KEYS, routes=("both", "cold", "hot"), event_types=("payment", "login")
+    )
+    store = cold_store(tmp_path)
+    batch = batch_of(records, start=100)
+    files, rejected = store.files(batch)
+    assert not rejected
+    again, _ = store.files(batch_of(records, start=100))
+    built = [f.build(codec()[1].schema(7), "deflate") for f in files]
+    assert built == [f.build(codec()[1].schema(7), "deflate") for f in again]  # byte-identical
+    stored = [r for f in files for r in f.records]
+    assert sorted(r["event_id"] for r in stored) == sorted(
+        r["event_id"] for r in records if r["route"] != "hot"
+    )
+    for cold, (data, manifest_bytes) in zip(files, built, strict=True):
+        fields = parse_path(cold.path)
+        assert fields is not None and fields["tenant"] == cold.key.tenant
+        assert (int(fields["first"]), int(fields["last"])) == (cold.offsets[0], cold.offsets[-1])
+        manifest = json.loads(manifest_bytes)
+        assert manifest["records"] == len(read_records(data)) == len(cold.records)
+        assert manifest["key_ids"] == ["k1"]
+    # the files together still hold a verifiable chain segment, in order
+    segment = sorted((r for f in files for r in f.records), key=lambda r: r["seq"])
+    report = walk_chain("events.raw/0", segment, KEYS, anchor=None)
+    assert [f.kind for f in report.findings] == ["missing"] * len(report.findings)
+
+
+def test_undecodable_records_are_rejected_not_stored(tmp_path: Path) -> None:
+    store = cold_store(tmp_path)
+    batch = batch_of(signed_chain(2, "c", KEYS))
+    batch.add(FakeMessage(b"\x00\x00\x00\x00\x07\xff", 2))  # type: ignore[arg-type]
+    batch.add(FakeMessage(b"\x00\x00\x00\x00\x63abc", 3))  # type: ignore[arg-type]
+    rejected = store.write(batch)
+    assert sorted(r.reason for r in rejected) == ["undecodable", "unknown_schema"]
+    assert len(list(store.store.listing())) == 2 * len(store.files(batch)[0])
+
+
+def test_retention_reports_then_deletes_expired_files_per_rule(tmp_path: Path) -> None:
+    store = cold_store(tmp_path)
+    day = 86_400_000
+    today = dt.date(2026, 11, 22)
+    base = int(dt.datetime(2026, 11, 22, tzinfo=dt.UTC).timestamp() * 1000)
+    for age, event_type in ((1, "payment"), (40, "payment"), (40, "page_view"), (500, "login")):
+        records = signed_chain(
+            2, "c", KEYS, start_ms=base - age * day, event_types=(event_type,), tenants=("acme",)
+        )
+        store.write(batch_of(records, start=age * 10))
+    rules = RetentionRules.model_validate(
+        {"default_days": 365, "rules": [{"event_type": "page_view", "days": 30}]}
+    )
+    dry = apply_retention(store.store, "events", rules, delete=False, today=today)
+    assert [r[:5] for r in dry.rows()] == [
+        ("acme", "login", 365, 1, 2),
+        ("acme", "page_view", 30, 1, 2),
+    ]
+    assert len(list(store.store.listing())) == 8  # a dry run deletes nothing
+    done = apply_retention(store.store, "events", rules, delete=True, today=today)
+    assert done.as_dict()["removed"] == dry.as_dict()["removed"] and done.kept_files == 2
+    left = sorted(p.path for p in store.store.listing())
+    assert len(left) == 4 and all("event_type=payment" in p for p in left)
+
+
+# -- the query guard -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("", "query_empty"),
+        ("SELEC 1 FROM", "query_syntax"),
+        ("SELECT 1; SELECT 2", "query_multiple"),
+        ("DROP TABLE events", "query_not_read_only"),
+        ("INSERT INTO events (event_id) VALUES ('x')", "query_not_read_only"),
+        ("ALTER TABLE events DELETE WHERE 1", "query_not_read_only"),
+        ("SELECT 1 SETTINGS readonly = 0", "query_clause_forbidden"),
+        ("SELECT * FROM events FORMAT CSV", "query_clause_forbidden"),
+        ("SELECT file('/etc/passwd')", "query_function_forbidden"),
+        ("SELECT * FROM url('http://x/y', CSV)", "query_function_forbidden"),
+        ("SELECT * FROM numbers(10)", "query_table_function"),
+        ("SELECT * FROM system.tables", "query_table_forbidden"),
+        ("SELECT * FROM other.events", "query_table_forbidden"),
+        ("SELECT * FROM checkpoints", "query_table_forbidden"),
+        (
+            "SELECT * FROM events WHERE event_id IN (SELECT name FROM system.users)",
+            "query_table_forbidden",
+        ),
+    ],
+)
+def test_the_guard_refuses_what_an_analyst_may_not_run(sql: str, code: str) -> None:
+    with pytest.raises(QueryRejected) as caught:
+        guard(sql, analyst("acme"), "sealstream")
+    assert caught.value.code == code
+
+
+def test_the_guard_scopes_every_table_to_the_tenant_and_reads_final() -> None:
+    sql = guard(
+        "WITH x AS (SELECT event_id FROM events) SELECT count() FROM x "
+        "JOIN dead_letters AS d ON 1 = 1",
+        analyst("o'hara"),
+        "sealstream",
+    )
+    assert "FROM sealstream.events FINAL WHERE tenant = 'o''hara'" in sql
+    assert "FROM sealstream.dead_letters WHERE tenant = 'o''hara') AS d" in sql
+    unscoped = guard("SELECT * FROM checkpoints", operator(), "sealstream")
+    assert "tenant" not in unscoped and "checkpoints FINAL" in unscoped
+
+
+# -- migrations on the embedded engine (in a child: one chDB engine per process) -----------
+
+MIGRATE_SCRIPT = """
+import json, sys
+from sealstream.settings import ClickHouseSettings
+from sinks.clickhouse.client import connect
+from sinks.clickhouse import migrations as m
+s = ClickHouseSettings(embedded_dir=sys.argv[1], hot_retention_days=int(sys.argv[2]))
+c = connect(s)
+out = {"first": m.migrate(c, s).as_dict(), "second": m.migrate(c, s).as_dict()}
+out["tables"] = sorted(r[0] for r in c.query(
+    "SELECT name FROM system.tables WHERE database = 'sealstream'").result_rows)
+edited = m.Migration(1, "edited", ("SELECT 1",))
+m.MIGRATIONS = (edited,)
+try:
+    m.migrate(c, s)
+except m.MigrationError as exc:
+    out["edited"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path: Path) -> None:
+    def run(days: int) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-c", MIGRATE_SCRIPT, str(tmp_path / "ch"), str(days)],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    first = run(30)
+    assert first["first"] == {"applied": [1], "already": [], "ttl_changed": []}
+    assert first["second"] == {"applied": [], "already": [1], "ttl_changed": []}
+    assert {"events", "events_by_id", "events_minutely", "dead_letters", "audit_decisions",
+            "checkpoints", "schema_migrations"} <= set(first["tables"])  # fmt: skip
+    assert "changed after it was applied" in first["edited"]
+    later = run(7)
+    assert later["first"] == {
+        "applied": [], "already": [1], "ttl_changed": ["events", "events_by_id"],
+    }  # fmt: skip
+    assert later["second"]["ttl_changed"] == []
