@@ -302,6 +302,16 @@ class SinkSettings(BaseSettings):
         "at once instead of after the session timeout. Unique per running sink.",
     )
     session_timeout_ms: int = Field(default=10_000, ge=6000)
+    metrics_host: str = Field(default=LOCALHOST, description="Address /metrics binds.")
+    clickhouse_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics of the ClickHouse sink; 0 = off.",
+    )
+    objects_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus /metrics of the object sink; 0 = off."
+    )
     deduplicate: bool = Field(
         default=True,
         description="ClickHouse insert deduplication; off only as the negative control in tests.",

@@ -35,6 +35,13 @@ def _logging(level: str) -> None:
     )
 
 
+def _metrics(sink: SinkSettings, port: int) -> None:
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=sink.metrics_host)
+
+
 @sink_app.command("clickhouse")
 def sink_clickhouse(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Consume events.signed, audit.decisions, events.raw.dlq and audit.checkpoints into
@@ -44,6 +51,7 @@ def sink_clickhouse(loglevel: str = typer.Option("info", help="Log level.")) -> 
     _logging(loglevel)
     kafka, registry, clickhouse = KafkaSettings(), RegistrySettings(), ClickHouseSettings()
     sink = SinkSettings()
+    _metrics(sink, sink.clickhouse_metrics_port)
     runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink)
     runner.install_signal_handlers()
     server = None

@@ -22,13 +22,17 @@ from sqlglot import exp
 # table -> has a tenant column (analysts see only tables that have one)
 ANALYST_TABLES = {
     "events": True,
-    "events_by_id": True,
     "events_minutely": True,
     "dead_letters": True,
     "dead_letters_minutely": True,
     "audit_decisions": True,
 }
-OPERATOR_TABLES = {**ANALYST_TABLES, "checkpoints": False, "schema_migrations": False}
+OPERATOR_TABLES = {
+    **ANALYST_TABLES,
+    "events_by_id": True,
+    "checkpoints": False,
+    "schema_migrations": False,
+}
 # ReplacingMergeTree tables read FINAL; views and plain MergeTree tables cannot or need not be.
 FINAL_TABLES = {"events", "events_by_id", "checkpoints", "schema_migrations"}
 # Scalar functions that reach outside the database.

@@ -293,4 +293,3 @@ def topic_ids(bootstrap_config: dict[str, Any], topics: list[str]) -> dict[str, 
             log.warning("no topic id for %s: %s", name, exc)
             ids[name] = ""
     return ids
-

@@ -99,6 +99,17 @@ class Sinks:
             self.wait_endpoint(proc)
         return proc
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``sealstream ARGS`` with this test's settings."""
+        return subprocess.run(
+            [sys.executable, "-m", "sealstream.cli", *args],
+            env={**self.env, "COLUMNS": "200"},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     def wait_endpoint(self, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -89,6 +89,21 @@ def test_signed_events_land_hot_and_cold_with_counts_equal_to_the_source(
     assert csv.text.splitlines() == ["n", "7"]
     rollup = sinks.query("SELECT sum(events) FROM events_minutely", analyst).json()["rows"]
     assert rollup == [[acme_hot]]
+    auditor = sinks.token("acme", ["auditor"])  # every tenant, and the lookup table
+    one = hot[-1]
+    found = sinks.query(
+        f"SELECT row FROM events_by_id WHERE event_id = '{one['event_id']}'", auditor
+    ).json()["rows"]
+    stored = json.loads(found[0][0])
+    assert (stored["tenant"], stored["signature"], int(stored["seq"])) == (
+        one["tenant"], one["signature"], one["seq"],
+    )  # fmt: skip
+    assert sinks.query("SELECT count() FROM events_by_id", analyst).status_code == 400
+    cli = sinks.cli("query", "SELECT count() AS n FROM events", "--tenant", "globex", "-f", "json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["rows"] == [[len(hot) - acme_hot]]
+    cli = sinks.cli("query", "DELETE FROM events WHERE 1", "--tenant", "globex")
+    assert cli.returncode == 1 and "query_not_read_only" in cli.stderr
     time.sleep(1.0)  # let the audit records of these queries reach the sink
     sinks.wait_caught_up("clickhouse")
     assert sinks.stop("clickhouse") == 0
@@ -103,7 +118,7 @@ def test_signed_events_land_hot_and_cold_with_counts_equal_to_the_source(
         "GROUP BY reason_code ORDER BY reason_code"
     )
     assert dict((str(k), int(v)) for k, v in audits) == {
-        "DENY_ROLE": 1, "QUERY_OK": 4, "QUERY_REJECTED": 1,
+        "DENY_ROLE": 1, "QUERY_OK": 6, "QUERY_REJECTED": 3,
     }  # fmt: skip
     check_cold(sinks.tmp / "objects", cold)
     # the three undecodable records went to the sinks' dead-letter topic (once per sink)

@@ -1,0 +1,264 @@
+"""Sink benchmark: rows/s of the ClickHouse sink, records/s of the object sink (both from a
+real broker, exactly-once batches, embedded chDB and a local directory), and event_id lookup
+latency p50/p99 in the hot store at 1M and 10M rows.
+
+    python -m benchmarks.sinks [--events 100000] [--sizes 1000000,10000000]
+
+Writes benchmarks/results/sinks.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from rich.progress import Progress
+
+from benchmarks.common import RESULTS, bench_stack, console, machine
+from schemas.catalog import Catalog, subject_for
+from schemas.samples import signed_chain
+from schemas.serde import Encoder
+from sealstream.keys import HmacKeyring
+from sealstream.settings import (
+    ClickHouseSettings,
+    KafkaSettings,
+    ObjectStoreSettings,
+    RegistrySettings,
+    SinkSettings,
+)
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.lookup import find_event
+from sinks.clickhouse.migrations import migrate
+from sinks.runner import SinkRunner
+from sinks.service import clickhouse_runner, object_runner
+
+PARTITIONS = 3
+WORK = RESULTS / "tmp" / "sinks"
+
+
+def produce_signed(stack: Any, topic: str, count: int) -> None:
+    schema = Catalog().signed_schema()
+    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+        schema_id = client.register_schema(
+            subject_for("events.signed", schema), Schema(json.dumps(schema), "AVRO")
+        )
+    encoder = Encoder(schema_id, schema)
+    keys = HmacKeyring("k1", {"k1": b"b" * 32})
+    producer = Producer(
+        {"bootstrap.servers": stack.bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    )
+    per = count // PARTITIONS
+    with Progress(console=console) as progress:
+        task = progress.add_task("producing signed events", total=per * PARTITIONS)
+        for partition in range(PARTITIONS):
+            for start in range(0, per, 5000):
+                records = signed_chain(
+                    min(5000, per - start), f"events.raw/{partition}", keys,
+                    tenants=("acme", "globex", "initech"), event_types=("payment", "page_view"),
+                )  # fmt: skip
+                for record in records:
+                    while True:
+                        try:
+                            producer.produce(topic, encoder.encode(record), partition=partition)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                progress.advance(task, len(records))
+    producer.flush(60)
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+        end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        return done, end
+    finally:
+        consumer.close()
+
+
+def drain(runner: SinkRunner, bootstrap: str, group: str, topic: str, label: str) -> float:
+    """Run ``runner`` until its group committed every offset of ``topic``; records/s."""
+    thread = threading.Thread(target=runner.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    with Progress(console=console) as progress:
+        task = progress.add_task(label, total=None)
+        while True:
+            done, end = committed_total(bootstrap, group, topic)
+            progress.update(task, completed=done, total=end)
+            if end and done >= end:
+                break
+            time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    runner.stop_event.set()
+    thread.join(60)
+    return end / elapsed
+
+
+# -- lookup latency ---------------------------------------------------------------------------
+
+FILL_SQL = """
+INSERT INTO {db}.events (event_id, tenant, event_type, occurred_at, received_at, signed_at,
+    producer, correlation_id, request_id, classification, route, payload, masked_fields,
+    payload_sha256, content_sha256, hot_content_sha256, enrichment, schema_id, source_topic,
+    source_partition, source_offset, chain_id, seq, prev_hash, hash, key_id, signature,
+    kafka_topic, kafka_partition, kafka_offset, bytes)
+SELECT lower(hex(MD5(toString(number)))) AS event_id,
+       concat('tenant-', toString(number % 20)),
+       ['payment', 'page_view', 'login', 'order', 'refund'][number % 5 + 1],
+       toDateTime64(now64(3) - toIntervalSecond(number % 864000), 3, 'UTC') AS t,
+       t, t, 'bench', toString(number), toString(number), 'internal', 'both',
+       concat('{{"n":', toString(number), ',"email":"pii:email:', hex(number), '"}}'),
+       ['email'], hex(SHA256(toString(number))), hex(SHA256(toString(number))),
+       hex(SHA256(toString(number + 1))), map('region', 'eu'), 1, 'events.raw',
+       number % 6, number, concat('events.raw/', toString(number % 6)), number,
+       hex(SHA256(toString(number - 1))), hex(SHA256(toString(number))), 'k1',
+       hex(SHA256(concat('s', toString(number)))), 'events.signed', number % 6, number, 400
+FROM numbers({start}, {count})
+"""
+
+
+def fill(client: Any, db: str, start: int, count: int) -> None:
+    chunk = 1_000_000
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"filling events to {start + count:,} rows", total=count)
+        for offset in range(0, count, chunk):
+            n = min(chunk, count - offset)
+            client.command(FILL_SQL.format(db=db, start=start + offset, count=n))
+            progress.advance(task, n)
+
+
+def lookup_latency(client: Any, db: str, rows: int, samples: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    ids = [hashlib.md5(str(rng.randrange(rows)).encode()).hexdigest() for _ in range(samples)]
+    for event_id in ids[:50]:  # warm-up
+        find_event(client, db, event_id)
+    timings = []
+    for event_id in ids:
+        t = time.perf_counter()
+        row = find_event(client, db, event_id)
+        timings.append((time.perf_counter() - t) * 1000)
+        assert row is not None and row["event_id"] == event_id
+    timings.sort()
+    parts = client.query(
+        "SELECT count() FROM system.parts WHERE database = {d:String} AND active "
+        "AND table = 'events'",
+        parameters={"d": db},
+    ).result_rows[0][0]
+    return {
+        "rows": rows,
+        "samples": samples,
+        "p50_ms": round(statistics.median(timings), 3),
+        "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 3),
+        "max_ms": round(timings[-1], 3),
+        "active_parts": int(parts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--samples", type=int, default=2000)
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    stack = bench_stack("sinks", 28692)
+    tag = uuid.uuid4().hex[:6]
+    topic = f"bench-signed-{tag}"
+    names = [topic, *(f"bench-{k}-{tag}" for k in ("decisions", "dlq", "checkpoints", "sinkdlq"))]
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
+        future.result(30)
+    kafka = KafkaSettings(bootstrap_servers=stack.bootstrap)
+    registry = RegistrySettings(url=stack.registry_url)
+    sink = SinkSettings(
+        signed_topic=topic,
+        decisions_topic=names[1],
+        dlq_topic=names[2],
+        checkpoints_topic=names[3],
+        dead_letter_topic=names[4],
+        clickhouse_group=f"bench-ch-{tag}",
+        objects_group=f"bench-obj-{tag}",
+        objects_max_records=10_000,  # rotate by size, so the figure is throughput, not age
+        objects_max_age_s=1.0,
+    )
+    clickhouse = ClickHouseSettings(embedded_dir=WORK / "clickhouse")
+    try:
+        produce_signed(stack, topic, args.events)
+        runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink)
+        ch_rate = drain(runner, stack.bootstrap, sink.clickhouse_group, topic, "clickhouse sink")
+        console.log(f"clickhouse sink: {ch_rate:,.0f} rows/s")
+        objects = ObjectStoreSettings(url=str(WORK / "objects"))
+        runner = object_runner(kafka, registry, objects, sink)
+        obj_rate = drain(runner, stack.bootstrap, sink.objects_group, topic, "object sink")
+        console.log(f"object sink: {obj_rate:,.0f} records/s")
+    finally:
+        stack.down()
+    lookup_settings = ClickHouseSettings(embedded_dir=WORK / "clickhouse", database="bench_lookup")
+    client = connect(lookup_settings)
+    migrate(client, lookup_settings)
+    lookups = []
+    filled = 0
+    for size in (int(s) for s in args.sizes.split(",")):
+        fill(client, lookup_settings.database, filled, size - filled)
+        filled = size
+        result = lookup_latency(client, lookup_settings.database, size, args.samples)
+        console.log(f"lookup at {size:,} rows: {result}")
+        lookups.append(result)
+    result_doc: dict[str, Any] = {
+        "benchmark": "sinks",
+        "machine": machine(),
+        "events": args.events,
+        "clickhouse_sink_rows_per_s": round(ch_rate, 1),
+        "object_sink_records_per_s": round(obj_rate, 1),
+        "lookups": lookups,
+        "note": "sinks run in-process against a local Kafka broker on the same 2-core machine; "
+        "ClickHouse is the embedded engine (chDB) through clickhouse-connect; lookups are "
+        "sinks.clickhouse.lookup.find_event (events_by_id, ordered by event_id) on one client; "
+        "the object sink rotates files every 10,000 records (or 1 s) per partition",
+    }
+    (RESULTS / "sinks.json").write_text(json.dumps(result_doc, indent=2) + "\n")
+    m = result_doc["machine"]
+    lines = [
+        "# Sink benchmark",
+        "",
+        f"Machine: {m['cpu_count']} CPUs, {m['memory_gib']} GiB, {m['platform']}, "
+        f"Python {m['python']}. {args.events:,} signed events, {PARTITIONS} partitions.",
+        "",
+        "| sink | throughput |",
+        "|---|---:|",
+        f"| ClickHouse (embedded chDB, exactly-once batches) | {ch_rate:,.0f} rows/s |",
+        f"| object store (local directory, Avro deflate + manifests) | {obj_rate:,.0f} records/s |",
+        "",
+        "| event_id lookup | rows | p50 ms | p99 ms | max ms | active parts |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| find_event | {r['rows']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+            f"{r['active_parts']} |"
+            for r in lookups
+        ],
+        "",
+        result_doc["note"] + ".",
+        "",
+    ]
+    (RESULTS / "sinks.md").write_text("\n".join(lines))
+    console.print(result_doc)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
