@@ -141,7 +141,7 @@ def fill(client: Any, db: str, start: int, count: int) -> None:
             progress.advance(task, n)
 
 
-def lookup_latency(client: Any, db: str, rows: int, samples: int) -> dict[str, Any]:
+def lookup_latency(client: Any, db: str, rows: int, samples: int, state: str) -> dict[str, Any]:
     rng = random.Random(7)
     ids = [hashlib.md5(str(rng.randrange(rows)).encode()).hexdigest() for _ in range(samples)]
     for event_id in ids[:50]:  # warm-up
@@ -155,11 +155,12 @@ def lookup_latency(client: Any, db: str, rows: int, samples: int) -> dict[str, A
     timings.sort()
     parts = client.query(
         "SELECT count() FROM system.parts WHERE database = {d:String} AND active "
-        "AND table = 'events'",
+        "AND table = 'events_by_id'",
         parameters={"d": db},
     ).result_rows[0][0]
     return {
         "rows": rows,
+        "state": state,
         "samples": samples,
         "p50_ms": round(statistics.median(timings), 3),
         "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 3),
@@ -216,9 +217,13 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         fill(client, lookup_settings.database, filled, size - filled)
         filled = size
-        result = lookup_latency(client, lookup_settings.database, size, args.samples)
-        console.log(f"lookup at {size:,} rows: {result}")
-        lookups.append(result)
+        fresh = lookup_latency(client, lookup_settings.database, size, args.samples, "just loaded")
+        console.log(f"lookup at {size:,} rows, merges in flight: {fresh}")
+        console.log("merging events_by_id (OPTIMIZE FINAL): the steady state")
+        client.command(f"OPTIMIZE TABLE {lookup_settings.database}.events_by_id FINAL")
+        merged = lookup_latency(client, lookup_settings.database, size, args.samples, "merged")
+        console.log(f"lookup at {size:,} rows, merged: {merged}")
+        lookups += [fresh, merged]
     result_doc: dict[str, Any] = {
         "benchmark": "sinks",
         "machine": machine(),
@@ -244,11 +249,11 @@ def main() -> None:
         f"| ClickHouse (embedded chDB, exactly-once batches) | {ch_rate:,.0f} rows/s |",
         f"| object store (local directory, Avro deflate + manifests) | {obj_rate:,.0f} records/s |",
         "",
-        "| event_id lookup | rows | p50 ms | p99 ms | max ms | active parts |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| event_id lookup | rows | events_by_id | p50 ms | p99 ms | max ms | parts |",
+        "|---|---:|---|---:|---:|---:|---:|",
         *[
-            f"| find_event | {r['rows']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
-            f"{r['active_parts']} |"
+            f"| find_event | {r['rows']:,} | {r['state']} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['max_ms']} | {r['active_parts']} |"
             for r in lookups
         ],
         "",

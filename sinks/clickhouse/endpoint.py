@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -86,8 +87,10 @@ def create_query_app(
         peer = request.client.host if request.client else None
         agent = request.headers.get("user-agent")
 
-        def record(allow: bool, reason: str, detail: dict[str, Any]) -> None:
-            audit(
+        async def record(allow: bool, reason: str, detail: dict[str, Any]) -> None:
+            # Kafka acknowledges in a few ms; off the event loop all the same.
+            await run_in_threadpool(
+                audit,
                 subject=principal.subject,
                 tenant=principal.tenant,
                 action="query",
@@ -101,7 +104,7 @@ def create_query_app(
         scope = scope_for(principal)
         body = await request.body()
         if scope is None:
-            record(False, "DENY_ROLE", {"roles": sorted(principal.roles)})
+            await record(False, "DENY_ROLE", {"roles": sorted(principal.roles)})
             QUERIES.labels(principal.tenant, "denied").inc()
             return _error(403, "role_required", "queries need the 'analyst' or 'auditor' role")
         if len(body) > MAX_SQL_BYTES:
@@ -119,22 +122,21 @@ def create_query_app(
         try:
             safe = guard(sql, scope, database)
         except QueryRejected as exc:
-            record(False, "QUERY_REJECTED", {"sql": sql[:4000], "code": exc.code})
+            await record(False, "QUERY_REJECTED", {"sql": sql[:4000], "code": exc.code})
             QUERIES.labels(principal.tenant, "rejected").inc()
             return _error(400, exc.code, str(exc), "sql")
         started = time.perf_counter()
         try:
-            with lock:
-                result = run(client, safe, max_rows, timeout_s)
+            result = await run_in_threadpool(_locked_run, lock, client, safe, max_rows, timeout_s)
         except Exception as exc:  # ClickHouse's own errors (unknown column, limits, ...)
             message = str(exc).split("(version")[0].strip()[:2000]
-            record(False, "QUERY_FAILED", {"sql": sql[:4000], "error": message})
+            await record(False, "QUERY_FAILED", {"sql": sql[:4000], "error": message})
             QUERIES.labels(principal.tenant, "failed").inc()
             return _error(400, "query_failed", message, "sql")
         finally:
             QUERY_SECONDS.observe(time.perf_counter() - started)
         try:
-            record(
+            await record(
                 True,
                 "QUERY_OK",
                 {"sql": sql[:4000], "rows": len(result.rows), "elapsed_ms": result.elapsed_ms},
@@ -160,6 +162,11 @@ def create_query_app(
             Route("/metrics", metrics),
         ]
     )
+
+
+def _locked_run(lock: threading.Lock, client: Any, sql: str, max_rows: int, timeout: int) -> Any:
+    with lock:  # one chDB handle: one query at a time
+        return run(client, sql, max_rows, timeout)
 
 
 def _json(value: Any) -> bytes:
