@@ -57,6 +57,7 @@ class Scope:
 
     tenant: str | None
     tables: dict[str, bool]
+    final: bool = True  # read ReplacingMergeTree tables deduplicated
 
 
 def analyst(tenant: str) -> Scope:
@@ -64,7 +65,9 @@ def analyst(tenant: str) -> Scope:
 
 
 def operator() -> Scope:
-    return Scope(None, OPERATOR_TABLES)
+    """Auditors and local operators: every tenant, tables as stored (duplicates included, so
+    that verification sees what is physically there)."""
+    return Scope(None, OPERATOR_TABLES, final=False)
 
 
 def _function_name(node: Any) -> str:
@@ -117,7 +120,7 @@ def guard(sql: str, scope: Scope, database: str) -> str:
                 "query_table_forbidden", f"table {table.sql('clickhouse')} is not one of: {allowed}"
             )
         scoped = f"SELECT * FROM {database}.{name}"
-        if name in FINAL_TABLES:
+        if scope.final and name in FINAL_TABLES:
             scoped += " FINAL"
         if scope.tenant is not None and scope.tables[name]:
             scoped += f" WHERE tenant = {exp.Literal.string(scope.tenant).sql('clickhouse')}"

@@ -107,6 +107,8 @@ class ColdFile:
                 "sealstream.topic": self.topic,
                 "sealstream.partition": str(self.partition),
                 "sealstream.offsets": f"{self.offsets[0]}-{self.offsets[-1]}",
+                # each record's Kafka offset, so a backfill restores exact coordinates
+                "sealstream.record_offsets": ",".join(str(o) for o in self.offsets),
             },
             sync_marker=hashlib.sha256(self.path.encode()).digest()[:16],
         )
@@ -161,3 +163,12 @@ def manifest_bytes(cold: ColdFile, data: bytes, codec: str) -> bytes:
 def read_records(data: bytes) -> list[dict[str, Any]]:
     """Every record of an Avro container file."""
     return list(fastavro.reader(io.BytesIO(data)))  # type: ignore[arg-type]
+
+
+def read_file(data: bytes) -> tuple[list[dict[str, Any]], list[int], Any]:
+    """(records, their Kafka offsets, writer schema) of a cold file."""
+    reader = fastavro.reader(io.BytesIO(data))
+    records = [r for r in reader if isinstance(r, dict)]
+    raw = reader.metadata.get("sealstream.record_offsets", "")
+    offsets = [int(o) for o in raw.split(",") if o] if raw else []
+    return records, offsets, reader.writer_schema

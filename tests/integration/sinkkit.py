@@ -269,3 +269,29 @@ class Sinks:
             check=True,
         )
         return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def rewrite_cold_file(root: Path, relative: str, edit: Any) -> None:
+    """Tamper like an attacker who also fixes the manifest: ``edit(records, offsets)`` returns
+    the new (records, offsets); the file is re-encoded and its manifest's sha256 and count
+    updated, so only the chain can tell."""
+    import hashlib
+    import io
+
+    import fastavro
+
+    from sinks.objects.files import MANIFEST_SUFFIX, read_file
+
+    path = root / relative
+    records, offsets, schema = read_file(path.read_bytes())
+    records, offsets = edit(records, offsets)
+    buf = io.BytesIO()
+    fastavro.writer(
+        buf, schema, records, codec="deflate",
+        metadata={"sealstream.record_offsets": ",".join(str(o) for o in offsets)},
+    )  # fmt: skip
+    path.write_bytes(buf.getvalue())
+    manifest_path = root / (relative + MANIFEST_SUFFIX)
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(sha256=hashlib.sha256(buf.getvalue()).hexdigest(), records=len(records))
+    manifest_path.write_text(json.dumps(manifest))
