@@ -283,6 +283,7 @@ class SinkSettings(BaseSettings):
     decisions_topic: str = "audit.decisions"
     dlq_topic: str = "events.raw.dlq"
     checkpoints_topic: str = "audit.checkpoints"
+    receipts_topic: str = "receipts"
     dead_letter_topic: str = Field(
         default="events.signed.dlq", description="Records a sink cannot decode or convert."
     )

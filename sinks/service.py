@@ -39,7 +39,13 @@ def clickhouse_runner(
     client = connect(clickhouse)
     report = migrate(client, clickhouse)
     log.info("clickhouse %s migrations %s", clickhouse.dsn, report.as_dict())
-    topics = [sink.signed_topic, sink.decisions_topic, sink.dlq_topic, sink.checkpoints_topic]
+    topics = [
+        sink.signed_topic,
+        sink.decisions_topic,
+        sink.dlq_topic,
+        sink.checkpoints_topic,
+        sink.receipts_topic,
+    ]
     store = ClickHouseStore(
         client,
         clickhouse,
@@ -91,6 +97,14 @@ def start_query_endpoint(
     verifier = TokenVerifier(auth, Keyring.from_settings(auth))
     follow_revocations(kafka, auth, verifier.revocations)
     audit = AuditLog(kafka, registry, audit_topic)
+    from sealstream.keys import load_hmac_keyring
+    from sealstream.settings import KeySettings
+    from sinks.objects.store import ObjectStore
+    from sinks.trail import audit_trail
+
+    objects = ObjectStoreSettings()
+    cold = ObjectStore(objects)
+    keys = load_hmac_keyring(KeySettings())
     app = create_query_app(
         connect(clickhouse, database=clickhouse.database),
         threading.Lock(),
@@ -100,6 +114,7 @@ def start_query_endpoint(
         clickhouse.query_max_rows,
         clickhouse.query_timeout_s,
         health,
+        lambda read, event_id: audit_trail(read, event_id, keys, cold, objects.prefix),
     )
     server = uvicorn.Server(
         uvicorn.Config(

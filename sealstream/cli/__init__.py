@@ -9,7 +9,7 @@ import typer
 from schemas.catalog import AVRO_DIR
 from sealstream.cli.gateway import serve as serve_gateway
 from sealstream.cli.gateway import tokens_app
-from sealstream.cli.ops import replay_app, verify
+from sealstream.cli.ops import audit, replay_app, verify
 from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.sinks import clickhouse_app, objects_app, query, sink_app
@@ -35,6 +35,7 @@ app.add_typer(clickhouse_app, name="clickhouse")
 app.add_typer(objects_app, name="objects")
 app.command("query")(query)
 app.command("verify")(verify)
+app.command("audit")(audit)
 app.add_typer(replay_app, name="replay")
 
 

@@ -284,3 +284,64 @@ def replay_cold(
             f"present, {report.cold_only} cold-only skipped"
         )
     raise typer.Exit(0 if report.ok else 1)
+
+
+def audit(
+    event_id: str = typer.Argument(..., help="The event's id."),
+    token: str | None = typer.Option(
+        None, envvar="SEALSTREAM_TOKEN", help="Auditor JWT for the sink's endpoint."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Everything known about one event: receipt, authorization decision with policy version,
+    processing (enrichment, signature, chain position), where it is stored hot and cold.
+    Exit 0 found and its signature verifies, 1 not found or it does not verify."""
+    import httpx
+
+    from sealstream.keys import load_hmac_keyring
+    from sinks.clickhouse.access import local_token
+    from sinks.clickhouse.client import EngineBusy, connect
+    from sinks.objects.store import ObjectStore
+    from sinks.trail import audit_trail
+
+    settings = ClickHouseSettings()
+    objects = ObjectStoreSettings()
+    try:
+        client = connect(settings, database=settings.database)
+    except EngineBusy:
+        client = None
+    if client is not None:
+
+        def read(sql: str) -> list[dict[str, Any]]:
+            result = client.query(sql.replace("{db}.", f"{settings.database}."))
+            return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+        trail = audit_trail(
+            read, event_id, load_hmac_keyring(KeySettings()), ObjectStore(objects), objects.prefix
+        )
+        _audit("audit_lookup", {"event_id": event_id}, trail is not None)
+    else:
+        url = f"http://{settings.query_host}:{settings.query_port}/v1/audit/{event_id}"
+        try:
+            response = httpx.get(
+                url,
+                headers={"Authorization": f"Bearer {token or local_token('*', 'auditor')}"},
+                timeout=60,
+            )
+        except httpx.TransportError as exc:
+            err.print(f"[red]{url} unreachable: {exc}[/]")
+            raise typer.Exit(2) from exc
+        if response.status_code not in (200, 404):
+            err.print(f"[red]{response.status_code}: {response.text}[/]")
+            raise typer.Exit(2)
+        trail = response.json() if response.status_code == 200 else None
+    if trail is None:
+        err.print(f"[red]no stored event {event_id!r}[/]")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(trail, default=str))
+    else:
+        from rich.pretty import Pretty
+
+        console.print(Pretty(trail))
+    raise typer.Exit(0 if trail["processing"]["signature_valid"] else 1)

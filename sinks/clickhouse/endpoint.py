@@ -76,6 +76,8 @@ def create_query_app(
     max_rows: int,
     timeout_s: int,
     health: Callable[[], dict[str, Any]] | None = None,
+    trail: Callable[[Callable[[str], list[dict[str, Any]]], str], dict[str, Any] | None]
+    | None = None,
 ) -> Starlette:
     """``client`` is this process's clickhouse-connect client; ``lock`` serializes its use."""
 
@@ -149,6 +151,36 @@ def create_query_app(
             return PlainTextResponse(to_csv(result.columns, result.rows), media_type="text/csv")
         return Response(_json(result.as_dict()), media_type="application/json")
 
+    def read(sql: str) -> list[dict[str, Any]]:
+        with lock:
+            result = client.query(sql.replace("{db}.", f"{database}."))
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    async def audit_lookup(request: Request) -> Response:
+        try:
+            principal = verifier.verify(bearer_token(request))
+        except AuthenticationError as exc:
+            return _error(401, exc.code, exc.message)
+        event_id = request.path_params["event_id"]
+        allowed = AUDITOR_ROLE in principal.roles
+        await run_in_threadpool(
+            audit,
+            subject=principal.subject,
+            tenant=principal.tenant,
+            action="audit_lookup",
+            allow=allowed,
+            reason="AUDIT_OK" if allowed else "DENY_ROLE",
+            detail={"event_id": event_id},
+        )
+        if not allowed:
+            return _error(403, "role_required", "the audit trail needs the 'auditor' role")
+        if trail is None:
+            return _error(404, "not_configured", "this process serves no audit trail")
+        found = await run_in_threadpool(trail, read, event_id)
+        if found is None:
+            return _error(404, "event_not_found", f"no stored event {event_id!r}", "event_id")
+        return Response(_json(found), media_type="application/json")
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", **(health() if health else {})})
 
@@ -158,6 +190,7 @@ def create_query_app(
     return Starlette(
         routes=[
             Route("/v1/query", query, methods=["POST"]),
+            Route("/v1/audit/{event_id}", audit_lookup),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
         ]

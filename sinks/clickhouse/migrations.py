@@ -233,6 +233,29 @@ SETTINGS """
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        2,
+        "receipts, for the audit trail",
+        (
+            """
+CREATE TABLE IF NOT EXISTS {db}.receipts (
+    event_id String,
+    tenant LowCardinality(String),
+    receipt String CODEC(ZSTD(1)),
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (event_id, tenant)
+SETTINGS index_granularity = 256, min_compress_block_size = 4096,
+         max_compress_block_size = 8192, """
+            + _DEDUP,
+        ),
+    ),
+)
+
 # Tables whose TTL follows ``hot_retention_days`` (kept in step by ``migrate``).
 TTL_TABLES = ("events", "events_by_id")
 

@@ -30,11 +30,12 @@ ANALYST_TABLES = {
 OPERATOR_TABLES = {
     **ANALYST_TABLES,
     "events_by_id": True,
+    "receipts": True,
     "checkpoints": False,
     "schema_migrations": False,
 }
 # ReplacingMergeTree tables read FINAL; views and plain MergeTree tables cannot or need not be.
-FINAL_TABLES = {"events", "events_by_id", "checkpoints", "schema_migrations"}
+FINAL_TABLES = {"events", "events_by_id", "receipts", "checkpoints", "schema_migrations"}
 # Scalar functions that reach outside the database.
 FORBIDDEN_FUNCTIONS = {
     "file", "url", "s3", "s3cluster", "hdfs", "remote", "remotesecure", "cluster", "mysql",

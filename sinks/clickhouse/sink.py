@@ -8,6 +8,7 @@ Only the masked copy of each payload (``hot_payload_json``) is stored; events ro
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,14 @@ DEAD_LETTER_COLUMNS = [
     "source_topic", "source_partition", "source_offset", "attempts", "bytes", "kafka_topic",
     "kafka_partition", "kafka_offset",
 ]  # fmt: skip
+RECEIPT_COLUMNS = [
+    "event_id",
+    "tenant",
+    "receipt",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+]
 CHECKPOINT_COLUMNS = [
     "chain_id", "seq", "head_hash", "created_at", "key_id", "signature", "kafka_topic",
     "kafka_partition", "kafka_offset",
@@ -162,6 +171,21 @@ def dead_letter_row(message: Message) -> list[Any]:
     ]
 
 
+def receipt_row(message: Message) -> list[Any] | None:
+    """A gateway receipt (JSON on the compacted ``receipts`` topic); tombstones are skipped."""
+    value = message.value()
+    if not value:
+        return None
+    try:
+        receipt = json.loads(value)
+        event_id, tenant = str(receipt["event_id"]), str(receipt["tenant"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RowError(
+            "unconvertible", f"receipt is not JSON with event_id and tenant: {exc}"
+        ) from exc
+    return [event_id, tenant, value.decode(), *_coords(message)]
+
+
 def checkpoint_row(record: dict[str, Any], message: Message) -> list[Any]:
     return [
         str(record["chain_id"]),
@@ -232,6 +256,7 @@ class ClickHouseStore:
             sink.checkpoints_topic: _Table(
                 f"{db}.checkpoints", CHECKPOINT_COLUMNS, decoded(checkpoint_row)
             ),
+            sink.receipts_topic: _Table(f"{db}.receipts", RECEIPT_COLUMNS, receipt_row),
         }
 
     @property

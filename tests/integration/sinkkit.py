@@ -42,6 +42,7 @@ class Sinks:
             "dlq": f"dlq-{tag}",
             "checkpoints": f"checkpoints-{tag}",
             "sink_dlq": f"sinkdlq-{tag}",
+            "receipts": f"receipts-{tag}",
         }
         admin = AdminClient(stack.kafka_settings().client_config())
         futures = admin.create_topics(
@@ -64,6 +65,7 @@ class Sinks:
             "SEALSTREAM_SINK_DLQ_TOPIC": self.topics["dlq"],
             "SEALSTREAM_SINK_CHECKPOINTS_TOPIC": self.topics["checkpoints"],
             "SEALSTREAM_SINK_DEAD_LETTER_TOPIC": self.topics["sink_dlq"],
+            "SEALSTREAM_SINK_RECEIPTS_TOPIC": self.topics["receipts"],
             "SEALSTREAM_SINK_CLICKHOUSE_GROUP": f"ch-{tag}",
             "SEALSTREAM_SINK_OBJECTS_GROUP": f"obj-{tag}",
             "SEALSTREAM_SINK_CLICKHOUSE_MAX_AGE_S": "0.3",
@@ -219,7 +221,7 @@ class Sinks:
             else "SEALSTREAM_SINK_OBJECTS_GROUP"
         ]
         topics = (
-            [self.topics[t] for t in ("signed", "decisions", "dlq", "checkpoints")]
+            [self.topics[t] for t in ("signed", "decisions", "dlq", "checkpoints", "receipts")]
             if kind == "clickhouse"
             else [self.topics["signed"]]
         )

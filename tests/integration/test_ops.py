@@ -69,9 +69,10 @@ def test_verify_is_clean_then_names_each_kind_of_tampering_where_it_happened(
     deleted_file = by_partition[1][0]
     deleted = files[deleted_file][0][1]
     rewrite_cold_file(
-        root, str(deleted_file.relative_to(root)),
+        root,
+        str(deleted_file.relative_to(root)),
         lambda r, o: (r[:1] + r[2:], o[:1] + o[2:]),
-    )  # fmt: skip
+    )
     # 3. two records swapped in a file of partition 2 (offsets left in place)
     swapped_file = by_partition[2][0]
     first, second = files[swapped_file][0][0], files[swapped_file][0][1]
@@ -133,3 +134,67 @@ def test_replay_cold_rebuilds_dropped_hot_tables_to_the_same_rows(sinks: Sinks) 
     assert sinks.raw_sql(snapshot) == before
     code, verified = verify(sinks)
     assert code == 0, verified["findings"][:5]
+
+
+def test_audit_trail_of_one_event_from_receipt_to_cold_file(sinks: Sinks) -> None:
+    import httpx
+    from confluent_kafka import Producer
+
+    from sealstream.audit import AuditLog
+
+    chains = sinks.produce_signed(10)
+    event = chains[1][4]
+    producer = Producer(sinks.stack.kafka_settings().client_config())
+    receipt = {"event_id": event["event_id"], "tenant": event["tenant"], "receipt_id": "r-1"}
+    producer.produce(sinks.topics["receipts"], json.dumps(receipt).encode(), b"k")
+    assert producer.flush(10) == 0
+    log = AuditLog(
+        sinks.stack.kafka_settings(), sinks.stack.registry_settings(), sinks.topics["decisions"]
+    )
+    log.record(
+        subject="svc-payments",
+        tenant=event["tenant"],
+        action="publish",
+        allow=True,
+        reason="ALLOW_ROLE",
+        detail={},
+        request_id=event["request_id"],
+        policy_version="v7",
+        event_type=event["event_type"],
+    )
+    log.close()
+    sinks.start("clickhouse")
+    sinks.start("objects")
+    sinks.wait_caught_up("clickhouse")
+    sinks.wait_caught_up("objects")
+
+    found = sinks.cli("audit", event["event_id"], "--json")  # through the sink's endpoint
+    assert found.returncode == 0, found.stderr
+    trail = json.loads(found.stdout)
+    assert trail["received"]["receipt"] == receipt
+    assert [(d["subject"], d["policy_version"], d["decision"]) for d in trail["authorization"]] == [
+        ("svc-payments", "v7", "ALLOW")
+    ]
+    chain = trail["processing"]["chain"]
+    assert (chain["chain_id"], chain["seq"], chain["hash"]) == (
+        event["chain_id"],
+        event["seq"],
+        event["hash"],
+    )
+    assert trail["processing"]["signature_valid"] is True
+    cold = trail["stored"]["cold"]
+    assert cold["status"] == "stored" and (sinks.tmp / "objects" / cold["path"]).exists()
+    denied = httpx.get(
+        f"http://127.0.0.1:{sinks.query_port}/v1/audit/{event['event_id']}",
+        headers={"Authorization": f"Bearer {sinks.token('acme', ['analyst'])}"},
+    )
+    assert denied.status_code == 403
+    assert sinks.cli("audit", "no-such-event").returncode == 1
+    assert sinks.stop("clickhouse") == 0 and sinks.stop("objects") == 0
+    direct = sinks.cli("audit", event["event_id"], "--json")  # the engine itself
+    assert direct.returncode == 0 and json.loads(direct.stdout)["processing"]["chain"] == chain
+    lookups = sinks.raw_sql(
+        "SELECT decision, count() FROM sealstream.audit_decisions "
+        "WHERE action = 'audit_lookup' GROUP BY decision ORDER BY decision"
+    )
+    assert [(str(d), int(n)) for d, n in lookups] == [("ALLOW", 2), ("DENY", 1)]
