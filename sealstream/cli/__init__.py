@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from schemas.catalog import AVRO_DIR
+from sealstream.cli.dlq import app as dlq_app
 from sealstream.cli.gateway import serve as serve_gateway
 from sealstream.cli.gateway import tokens_app
 from sealstream.cli.ops import audit, replay_app, verify
@@ -36,6 +37,7 @@ app.add_typer(objects_app, name="objects")
 app.command("query")(query)
 app.command("verify")(verify)
 app.command("audit")(audit)
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 
 

@@ -183,7 +183,7 @@ class Sinks:
         for i in range(count):
             producer.produce(
                 self.topics["dlq"],
-                b"\x00\x00\x00\x00\x09broken",
+                b"\x07not-wire-format",
                 headers=[
                     ("dlq.reason", b"unknown_schema"),
                     ("dlq.stage", b"decode"),

@@ -198,3 +198,56 @@ def test_audit_trail_of_one_event_from_receipt_to_cold_file(sinks: Sinks) -> Non
         "WHERE action = 'audit_lookup' GROUP BY decision ORDER BY decision"
     )
     assert [(str(d), int(n)) for d, n in lookups] == [("ALLOW", 2), ("DENY", 1)]
+
+
+def test_dlq_stats_list_and_show_select_and_decode_dead_letters(sinks: Sinks) -> None:
+    import base64
+
+    from confluent_kafka import Producer
+
+    from schemas.samples import signed_chain
+
+    topic = sinks.topics["dlq"]
+    sinks.produce_dead_letters(5)  # undecodable, reason unknown_schema, tenant acme
+    record = signed_chain(1, "c", HmacKeyring("k1", {"k1": b"s" * 32}))[0]
+    producer = Producer(sinks.stack.kafka_settings().client_config())
+    producer.produce(
+        topic,
+        sinks.signed_encoder().encode(record),
+        partition=2,
+        headers=[
+            ("dlq.reason", b"enrichment_timeout"),
+            ("dlq.stage", b"enrich"),
+            ("tenant", b"globex"),
+            ("event_type", b"payment"),
+        ],
+    )
+    assert producer.flush(10) == 0
+
+    stats = json.loads(sinks.cli("dlq", "stats", "--topic", topic, "--json").stdout)
+    assert stats["total"] == 6
+    assert stats["reason"] == {"unknown_schema": 5, "enrichment_timeout": 1}
+    assert stats["tenant"] == {"acme": 5, "globex": 1} and stats["age"] == {"<1h": 6}
+    listed = json.loads(
+        sinks.cli("dlq", "list", "--topic", topic, "--tenant", "globex", "--json").stdout
+    )
+    assert [(r["partition"], r["reason"], r["stage"]) for r in listed] == [
+        (2, "enrichment_timeout", "enrich")
+    ]
+    shown = json.loads(
+        sinks.cli("dlq", "show", f"2:{listed[0]['offset']}", "--topic", topic, "--json").stdout
+    )
+    assert shown["decoded"]["record"]["event_id"] == record["event_id"]
+    broken = json.loads(
+        sinks.cli("dlq", "list", "--topic", topic, "--reason", "unknown_schema", "--json").stdout
+    )
+    assert len(broken) == 5
+    first = broken[0]
+    raw = json.loads(
+        sinks.cli(
+            "dlq", "show", f"{first['partition']}:{first['offset']}", "--topic", topic, "--json"
+        ).stdout
+    )
+    assert base64.b64decode(raw["value_base64"]) == b"\x07not-wire-format"
+    assert "decode_error" in raw and raw["headers"]["dlq.stage"] == "decode"
+    assert sinks.cli("dlq", "show", "0:999", "--topic", topic).returncode == 1

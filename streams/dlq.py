@@ -1,0 +1,183 @@
+"""Reading dead letters: every record of a dead-letter topic with its error headers, selected
+by reason, stage, tenant, event type, time and offsets (``sealstream dlq stats|list|show``).
+
+Dead letters keep the original bytes as their value and the reason in ``dlq.*`` headers
+(streams/processor.py ``dead_letter_headers``; the sinks add their own stage).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from sealstream.settings import KafkaSettings
+
+AGE_BUCKETS = ((3600, "<1h"), (86400, "<1d"), (7 * 86400, "<7d"), (30 * 86400, "<30d"))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    headers: dict[str, str]
+    value: bytes
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("dlq.reason", "unknown")
+
+    @property
+    def stage(self) -> str:
+        return self.headers.get("dlq.stage", "unknown")
+
+    @property
+    def tenant(self) -> str:
+        return self.headers.get("tenant", "")
+
+    @property
+    def event_type(self) -> str:
+        return self.headers.get("event_type", "")
+
+    @property
+    def failed_ms(self) -> int:
+        try:
+            return int(self.headers.get("dlq.last_failure_ms", ""))
+        except ValueError:
+            return self.timestamp_ms
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "reason": self.reason,
+            "stage": self.stage,
+            "tenant": self.tenant,
+            "event_type": self.event_type,
+            "failed_at_ms": self.failed_ms,
+            "source": "{}/{}@{}".format(
+                self.headers.get("dlq.topic", "?"),
+                self.headers.get("dlq.partition", "?"),
+                self.headers.get("dlq.offset", "?"),
+            ),
+            "message": self.headers.get("dlq.message", "")[:200],
+        }
+
+    def detail(self, decoder: Decoder | None) -> dict[str, Any]:
+        """Everything, with the value decoded where its schema allows, else its bytes."""
+        out: dict[str, Any] = {**self.summary(), "headers": self.headers, "bytes": len(self.value)}
+        out["message"] = self.headers.get("dlq.message", "")
+        if decoder is not None:
+            try:
+                schema_id, record = decoder.decode(self.value)
+                out["decoded"] = {"schema_id": schema_id, "record": record}
+                return out
+            except (UnknownSchemaError, WireFormatError) as exc:
+                out["decode_error"] = str(exc)
+        out["value_base64"] = base64.b64encode(self.value).decode()
+        out["value_hex_head"] = self.value[:64].hex()
+        return out
+
+
+@dataclass(frozen=True)
+class Filter:
+    reason: str | None = None
+    stage: str | None = None
+    tenant: str | None = None
+    event_type: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    partition: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return (
+            (self.reason is None or letter.reason == self.reason)
+            and (self.stage is None or letter.stage == self.stage)
+            and (self.tenant is None or letter.tenant == self.tenant)
+            and (self.event_type is None or letter.event_type == self.event_type)
+            and (self.since_ms is None or letter.failed_ms >= self.since_ms)
+            and (self.until_ms is None or letter.failed_ms <= self.until_ms)
+            and (self.partition is None or letter.partition == self.partition)
+            and (self.from_offset is None or letter.offset >= self.from_offset)
+            and (self.to_offset is None or letter.offset <= self.to_offset)
+        )
+
+
+def read_dead_letters(kafka: KafkaSettings, topic: str, selection: Filter) -> Iterator[DeadLetter]:
+    """Every dead letter on ``topic`` now (up to the end offsets at the start) matching
+    ``selection``; reads with its own throw-away group, commits nothing."""
+    consumer = Consumer(
+        kafka.client_config(
+            group_id=f"dlq-read-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise LookupError(f"topic {topic!r} does not exist")
+        for partition in sorted(meta.partitions):
+            if selection.partition is not None and partition != selection.partition:
+                continue
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = max(low, selection.from_offset or 0)
+            end = high if selection.to_offset is None else min(high, selection.to_offset + 1)
+            if start >= end:
+                continue
+            consumer.assign([TopicPartition(topic, partition, start)])
+            position = start
+            while position < end:
+                message = consumer.poll(5)
+                if message is None:
+                    break  # nothing more within the timeout (end includes aborted records)
+                if message.error() is not None:
+                    continue
+                position = int(message.offset() or 0) + 1
+                if position > end:
+                    break
+                headers: dict[str, str] = {}
+                for key, raw in cast(list[tuple[str, Any]], message.headers() or []):
+                    if raw is not None:
+                        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                        headers[str(key)] = str(text)
+                letter = DeadLetter(
+                    topic,
+                    partition,
+                    position - 1,
+                    message.timestamp()[1],
+                    headers,
+                    message.value() or b"",
+                )
+                if selection.matches(letter):
+                    yield letter
+    finally:
+        consumer.close()
+
+
+def stats(letters: Iterator[DeadLetter], now_ms: int | None = None) -> dict[str, Any]:
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    by: dict[str, Counter[str]] = {
+        k: Counter() for k in ("reason", "stage", "tenant", "event_type", "age")
+    }
+    total = 0
+    for letter in letters:
+        total += 1
+        by["reason"][letter.reason] += 1
+        by["stage"][letter.stage] += 1
+        by["tenant"][letter.tenant or "-"] += 1
+        by["event_type"][letter.event_type or "-"] += 1
+        age_s = max(0, now_ms - letter.failed_ms) / 1000
+        by["age"][next((label for limit, label in AGE_BUCKETS if age_s < limit), ">=30d")] += 1
+    return {"total": total, **{k: dict(v.most_common()) for k, v in by.items()}}
