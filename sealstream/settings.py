@@ -214,6 +214,9 @@ class WorkerSettings(BaseSettings):
     checkpoints_topic: str = "audit.checkpoints"
     partitions: int = Field(default=6, ge=1, description="Of events.raw and events.signed.")
     dlq_partitions: int = Field(default=3, ge=1, description="Of events.raw.dlq.")
+    dlq_replays_topic: str = Field(
+        default="dlq.replays", description="Compacted: which dead letters were replayed/purged."
+    )
     processing_guarantee: str = Field(
         default="exactly_once", pattern="^(exactly_once|at_least_once)$"
     )

@@ -79,6 +79,9 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
             "signed receipts by event id: dedup of retries and GET /v1/receipts",
         ),
         TopicSpec("tokens.revoked", 1, _compacted(), "revoked token ids and subjects"),
+        TopicSpec(
+            "dlq.replays", 1, _compacted(), "dead letters replayed or purged, by coordinates"
+        ),
         TopicSpec("tenants.directory", 1, _compacted(), "tenant attributes for enrichment"),
     ]
 

@@ -8,10 +8,11 @@ Dead letters keep the original bytes as their value and the reason in ``dlq.*`` 
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ class DeadLetter:
     timestamp_ms: int
     headers: dict[str, str]
     value: bytes
+    key: bytes | None = None
 
     @property
     def reason(self) -> str:
@@ -159,6 +161,7 @@ def read_dead_letters(kafka: KafkaSettings, topic: str, selection: Filter) -> It
                     message.timestamp()[1],
                     headers,
                     message.value() or b"",
+                    message.key(),
                 )
                 if selection.matches(letter):
                     yield letter
@@ -181,3 +184,199 @@ def stats(letters: Iterator[DeadLetter], now_ms: int | None = None) -> dict[str,
         age_s = max(0, now_ms - letter.failed_ms) / 1000
         by["age"][next((label for limit, label in AGE_BUCKETS if age_s < limit), ">=30d")] += 1
     return {"total": total, **{k: dict(v.most_common()) for k, v in by.items()}}
+
+
+# -- replay and purge -----------------------------------------------------------------------
+#
+# Progress lives in a compacted topic (``dlq.replays``): one record per dead letter handled,
+# keyed ``<dlq topic>/<partition>/<offset>``, value {"status": "replayed"|"purged", ...}.
+# A replay writes the re-published records and their markers in one Kafka transaction, so a
+# replay killed at any point has either re-published a dead letter and marked it, or neither:
+# running it again continues where it stopped, and a finished one repeats nothing.
+
+REPLAYED = "replayed"
+PURGED = "purged"
+
+
+def marker_key(letter: DeadLetter) -> str:
+    return f"{letter.topic}/{letter.partition}/{letter.offset}"
+
+
+def read_markers(kafka: KafkaSettings, topic: str) -> dict[str, dict[str, Any]]:
+    """The latest marker of every dead letter (committed transactions only)."""
+    consumer = Consumer(
+        kafka.client_config(
+            group_id=f"dlq-markers-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+    )
+    markers: dict[str, dict[str, Any]] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise LookupError(f"topic {topic!r} does not exist; run `sealstream topics create`")
+        for partition in sorted(meta.partitions):
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, partition, low)])
+            deadline = time.monotonic() + 30
+            # position, not the last record, decides: transaction markers occupy offsets too
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is not None and message.error() is None and message.key():
+                    key = (message.key() or b"").decode()
+                    if message.value():
+                        markers[key] = json.loads(message.value() or b"{}")
+                    else:
+                        markers.pop(key, None)
+                position = consumer.position([tp])[0].offset
+                if position >= high:
+                    break
+    finally:
+        consumer.close()
+    return markers
+
+
+@dataclass
+class Prediction:
+    letter: DeadLetter
+    outcome: str  # pass, fail, stored, replayed, purged, denied
+    reason: str = ""
+    event_id: str | None = None
+    tenant: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "partition": self.letter.partition,
+            "offset": self.letter.offset,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "event_id": self.event_id,
+            "tenant": self.tenant,
+            "dead_letter_reason": self.letter.reason,
+        }
+
+
+async def predict(
+    processor: Any,
+    letters: list[DeadLetter],
+    markers: dict[str, dict[str, Any]],
+    stored: Callable[[list[str]], set[str]],
+) -> list[Prediction]:
+    """What replaying each dead letter would do now: today's decoding, validation and
+    enrichment (the worker's own Processor and Pipeline), and whether its event id is already
+    stored (then it is skipped)."""
+    from streams.enrich import EnrichInput, EnrichmentFailed
+    from streams.processor import PoisonMessage
+
+    out: list[Prediction] = []
+    for letter in letters:
+        mark = markers.get(marker_key(letter))
+        if mark is not None:
+            out.append(
+                Prediction(letter, str(mark.get("status")), "already handled", mark.get("event_id"))
+            )
+            continue
+        try:
+            _, event = processor.decode(letter.value)
+        except PoisonMessage as exc:
+            out.append(Prediction(letter, "fail", exc.reason, None, letter.tenant))
+            continue
+        event_id = str(event["event_id"])
+        tenant = str(event.get("tenant", letter.tenant))
+        headers = {k: v.encode() for k, v in letter.headers.items() if not k.startswith("dlq.")}
+        try:
+            await processor.pipeline.run(EnrichInput(event, headers))
+        except EnrichmentFailed as exc:
+            out.append(Prediction(letter, "fail", exc.reason, event_id, tenant))
+            continue
+        out.append(Prediction(letter, "pass", "", event_id, tenant))
+    ids = [p.event_id for p in out if p.outcome == "pass" and p.event_id]
+    already = stored(ids) if ids else set()
+    for p in out:
+        if p.outcome == "pass" and p.event_id in already:
+            p.outcome, p.reason = "stored", "event id already stored"
+    return out
+
+
+def summarize(predictions: list[Prediction]) -> dict[str, Any]:
+    counts = Counter(p.outcome for p in predictions)
+    failing = Counter(p.reason for p in predictions if p.outcome == "fail")
+    return {
+        "selected": len(predictions),
+        **{k: counts.get(k, 0) for k in ("pass", "fail", "stored", "replayed", "purged", "denied")},
+        "fail_reasons": dict(failing),
+    }
+
+
+class ReplayWriter:
+    """Re-publish dead letters and write their markers, a transaction per batch."""
+
+    def __init__(self, kafka: KafkaSettings, markers_topic: str, dlq_topic: str) -> None:
+        from confluent_kafka import Producer
+
+        self.markers_topic = markers_topic
+        # one transactional id per dead-letter topic: a second replay of the same topic
+        # fences the first instead of interleaving with it
+        self.producer = Producer(
+            kafka.client_config(
+                transactional_id=f"sealstream-dlq-replay-{dlq_topic}",
+                enable_idempotence=True,
+                acks="all",
+            )
+        )
+        self.producer.init_transactions(30)
+
+    def write(
+        self,
+        batch: list[Prediction],
+        status: str,
+        replay_id: str,
+        by: str,
+        target: str | None,
+    ) -> None:
+        self.producer.begin_transaction()
+        try:
+            now = int(time.time() * 1000)
+            for p in batch:
+                letter = p.letter
+                if status == REPLAYED:
+                    destination = target or letter.headers.get("dlq.topic")
+                    if not destination:
+                        raise ValueError(f"dead letter {marker_key(letter)} names no topic")
+                    headers: list[tuple[str, str | bytes | None]] = [
+                        (k, v.encode())
+                        for k, v in letter.headers.items()
+                        if not k.startswith("dlq.")
+                    ]
+                    headers += [
+                        ("replay.id", replay_id.encode()),
+                        ("replay.of", marker_key(letter).encode()),
+                        (
+                            "replay.source",
+                            "{}/{}@{}".format(
+                                letter.headers.get("dlq.topic", ""),
+                                letter.headers.get("dlq.partition", ""),
+                                letter.headers.get("dlq.offset", ""),
+                            ).encode(),
+                        ),
+                    ]
+                    self.producer.produce(destination, letter.value, letter.key, headers=headers)
+                marker = {
+                    "status": status,
+                    "replay_id": replay_id,
+                    "by": by,
+                    "at_ms": now,
+                    "event_id": p.event_id,
+                    "target": target,
+                }
+                self.producer.produce(
+                    self.markers_topic, json.dumps(marker).encode(), marker_key(letter).encode()
+                )
+            self.producer.commit_transaction(30)
+        except BaseException:
+            self.producer.abort_transaction(30)
+            raise

@@ -202,17 +202,41 @@ class Sinks:
     # -- oracles ----------------------------------------------------------------------------
 
     def committed(self, group: str, topics: Iterable[str]) -> tuple[int, int, list[str]]:
-        """(sum committed, sum end offsets, pending metadata) over ``topics``."""
-        consumer = Consumer(self.stack.kafka_settings().client_config(group_id=group))
+        """(sum committed, sum of readable ends, pending metadata) over ``topics``. The readable
+        end is after the last data record: transaction markers also take offsets, and a sink
+        commits the offset after the last record it read."""
+        consumer = Consumer(
+            self.stack.kafka_settings().client_config(
+                group_id=group, isolation_level="read_committed", enable_auto_commit=False
+            )
+        )
         try:
             tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
             committed = consumer.committed(tps, timeout=10)
-            ends = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+            ends = sum(self._readable_end(consumer, tp) for tp in tps)
             done = sum(max(tp.offset, 0) for tp in committed)
             pending = [tp.metadata for tp in committed if tp.metadata]
             return done, ends, pending
         finally:
             consumer.close()
+
+    @staticmethod
+    def _readable_end(consumer: Consumer, tp: TopicPartition) -> int:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        if high <= low:
+            return high
+        start = max(low, high - 20)  # the tail: records and a few transaction markers
+        consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
+        end = start
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                end = int(message.offset() or 0) + 1
+            if consumer.position([tp])[0].offset >= high:
+                break
+        consumer.unassign()
+        return end
 
     def wait_caught_up(self, kind: str, timeout_s: float = 120) -> None:
         group = self.env[
