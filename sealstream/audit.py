@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from schemas.catalog import DECISIONS_TOPIC, Catalog, subject_for
+from schemas.catalog import DECISIONS_TOPIC, EVENTS_TOPIC, Catalog, subject_for
 from schemas.serde import Encoder
 from sealstream.settings import KafkaSettings, RegistrySettings
 
@@ -88,3 +88,68 @@ class AuditLog:
 
     def close(self) -> None:
         self.producer.flush(10)
+
+
+OPS_TENANT = "sealstream"
+
+
+def publish_operator_action(
+    kafka: KafkaSettings,
+    registry: RegistrySettings,
+    raw_topic: str,
+    *,
+    actor: str,
+    action: str,
+    ok: bool,
+    detail: dict[str, Any],
+    tenant: str = OPS_TENANT,
+    timeout_s: float = 10.0,
+) -> str:
+    """Publish an ``operator_action`` event to the raw topic, where the processors enrich,
+    sign and hash-chain it like any other event; returns its event id."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from sealstream.integrity import canonical_json, payload_hash
+
+    catalog = Catalog()
+    schema = catalog.event_schema("operator_action")
+    with SchemaRegistryClient(registry.client_config()) as client:
+        found = client.lookup_schema(
+            subject_for(EVENTS_TOPIC, schema),  # event schemas register under events.raw
+            Schema(json.dumps(schema), "AVRO"),
+        )
+    payload = {
+        "action": action,
+        "actor": actor,
+        "ok": ok,
+        "detail_json": canonical_json(detail).decode(),
+    }
+    now = dt.datetime.now(dt.UTC)
+    event_id = str(uuid.uuid4())
+    record = {
+        "event_id": event_id,
+        "tenant": tenant,
+        "event_type": "operator_action",
+        "occurred_at": now,
+        "received_at": now,
+        "producer": actor,
+        "correlation_id": event_id,
+        "request_id": event_id,
+        "source": socket.gethostname(),
+        "payload_sha256": payload_hash(payload),
+        "payload": payload,
+    }
+    producer = Producer(kafka.client_config(enable_idempotence=True, acks="all"))
+    producer.produce(
+        raw_topic,
+        Encoder(int(found.schema_id), schema).encode(record),
+        f"{tenant}:{actor}".encode(),
+        headers=[
+            ("tenant", tenant.encode()),
+            ("event_type", b"operator_action"),
+            ("correlation_id", event_id.encode()),
+        ],
+    )
+    if producer.flush(timeout_s):
+        raise RuntimeError(f"operator action {action} not acknowledged by Kafka")
+    return event_id

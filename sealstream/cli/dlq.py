@@ -347,9 +347,9 @@ def replay(
     }
     _audit(
         "dlq_replay_dry_run" if dry_run else "dlq_replay",
-        {k: v for k, v in result.items() if k != "letters"}
-        | {"by": who, "filters": selection.__dict__},
+        {k: v for k, v in result.items() if k != "letters"} | {"filters": selection.__dict__},
         True,
+        actor=who,
     )
     if as_json:
         typer.echo(json.dumps(result, default=str))
@@ -412,5 +412,5 @@ def purge(
         raise typer.Exit(1)
     writer = ReplayWriter(KafkaSettings(), settings.dlq_replays_topic, topic or settings.dlq_topic)
     writer.write([Prediction(x, PURGED) for x in letters], PURGED, str(uuid.uuid4()), who, None)
-    _audit("dlq_purge", {"by": who, "purged": len(letters), "filters": selection.__dict__}, True)
+    _audit("dlq_purge", {"purged": len(letters), "filters": selection.__dict__}, True, actor=who)
     typer.echo(json.dumps({"purged": len(letters)}) if as_json else f"purged {len(letters)}")

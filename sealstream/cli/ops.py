@@ -50,18 +50,32 @@ def _progress() -> Progress:
     )
 
 
-def _audit(action: str, detail: dict[str, Any], ok: bool) -> None:
-    """Record an operator action; a tool whose record cannot be written says so."""
-    from sealstream.audit import AuditLog, local_operator
+def _audit(action: str, detail: dict[str, Any], ok: bool, actor: str | None = None) -> None:
+    """Record an operator action twice: a decision record on ``audit.decisions`` (queryable at
+    once) and an ``operator_action`` event on the raw topic, which the processors sign and
+    chain like any other event. A tool whose records cannot be written says so."""
+    from sealstream.audit import AuditLog, local_operator, publish_operator_action
+    from sealstream.settings import WorkerSettings
 
+    who = actor or local_operator()
+    kafka, registry = KafkaSettings(), RegistrySettings()
     try:
-        log = AuditLog(KafkaSettings(), RegistrySettings(), SinkSettings().decisions_topic)
+        log = AuditLog(kafka, registry, SinkSettings().decisions_topic)
         log.record(
-            subject=local_operator(),
+            subject=who,
             tenant="*",
             action=action,
             allow=True,
             reason="OPS_OK" if ok else "OPS_PROBLEMS",
+            detail=detail,
+        )
+        publish_operator_action(
+            kafka,
+            registry,
+            WorkerSettings().raw_topic,
+            actor=who,
+            action=action,
+            ok=ok,
             detail=detail,
         )
     except Exception as exc:  # the tool's result stands; the missing record is reported

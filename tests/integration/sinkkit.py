@@ -43,6 +43,7 @@ class Sinks:
             "checkpoints": f"checkpoints-{tag}",
             "sink_dlq": f"sinkdlq-{tag}",
             "receipts": f"receipts-{tag}",
+            "raw": f"raw-{tag}",  # where operator actions are published as events
         }
         admin = AdminClient(stack.kafka_settings().client_config())
         futures = admin.create_topics(
@@ -66,6 +67,7 @@ class Sinks:
             "SEALSTREAM_SINK_CHECKPOINTS_TOPIC": self.topics["checkpoints"],
             "SEALSTREAM_SINK_DEAD_LETTER_TOPIC": self.topics["sink_dlq"],
             "SEALSTREAM_SINK_RECEIPTS_TOPIC": self.topics["receipts"],
+            "SEALSTREAM_WORKER_RAW_TOPIC": self.topics["raw"],
             "SEALSTREAM_SINK_CLICKHOUSE_GROUP": f"ch-{tag}",
             "SEALSTREAM_SINK_OBJECTS_GROUP": f"obj-{tag}",
             "SEALSTREAM_SINK_CLICKHOUSE_MAX_AGE_S": "0.3",
@@ -177,6 +179,34 @@ class Sinks:
             producer.produce(self.topics["signed"], b"\x00garbage" + bytes([i]), partition=0)
         assert producer.flush(30) == 0
         return chains
+
+    def operator_actions(self) -> list[dict[str, Any]]:
+        """The operator_action events published to this test's raw topic (payloads)."""
+        from schemas.serde import Decoder, registry_lookup
+
+        registry = SchemaRegistryClient({"url": self.stack.registry_url})
+        decoder = Decoder(registry_lookup(registry))
+        consumer = Consumer(
+            self.stack.kafka_settings().client_config(group_id=f"ops-{uuid.uuid4().hex}")
+        )
+        found = []
+        try:
+            for partition in range(PARTITIONS):
+                tp = TopicPartition(self.topics["raw"], partition)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                consumer.assign([TopicPartition(tp.topic, partition, low)])
+                while low < high:
+                    message = consumer.poll(5)
+                    if message is None:
+                        break
+                    low = int(message.offset() or 0) + 1
+                    event = decoder.decode(message.value() or b"")[1]
+                    if event["event_type"] == "operator_action":
+                        found.append(event["payload"])
+        finally:
+            consumer.close()
+            registry.close()
+        return found
 
     def produce_dead_letters(self, count: int) -> None:
         producer = Producer(self.stack.kafka_settings().client_config())

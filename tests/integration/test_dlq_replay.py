@@ -142,6 +142,14 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
             f"SELECT count(), uniqExact(event_id) FROM sealstream.events WHERE tenant = '{slow}'"
         )
         assert [int(v) for v in rows[0]] == [6, 6]  # each replayed event once, hot
+        # the operator actions went through the pipeline as events: signed, chained, stored
+        actions = sinks.raw_sql(
+            "SELECT JSONExtractString(payload, 'action') AS a, count() FROM sealstream.events "
+            "WHERE tenant = 'sealstream' AND event_type = 'operator_action' GROUP BY a ORDER BY a"
+        )
+        assert {str(a) for a, _ in actions} >= {"dlq_replay", "dlq_replay_dry_run"}
+        verified = sinks.cli("verify", "--json")  # the whole pipeline's output verifies
+        assert verified.returncode == 0, verified.stdout[-3000:]
         assert ok_ids  # the good traffic was never touched by any of this
     finally:
         sinks.stop_all()

@@ -50,6 +50,10 @@ def test_verify_is_clean_then_names_each_kind_of_tampering_where_it_happened(
 
     code, report = verify(sinks)  # the hot store through the running sink's endpoint
     assert (code, report["ok"], report["findings"], report["drift"]) == (0, True, [], [])
+    # the run is itself an event, for the processors to sign and chain
+    actions = sinks.operator_actions()
+    assert [(a["action"], a["ok"]) for a in actions] == [("verify", True)]
+    assert json.loads(actions[0]["detail_json"])["checked"]["cold"] > 0
     records = [r for c in chains.values() for r in c]
     hot_total = sum(1 for r in records if r["route"] == "both")
     assert report["checked"] == {"hot": hot_total, "cold": len(records)}
