@@ -40,7 +40,7 @@ def page_view_event() -> dict[str, Any]:
 
 def test_catalog_lists_types_and_composes_self_contained_schemas() -> None:
     catalog = default_catalog()
-    assert catalog.event_types() == ["login", "page_view", "payment"]
+    assert catalog.event_types() == ["login", "operator_action", "page_view", "payment"]
     schema = catalog.event_schema("payment")
     assert schema["name"] == "PaymentEvent" and schema["namespace"] == "io.sealstream.events"
     names = [f["name"] for f in schema["fields"]]
