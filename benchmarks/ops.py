@@ -23,6 +23,7 @@ from benchmarks.sinks import fill
 from schemas.samples import signed_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import ClickHouseSettings
+from sinks.clickhouse.access import direct_reader
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import migrate
 from sinks.trail import audit_trail
@@ -43,9 +44,7 @@ def audit_latency(rows: int, samples: int) -> dict[str, Any]:
     fill(client, settings.database, 0, rows)
     client.command(f"OPTIMIZE TABLE {settings.database}.events_by_id FINAL")
 
-    def read(sql: str) -> list[dict[str, Any]]:
-        result = client.query(sql.replace("{db}.", f"{settings.database}."))
-        return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+    read = direct_reader(client, settings.database)
 
     rng = random.Random(11)
     ids = [hashlib.md5(str(rng.randrange(rows)).encode()).hexdigest() for _ in range(samples)]

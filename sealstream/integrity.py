@@ -160,8 +160,12 @@ def check_entry(
     if hot_payload is not None and payload_hash(hot_payload) != event["hot_content_sha256"]:
         problems.append((Problem.MODIFIED, "hot payload does not match hot_content_sha256"))
     signature, prev = str(event["signature"]), str(event["prev_hash"])
-    linked = chain_hash(prev, signature) == event["hash"]
-    verdict = keys.verify(str(event["key_id"]), signing_bytes(event), bytes.fromhex(signature))
+    try:  # tampered bytes can make these anything: a finding, never a crash
+        linked = chain_hash(prev, signature) == event["hash"]
+        verdict = keys.verify(str(event["key_id"]), signing_bytes(event), bytes.fromhex(signature))
+    except (ValueError, TypeError, KeyError) as exc:
+        problems.append((Problem.MODIFIED, f"malformed signed fields: {exc}"))
+        return problems
     if verdict is None:
         problems.append((Problem.UNKNOWN_KEY, f"key id {event['key_id']!r} is unknown"))
     elif not verdict and linked:

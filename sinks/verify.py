@@ -226,8 +226,11 @@ def _walk_store(
         where = {str(e.record.get("event_id")): e.location for e in entries}
         heads = sorted(anchors.get(chain_id, []), key=lambda h: h.seq)
         first = min((int(e.record["seq"]) for e in ordered), default=0)
+        # Unfiltered, a chain is walked from its last signed checkpoint before the first stored
+        # entry, or from its genesis: deleting a chain's first entries is a gap like any other.
+        # (After retention removed old entries, verify with --since.)
         earlier = [h for h in heads if h.seq < first]
-        anchor = earlier[-1] if complete and earlier else None
+        anchor = (earlier[-1] if earlier else ChainHead()) if complete else None
         chain = walk_chain(
             chain_id,
             [e.record for e in ordered],
@@ -341,7 +344,10 @@ def compare(hot: list[Entry], cold: list[Entry], report: VerifyReport) -> None:
 def _day(ms: int) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date().isoformat()
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date().isoformat()
+    except (OverflowError, ValueError, OSError):
+        return "invalid-time"
 
 
 def merkle_root(leaves: list[str]) -> str:
@@ -425,6 +431,10 @@ def checkpoint_anchors(
     anchors: dict[str, list[ChainHead]] = defaultdict(list)
     for record in records:
         body = {k: record[k] for k in ("chain_id", "seq", "head_hash", "created_at", "key_id")}
+        try:
+            bytes.fromhex(str(record["signature"]))
+        except ValueError:
+            record = {**record, "signature": ""}  # malformed: fails below as a bad signature
         verdict = keys.verify(
             str(record["key_id"]), canonical_json(body), bytes.fromhex(str(record["signature"]))
         )

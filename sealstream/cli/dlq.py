@@ -248,10 +248,18 @@ def _predictions(topic: str | None, selection: Any, tenant_limit: str | None) ->
     reader, _ = hot_reader(ClickHouseSettings())
 
     def stored(ids: list[str]) -> set[str]:
+        from clickhouse_connect.driver.exceptions import DatabaseError
+
         found: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ", ".join("'" + i.replace("'", "''") + "'" for i in ids[start : start + 500])
-            rows = reader(f"SELECT event_id FROM {{db}}.events_by_id WHERE event_id IN ({chunk})")
+            sql = f"SELECT event_id FROM {{db}}.events_by_id WHERE event_id IN ({chunk})"
+            try:
+                rows = reader(sql)
+            except DatabaseError as exc:  # a hot store never created holds nothing
+                if "UNKNOWN_DATABASE" in str(exc) or "UNKNOWN_TABLE" in str(exc):
+                    return set()
+                raise
             found |= {str(r["event_id"]) for r in rows}
         return found
 

@@ -313,7 +313,7 @@ def audit(
     import httpx
 
     from sealstream.keys import load_hmac_keyring
-    from sinks.clickhouse.access import local_token
+    from sinks.clickhouse.access import direct_reader, local_token
     from sinks.clickhouse.client import EngineBusy, connect
     from sinks.objects.store import ObjectStore
     from sinks.trail import audit_trail
@@ -321,15 +321,11 @@ def audit(
     settings = ClickHouseSettings()
     objects = ObjectStoreSettings()
     try:
-        client = connect(settings, database=settings.database)
+        client = connect(settings)
     except EngineBusy:
         client = None
     if client is not None:
-
-        def read(sql: str) -> list[dict[str, Any]]:
-            result = client.query(sql.replace("{db}.", f"{settings.database}."))
-            return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
-
+        read = direct_reader(client, settings.database)
         trail = audit_trail(
             read, event_id, load_hmac_keyring(KeySettings()), ObjectStore(objects), objects.prefix
         )

@@ -34,20 +34,25 @@ def local_token(tenant: str, role: str, ttl_s: int = 600) -> str:
     )
 
 
+def direct_reader(client: Any, database: str) -> Reader:
+    """SQL with ``{db}.`` table prefixes -> rows as dicts, on a clickhouse-connect client."""
+
+    def read(sql: str) -> list[dict[str, Any]]:
+        result = client.query(sql.replace("{db}.", f"{database}."))
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    return read
+
+
 def hot_reader(settings: ClickHouseSettings, token: str | None = None) -> tuple[Reader, str]:
     """(run SQL -> rows as dicts, description). SQL names tables unqualified when it goes
     through the endpoint and qualified otherwise: use ``{db}`` in it."""
     try:
-        client = connect(settings, database=settings.database)
+        client = connect(settings)  # tables are qualified: the database may not exist yet
     except EngineBusy:
         client = None
     if client is not None:
-
-        def direct(sql: str) -> list[dict[str, Any]]:
-            result = client.query(sql.replace("{db}.", f"{settings.database}."))
-            return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
-
-        return direct, settings.dsn
+        return direct_reader(client, settings.database), settings.dsn
     url = f"http://{settings.query_host}:{settings.query_port}/v1/query"
     bearer = token or local_token("*", "auditor")
 

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from producers.app import bearer_token
 from producers.auth import Principal, TokenVerifier
 from producers.errors import AuthenticationError
+from sinks.clickhouse.access import direct_reader
 from sinks.clickhouse.query import QueryRejected, Scope, analyst, guard, operator, run
 
 log = logging.getLogger("sealstream.sink.query")
@@ -151,10 +152,11 @@ def create_query_app(
             return PlainTextResponse(to_csv(result.columns, result.rows), media_type="text/csv")
         return Response(_json(result.as_dict()), media_type="application/json")
 
+    unlocked = direct_reader(client, database)
+
     def read(sql: str) -> list[dict[str, Any]]:
-        with lock:
-            result = client.query(sql.replace("{db}.", f"{database}."))
-        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        with lock:  # one chDB handle: one query at a time
+            return unlocked(sql)
 
     async def audit_lookup(request: Request) -> Response:
         try:

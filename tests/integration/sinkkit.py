@@ -299,14 +299,14 @@ class Sinks:
             timeout=60,
         )
 
-    def token(self, tenant: str, roles: list[str]) -> str:
+    def token(self, tenant: str, roles: list[str], scopes: list[str] | None = None) -> str:
         from producers.auth import Keyring, issue_token
         from sealstream.cli.gateway import auth_settings
         from sealstream.settings import KeySettings
 
         auth = auth_settings(KeySettings(dir=self.keys_dir))
         return issue_token(
-            Keyring.from_settings(auth), auth, "tester", tenant, ["query"], roles, 600
+            Keyring.from_settings(auth), auth, "tester", tenant, scopes or ["query"], roles, 600
         )
 
     def raw_sql(self, sql: str) -> list[list[Any]]:

@@ -322,3 +322,13 @@ def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path:
         "applied": [], "already": [1, 2], "ttl_changed": ["events", "events_by_id"],
     }  # fmt: skip
     assert later["second"]["ttl_changed"] == []
+
+
+def test_malformed_signed_fields_are_a_finding_not_a_crash() -> None:
+    from sealstream.integrity import Problem, check_entry
+
+    record = signed_chain(1, "c", KEYS)[0]
+    for name, value in (("signature", "zz" * 32), ("prev_hash", "not hex"), ("hash", 7)):
+        problems = check_entry({**record, name: value}, KEYS)
+        assert problems and problems[0][0] == Problem.MODIFIED, (name, problems)
+    assert check_entry(record, KEYS) == []
