@@ -1,4 +1,5 @@
-"""Follow a (usually compacted) topic from its beginning in a background thread.
+"""Read topics from the start: once to their end (:func:`read_to_end`), or following them in a
+background thread (:class:`TopicFollower`).
 
 Several components keep a small table in memory that mirrors a topic: the gateway's receipts
 and token revocations, the tenant directory. They all need the same loop: assign every
@@ -10,16 +11,68 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from sealstream.settings import KafkaSettings
 
 log = logging.getLogger("sealstream.follow")
 
 OnRecord = Callable[[bytes | None, bytes | None], None]
+
+
+def read_to_end(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    partition: int | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+    idle_timeout_s: float = 10.0,
+) -> Iterator[Message]:
+    """Every committed record of ``topic`` (or one ``partition``), offsets ``[start, stop)``,
+    up to the end offsets seen when each partition is reached; commits nothing.
+
+    Ends by the consumer's position, not by the last record's offset: transaction markers
+    take offsets too, so on a transactional topic the last record is not at ``end - 1``.
+    LookupError if the topic does not exist.
+    """
+    consumer = Consumer(
+        kafka.client_config(
+            group_id=f"sealstream-read-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise LookupError(f"topic {topic!r} does not exist; run `sealstream topics create`")
+        for number in sorted(meta.partitions):
+            if partition is not None and number != partition:
+                continue
+            tp = TopicPartition(topic, number)
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            begin = max(low, start or 0)
+            end = high if stop is None else min(high, stop)
+            if begin >= end:
+                continue
+            consumer.assign([TopicPartition(topic, number, begin)])
+            last_progress = time.monotonic()
+            while time.monotonic() - last_progress < idle_timeout_s:
+                message = consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    if int(message.offset() or 0) >= end:
+                        break
+                    last_progress = time.monotonic()
+                    yield message
+                if consumer.position([tp])[0].offset >= end:
+                    break
+    finally:
+        consumer.close()
 
 
 class TopicFollower:

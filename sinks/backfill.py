@@ -95,7 +95,6 @@ def backfill(
 ) -> BackfillReport:
     import datetime as dt
 
-    from sinks.objects.files import read_file
 
     report = BackfillReport()
     for content in iter_cold(store, prefix, selection):
@@ -108,7 +107,6 @@ def backfill(
                 {"path": content.path, "problem": "; ".join(fatal) or "no manifest"}
             )
             continue
-        schema = read_file(store.get(content.path))[2]
         candidates: list[tuple[dict[str, Any], int]] = []
         for index, (record, offset) in enumerate(
             zip(content.records, content.offsets, strict=True)
@@ -157,7 +155,7 @@ def backfill(
                 str(content.manifest["topic"]),
                 int(content.manifest["partition"]),
                 offset,
-                _wire_size(record, schema),
+                _wire_size(record, content.schema),
             )
             rows.append(event_row(record, coords))  # type: ignore[arg-type]
             counts["inserted"] += 1

@@ -15,15 +15,11 @@ from typing import Any
 
 from sealstream.integrity import check_entry
 from sealstream.keys import HmacKeyring
+from sinks.clickhouse.access import quote
 from sinks.objects.files import parse_path
 from sinks.objects.store import ObjectStore
 
 Reader = Callable[[str], list[dict[str, Any]]]
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _ms(text: str) -> int:

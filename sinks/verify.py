@@ -23,6 +23,7 @@ from typing import Any
 
 from sealstream.integrity import ChainHead, Problem, canonical_json, walk_chain
 from sealstream.keys import HmacKeyring
+from sinks.clickhouse.access import quote
 from sinks.objects.reader import Selection, iter_cold
 from sinks.objects.store import ObjectStore
 
@@ -137,9 +138,9 @@ def hot_sql(selection: Selection, after: tuple[int, int] | None = None, limit: i
         end = selection.until.isoformat()
         where.append(f"occurred_at < toDateTime64('{end}', 3, 'UTC') + INTERVAL 1 DAY")
     if selection.tenant is not None:
-        where.append("tenant = " + _quote(selection.tenant))
+        where.append("tenant = " + quote(selection.tenant))
     if selection.event_type is not None:
-        where.append("event_type = " + _quote(selection.event_type))
+        where.append("event_type = " + quote(selection.event_type))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return (
         f"SELECT {HOT_COLUMNS} FROM {{db}}.events{clause} "
@@ -164,10 +165,6 @@ def read_hot(
         if len(chunk) < page:
             return rows
         after = (int(chunk[-1]["kafka_partition"]), int(chunk[-1]["kafka_offset"]))
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def hot_entries(rows: Iterable[dict[str, Any]]) -> list[Entry]:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import Consumer, TopicPartition
-
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from sealstream.follow import read_to_end
 from sealstream.settings import KafkaSettings
 
 AGE_BUCKETS = ((3600, "<1h"), (86400, "<1d"), (7 * 86400, "<7d"), (30 * 86400, "<30d"))
@@ -118,55 +116,27 @@ class Filter:
 
 def read_dead_letters(kafka: KafkaSettings, topic: str, selection: Filter) -> Iterator[DeadLetter]:
     """Every dead letter on ``topic`` now (up to the end offsets at the start) matching
-    ``selection``; reads with its own throw-away group, commits nothing."""
-    consumer = Consumer(
-        kafka.client_config(
-            group_id=f"dlq-read-{uuid.uuid4().hex}",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
+    ``selection``; commits nothing."""
+    stop = None if selection.to_offset is None else selection.to_offset + 1
+    for message in read_to_end(
+        kafka, topic, partition=selection.partition, start=selection.from_offset, stop=stop
+    ):
+        headers: dict[str, str] = {}
+        for key, raw in cast(list[tuple[str, Any]], message.headers() or []):
+            if raw is not None:
+                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                headers[str(key)] = str(text)
+        letter = DeadLetter(
+            topic,
+            int(message.partition() or 0),
+            int(message.offset() or 0),
+            message.timestamp()[1],
+            headers,
+            message.value() or b"",
+            message.key(),
         )
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise LookupError(f"topic {topic!r} does not exist")
-        for partition in sorted(meta.partitions):
-            if selection.partition is not None and partition != selection.partition:
-                continue
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            start = max(low, selection.from_offset or 0)
-            end = high if selection.to_offset is None else min(high, selection.to_offset + 1)
-            if start >= end:
-                continue
-            consumer.assign([TopicPartition(topic, partition, start)])
-            position = start
-            while position < end:
-                message = consumer.poll(5)
-                if message is None:
-                    break  # nothing more within the timeout (end includes aborted records)
-                if message.error() is not None:
-                    continue
-                position = int(message.offset() or 0) + 1
-                if position > end:
-                    break
-                headers: dict[str, str] = {}
-                for key, raw in cast(list[tuple[str, Any]], message.headers() or []):
-                    if raw is not None:
-                        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-                        headers[str(key)] = str(text)
-                letter = DeadLetter(
-                    topic,
-                    partition,
-                    position - 1,
-                    message.timestamp()[1],
-                    headers,
-                    message.value() or b"",
-                    message.key(),
-                )
-                if selection.matches(letter):
-                    yield letter
-    finally:
-        consumer.close()
+        if selection.matches(letter):
+            yield letter
 
 
 def stats(letters: Iterator[DeadLetter], now_ms: int | None = None) -> dict[str, Any]:
@@ -204,39 +174,13 @@ def marker_key(letter: DeadLetter) -> str:
 
 def read_markers(kafka: KafkaSettings, topic: str) -> dict[str, dict[str, Any]]:
     """The latest marker of every dead letter (committed transactions only)."""
-    consumer = Consumer(
-        kafka.client_config(
-            group_id=f"dlq-markers-{uuid.uuid4().hex}",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-    )
     markers: dict[str, dict[str, Any]] = {}
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise LookupError(f"topic {topic!r} does not exist; run `sealstream topics create`")
-        for partition in sorted(meta.partitions):
-            tp = TopicPartition(topic, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, partition, low)])
-            deadline = time.monotonic() + 30
-            # position, not the last record, decides: transaction markers occupy offsets too
-            while time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-                if message is not None and message.error() is None and message.key():
-                    key = (message.key() or b"").decode()
-                    if message.value():
-                        markers[key] = json.loads(message.value() or b"{}")
-                    else:
-                        markers.pop(key, None)
-                position = consumer.position([tp])[0].offset
-                if position >= high:
-                    break
-    finally:
-        consumer.close()
+    for message in read_to_end(kafka, topic):
+        key = (message.key() or b"").decode()
+        if message.value():
+            markers[key] = json.loads(message.value() or b"{}")
+        else:
+            markers.pop(key, None)
     return markers
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,16 @@ err = Console(stderr=True)
 app = typer.Typer(help="Dead letters: statistics, listing, one in full.", no_args_is_help=True)
 
 TopicOption = typer.Option(None, "--topic", help="Dead-letter topic (default: events.raw.dlq).")
+# The selection every dlq command takes, declared once.
+Reason = Annotated[str | None, typer.Option(help="dlq.reason, e.g. unknown_schema.")]
+Stage = Annotated[str | None, typer.Option(help="dlq.stage, e.g. decode, enrich.")]
+Tenant = Annotated[str | None, typer.Option(help="The record's tenant header.")]
+EventType = Annotated[str | None, typer.Option("--event-type", help="The event_type header.")]
+Since = Annotated[str | None, typer.Option(help="ISO time; failed at or after.")]
+Until = Annotated[str | None, typer.Option(help="ISO time; failed at or before.")]
+Partition = Annotated[int | None, typer.Option(help="Only this partition.")]
+FromOffset = Annotated[int | None, typer.Option("--from-offset", help="First offset.")]
+ToOffset = Annotated[int | None, typer.Option("--to-offset", help="Last offset.")]
 
 
 def _millis(value: str | None, name: str) -> int | None:
@@ -30,19 +40,29 @@ def _millis(value: str | None, name: str) -> int | None:
     return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() * 1000)
 
 
-def _filter(**kwargs: Any) -> Any:
+def _filter(
+    reason: str | None = None,
+    stage: str | None = None,
+    tenant: str | None = None,
+    event_type: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    partition: int | None = None,
+    from_offset: int | None = None,
+    to_offset: int | None = None,
+) -> Any:
     from streams.dlq import Filter
 
     return Filter(
-        reason=kwargs["reason"],
-        stage=kwargs["stage"],
-        tenant=kwargs["tenant"],
-        event_type=kwargs["event_type"],
-        since_ms=_millis(kwargs["since"], "since"),
-        until_ms=_millis(kwargs["until"], "until"),
-        partition=kwargs["partition"],
-        from_offset=kwargs["from_offset"],
-        to_offset=kwargs["to_offset"],
+        reason,
+        stage,
+        tenant,
+        event_type,
+        _millis(since, "since"),
+        _millis(until, "until"),
+        partition,
+        from_offset,
+        to_offset,
     )
 
 
@@ -65,28 +85,18 @@ def _read(topic: str | None, selection: Any, hide_purged: bool = False) -> Any:
 @app.command("stats")
 def stats(
     topic: str | None = TopicOption,
-    reason: str | None = typer.Option(None),
-    stage: str | None = typer.Option(None),
-    tenant: str | None = typer.Option(None),
-    event_type: str | None = typer.Option(None, "--event-type"),
-    since: str | None = typer.Option(None, help="ISO time; failed at or after."),
-    until: str | None = typer.Option(None, help="ISO time; failed at or before."),
+    reason: Reason = None,
+    stage: Stage = None,
+    tenant: Tenant = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Counts by reason, stage, tenant, event type and age."""
     from streams.dlq import stats as count
 
-    selection = _filter(
-        reason=reason,
-        stage=stage,
-        tenant=tenant,
-        event_type=event_type,
-        since=since,
-        until=until,
-        partition=None,
-        from_offset=None,
-        to_offset=None,
-    )
+    selection = _filter(reason, stage, tenant, event_type, since, until)
     result = count(iter(_read(topic, selection, hide_purged=True)))
     if as_json:
         typer.echo(json.dumps(result))
@@ -104,29 +114,21 @@ def stats(
 @app.command("list")
 def list_letters(
     topic: str | None = TopicOption,
-    reason: str | None = typer.Option(None),
-    stage: str | None = typer.Option(None),
-    tenant: str | None = typer.Option(None),
-    event_type: str | None = typer.Option(None, "--event-type"),
-    since: str | None = typer.Option(None),
-    until: str | None = typer.Option(None),
-    partition: int | None = typer.Option(None),
-    from_offset: int | None = typer.Option(None, "--from-offset"),
-    to_offset: int | None = typer.Option(None, "--to-offset"),
+    reason: Reason = None,
+    stage: Stage = None,
+    tenant: Tenant = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+    partition: Partition = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
     limit: int = typer.Option(100, help="At most this many rows (0 = all)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Dead letters matching the filters, one line each (`dlq show P:O` for one in full)."""
     selection = _filter(
-        reason=reason,
-        stage=stage,
-        tenant=tenant,
-        event_type=event_type,
-        since=since,
-        until=until,
-        partition=partition,
-        from_offset=from_offset,
-        to_offset=to_offset,
+        reason, stage, tenant, event_type, since, until, partition, from_offset, to_offset
     )
     letters = _read(topic, selection, hide_purged=True)
     rows = [letter.summary() for letter in (letters[:limit] if limit else letters)]
@@ -178,12 +180,6 @@ def show(
         err.print("[red]give PARTITION:OFFSET, e.g. 0:42[/]")
         raise typer.Exit(2) from exc
     selection = _filter(
-        reason=None,
-        stage=None,
-        tenant=None,
-        event_type=None,
-        since=None,
-        until=None,
         partition=partition,
         from_offset=offset,
         to_offset=offset,
@@ -230,7 +226,7 @@ def _predictions(topic: str | None, selection: Any, tenant_limit: str | None) ->
 
     from sealstream.keys import load_hmac_keyring
     from sealstream.settings import ClickHouseSettings, KeySettings
-    from sinks.clickhouse.access import HotUnavailable, hot_reader
+    from sinks.clickhouse.access import HotUnavailable, hot_reader, quote
     from streams.app import build_processor
     from streams.dlq import read_markers
 
@@ -252,7 +248,7 @@ def _predictions(topic: str | None, selection: Any, tenant_limit: str | None) ->
 
         found: set[str] = set()
         for start in range(0, len(ids), 500):
-            chunk = ", ".join("'" + i.replace("'", "''") + "'" for i in ids[start : start + 500])
+            chunk = ", ".join(quote(i) for i in ids[start : start + 500])
             sql = f"SELECT event_id FROM {{db}}.events_by_id WHERE event_id IN ({chunk})"
             try:
                 rows = reader(sql)
@@ -280,15 +276,15 @@ def _predictions(topic: str | None, selection: Any, tenant_limit: str | None) ->
 @app.command("replay")
 def replay(
     topic: str | None = TopicOption,
-    reason: str | None = typer.Option(None),
-    stage: str | None = typer.Option(None),
-    tenant: str | None = typer.Option(None),
-    event_type: str | None = typer.Option(None, "--event-type"),
-    since: str | None = typer.Option(None),
-    until: str | None = typer.Option(None),
-    partition: int | None = typer.Option(None),
-    from_offset: int | None = typer.Option(None, "--from-offset"),
-    to_offset: int | None = typer.Option(None, "--to-offset"),
+    reason: Reason = None,
+    stage: Stage = None,
+    tenant: Tenant = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+    partition: Partition = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
     to: str | None = typer.Option(None, "--to", help="Publish here instead of the original topic."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Predict; write nothing."),
     rate: float = typer.Option(0.0, help="At most this many records per second (0 = no limit)."),
@@ -314,15 +310,7 @@ def replay(
 
     who, tenant_limit = _identity(token, "dlq:replay")
     selection = _filter(
-        reason=reason,
-        stage=stage,
-        tenant=tenant,
-        event_type=event_type,
-        since=since,
-        until=until,
-        partition=partition,
-        from_offset=from_offset,
-        to_offset=to_offset,
+        reason, stage, tenant, event_type, since, until, partition, from_offset, to_offset
     )
     _, predictions = _predictions(topic, selection, tenant_limit)
     summary = summarize(predictions)
@@ -376,15 +364,15 @@ def replay(
 @app.command("purge")
 def purge(
     topic: str | None = TopicOption,
-    reason: str | None = typer.Option(None),
-    stage: str | None = typer.Option(None),
-    tenant: str | None = typer.Option(None),
-    event_type: str | None = typer.Option(None, "--event-type"),
-    since: str | None = typer.Option(None),
-    until: str | None = typer.Option(None),
-    partition: int | None = typer.Option(None),
-    from_offset: int | None = typer.Option(None, "--from-offset"),
-    to_offset: int | None = typer.Option(None, "--to-offset"),
+    reason: Reason = None,
+    stage: Stage = None,
+    tenant: Tenant = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+    partition: Partition = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
     yes: bool = typer.Option(False, "--yes", help="Confirm without asking."),
     token: str | None = typer.Option(None, envvar="SEALSTREAM_TOKEN", help="JWT with dlq:purge."),
     as_json: bool = typer.Option(False, "--json"),
@@ -398,15 +386,15 @@ def purge(
 
     who, tenant_limit = _identity(token, "dlq:purge")
     selection = _filter(
-        reason=reason,
-        stage=stage,
-        tenant=tenant if tenant_limit is None else tenant_limit,
-        event_type=event_type,
-        since=since,
-        until=until,
-        partition=partition,
-        from_offset=from_offset,
-        to_offset=to_offset,
+        reason,
+        stage,
+        tenant if tenant_limit is None else tenant_limit,
+        event_type,
+        since,
+        until,
+        partition,
+        from_offset,
+        to_offset,
     )
     settings = WorkerSettings()
     markers = read_markers(KafkaSettings(), settings.dlq_replays_topic)

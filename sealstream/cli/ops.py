@@ -85,42 +85,15 @@ def _audit(action: str, detail: dict[str, Any], ok: bool, actor: str | None = No
 def read_checkpoints(
     kafka: KafkaSettings, registry: RegistrySettings, topic: str
 ) -> list[dict[str, Any]]:
-    """Every record of the checkpoints topic, decoded."""
-    import uuid
-
-    from confluent_kafka import Consumer, TopicPartition
-
+    """Every record of the checkpoints topic, decoded (none if the topic does not exist)."""
+    from sealstream.follow import read_to_end
     from sinks.service import registry_decoder
 
     decoder = registry_decoder(registry)
-    consumer = Consumer(
-        kafka.client_config(
-            group_id=f"verify-{uuid.uuid4().hex}",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-    )
-    records = []
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return []
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, partition, low)])
-            position = low
-            while position < high:
-                message = consumer.poll(5)
-                if message is None:
-                    break
-                if message.error() is None:
-                    records.append(decoder.decode(message.value() or b"")[1])
-                position = int(message.offset() or 0) + 1
-    finally:
-        consumer.close()
-    return records
+        return [decoder.decode(m.value() or b"")[1] for m in read_to_end(kafka, topic)]
+    except LookupError:
+        return []
 
 
 def verify(

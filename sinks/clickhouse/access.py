@@ -24,6 +24,11 @@ class HotUnavailable(RuntimeError):
 Reader = Callable[[str], list[dict[str, Any]]]
 
 
+def quote(value: str) -> str:
+    """A ClickHouse string literal, for SQL the tools build around ids and names."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def local_token(tenant: str, role: str, ttl_s: int = 600) -> str:
     from producers.auth import Keyring, issue_token
     from sealstream.cli.gateway import auth_settings

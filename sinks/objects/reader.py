@@ -40,6 +40,7 @@ class ColdFileContent:
     records: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     size: int = 0
+    schema: Any = None  # the file's writer schema
     problems: list[tuple[Problem, str]] = field(default_factory=list)
 
 
@@ -76,7 +77,7 @@ def load_file(store: ObjectStore, path: str) -> ColdFileContent:
             (Problem.MODIFIED, "file bytes do not match the sha256 in its manifest")
         )
     try:
-        content.records, content.offsets, _ = read_file(data)
+        content.records, content.offsets, content.schema = read_file(data)
     except Exception as exc:  # fastavro raises many kinds on corrupt files
         content.problems.append((Problem.MODIFIED, f"the file does not decode: {exc}"))
         return content

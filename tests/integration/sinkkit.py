@@ -299,6 +299,19 @@ class Sinks:
             timeout=60,
         )
 
+    def metric(self, name: str) -> float:
+        """A sample of the ClickHouse sink's Prometheus metrics (its query endpoint serves
+        /metrics), summed over labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"http://127.0.0.1:{self.query_port}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
+
     def token(self, tenant: str, roles: list[str], scopes: list[str] | None = None) -> str:
         from producers.auth import Keyring, issue_token
         from sealstream.cli.gateway import auth_settings
