@@ -95,7 +95,6 @@ def backfill(
 ) -> BackfillReport:
     import datetime as dt
 
-
     report = BackfillReport()
     for content in iter_cold(store, prefix, selection):
         report.files += 1
