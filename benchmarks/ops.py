@@ -10,16 +10,13 @@ Writes benchmarks/results/ops.json and .md. No Kafka needed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import random
 import shutil
-import statistics
 import time
 from typing import Any
 
 from benchmarks.common import RESULTS, console, machine
-from benchmarks.sinks import fill
+from benchmarks.sinks import fill, time_lookups
 from schemas.samples import signed_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import ClickHouseSettings
@@ -33,10 +30,6 @@ WORK = RESULTS / "tmp" / "ops"
 KEYS = HmacKeyring("k1", {"k1": b"b" * 32})
 
 
-def percentile(sorted_ms: list[float], q: float) -> float:
-    return round(sorted_ms[max(0, int(len(sorted_ms) * q) - 1)], 3)
-
-
 def audit_latency(rows: int, samples: int) -> dict[str, Any]:
     settings = ClickHouseSettings(embedded_dir=WORK / "clickhouse", database="bench_ops")
     client = connect(settings)
@@ -46,24 +39,8 @@ def audit_latency(rows: int, samples: int) -> dict[str, Any]:
 
     read = direct_reader(client, settings.database)
 
-    rng = random.Random(11)
-    ids = [hashlib.md5(str(rng.randrange(rows)).encode()).hexdigest() for _ in range(samples)]
-    for event_id in ids[:30]:
-        audit_trail(read, event_id, KEYS)
-    timings = []
-    for event_id in ids:
-        started = time.perf_counter()
-        trail = audit_trail(read, event_id, KEYS)
-        timings.append((time.perf_counter() - started) * 1000)
-        assert trail is not None and trail["event_id"] == event_id
-    timings.sort()
-    return {
-        "rows": rows,
-        "samples": samples,
-        "p50_ms": round(statistics.median(timings), 3),
-        "p99_ms": percentile(timings, 0.99),
-        "queries_per_trail": 3,
-    }
+    figures = time_lookups(lambda event_id: audit_trail(read, event_id, KEYS), rows, samples, 11)
+    return {"rows": rows, "samples": samples, **figures, "queries_per_trail": 3}
 
 
 def verify_throughput(count: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -141,32 +142,37 @@ def fill(client: Any, db: str, start: int, count: int) -> None:
             progress.advance(task, n)
 
 
-def lookup_latency(client: Any, db: str, rows: int, samples: int, state: str) -> dict[str, Any]:
-    rng = random.Random(7)
+def time_lookups(
+    lookup: Callable[[str], dict[str, Any] | None], rows: int, samples: int, seed: int
+) -> dict[str, float]:
+    """p50/p99/max in ms of ``lookup`` over random ids of rows filled by :func:`fill`
+    (after a warm-up); every lookup must find its event."""
+    rng = random.Random(seed)
     ids = [hashlib.md5(str(rng.randrange(rows)).encode()).hexdigest() for _ in range(samples)]
-    for event_id in ids[:50]:  # warm-up
-        find_event(client, db, event_id)
+    for event_id in ids[:50]:
+        lookup(event_id)
     timings = []
     for event_id in ids:
-        t = time.perf_counter()
-        row = find_event(client, db, event_id)
-        timings.append((time.perf_counter() - t) * 1000)
-        assert row is not None and row["event_id"] == event_id
+        started = time.perf_counter()
+        found = lookup(event_id)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert found is not None and found["event_id"] == event_id
     timings.sort()
+    return {
+        "p50_ms": round(statistics.median(timings), 3),
+        "p99_ms": round(timings[max(0, int(len(timings) * 0.99) - 1)], 3),
+        "max_ms": round(timings[-1], 3),
+    }
+
+
+def lookup_latency(client: Any, db: str, rows: int, samples: int, state: str) -> dict[str, Any]:
+    figures = time_lookups(lambda event_id: find_event(client, db, event_id), rows, samples, 7)
     parts = client.query(
         "SELECT count() FROM system.parts WHERE database = {d:String} AND active "
         "AND table = 'events_by_id'",
         parameters={"d": db},
     ).result_rows[0][0]
-    return {
-        "rows": rows,
-        "state": state,
-        "samples": samples,
-        "p50_ms": round(statistics.median(timings), 3),
-        "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 3),
-        "max_ms": round(timings[-1], 3),
-        "active_parts": int(parts),
-    }
+    return {"rows": rows, "state": state, "samples": samples, **figures, "active_parts": int(parts)}
 
 
 def main() -> None:
