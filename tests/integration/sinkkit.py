@@ -183,30 +183,15 @@ class Sinks:
     def operator_actions(self) -> list[dict[str, Any]]:
         """The operator_action events published to this test's raw topic (payloads)."""
         from schemas.serde import Decoder, registry_lookup
+        from sealstream.follow import read_to_end
 
-        registry = SchemaRegistryClient({"url": self.stack.registry_url})
-        decoder = Decoder(registry_lookup(registry))
-        consumer = Consumer(
-            self.stack.kafka_settings().client_config(group_id=f"ops-{uuid.uuid4().hex}")
-        )
-        found = []
-        try:
-            for partition in range(PARTITIONS):
-                tp = TopicPartition(self.topics["raw"], partition)
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                consumer.assign([TopicPartition(tp.topic, partition, low)])
-                while low < high:
-                    message = consumer.poll(5)
-                    if message is None:
-                        break
-                    low = int(message.offset() or 0) + 1
-                    event = decoder.decode(message.value() or b"")[1]
-                    if event["event_type"] == "operator_action":
-                        found.append(event["payload"])
-        finally:
-            consumer.close()
-            registry.close()
-        return found
+        with SchemaRegistryClient({"url": self.stack.registry_url}) as registry:
+            decoder = Decoder(registry_lookup(registry))
+            events = [
+                decoder.decode(m.value() or b"")[1]
+                for m in read_to_end(self.stack.kafka_settings(), self.topics["raw"])
+            ]
+        return [e["payload"] for e in events if e["event_type"] == "operator_action"]
 
     def produce_dead_letters(self, count: int) -> None:
         producer = Producer(self.stack.kafka_settings().client_config())
