@@ -256,6 +256,8 @@ class IngestService:
                 ("schema_id", str(self.book.get(item.event.event_type).schema_id).encode()),  # type: ignore[union-attr]
                 ("event_type", item.event.event_type.encode()),
                 ("tenant", item.event.tenant.encode()),
+                # dead letters keep their source headers: the audit trail finds them by it
+                ("event_id", item.event_id.encode()),
             ]
             if ctx.client_ip:
                 headers.append(("client_ip", ctx.client_ip.encode()))

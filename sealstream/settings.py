@@ -267,6 +267,19 @@ class ClickHouseSettings(BaseSettings):
     )
     query_max_rows: int = Field(default=100_000, ge=1)
     query_timeout_s: int = Field(default=30, ge=1)
+    audit_index: str = Field(
+        default="",
+        description="The audit trail's local index (SQLite file) kept by the ClickHouse sink; "
+        "empty = next to the embedded engine directory, 'off' = read ClickHouse only.",
+    )
+
+    @property
+    def audit_index_path(self) -> Path | None:
+        if self.audit_index.lower() == "off":
+            return None
+        if self.audit_index:
+            return Path(self.audit_index)
+        return self.embedded_dir.with_name(f"{self.embedded_dir.name}-audit-index.sqlite3")
 
     @property
     def dsn(self) -> str:
@@ -287,6 +300,9 @@ class SinkSettings(BaseSettings):
     dlq_topic: str = "events.raw.dlq"
     checkpoints_topic: str = "audit.checkpoints"
     receipts_topic: str = "receipts"
+    replays_topic: str = Field(
+        default="dlq.replays", description="Dead-letter replay markers, for the audit trail."
+    )
     dead_letter_topic: str = Field(
         default="events.signed.dlq", description="Records a sink cannot decode or convert."
     )

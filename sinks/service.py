@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from schemas.serde import Decoder, registry_lookup
@@ -14,7 +17,8 @@ from sealstream.settings import (
     RegistrySettings,
     SinkSettings,
 )
-from sinks.runner import Limits, SinkRunner
+from sinks.clickhouse.trail_index import KIND_OF_TABLE, TrailIndex, entries
+from sinks.runner import Limits, SinkRunner, StoreUnavailable
 
 log = logging.getLogger("sealstream.sink")
 
@@ -30,8 +34,10 @@ def clickhouse_runner(
     registry: RegistrySettings,
     clickhouse: ClickHouseSettings,
     sink: SinkSettings,
+    index: TrailIndex | None = None,
 ) -> tuple[SinkRunner, Any]:
-    """The ClickHouse sink's runner (after migrating) and its client."""
+    """The ClickHouse sink's runner (after migrating) and its client. With an audit index,
+    the index is rebuilt from ClickHouse first if it is not complete, then kept in step."""
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.migrations import migrate
     from sinks.clickhouse.sink import ClickHouseStore, topic_ids
@@ -45,7 +51,13 @@ def clickhouse_runner(
         sink.dlq_topic,
         sink.checkpoints_topic,
         sink.receipts_topic,
+        sink.replays_topic,
     ]
+    on_stored = None
+    if index is not None:
+        if not index.complete:
+            rebuild_index(index, client, clickhouse.database)
+        on_stored = index_writer(index, clickhouse.hot_retention_days)
     store = ClickHouseStore(
         client,
         clickhouse,
@@ -53,11 +65,50 @@ def clickhouse_runner(
         registry_decoder(registry),
         sink.clickhouse_group,
         topic_ids(kafka.client_config(), topics),
+        on_stored,
     )
     limits = Limits(
         sink.clickhouse_max_records, sink.clickhouse_max_bytes, sink.clickhouse_max_age_s
     )
     return SinkRunner(kafka, sink, sink.clickhouse_group, store.topics, store, limits), client
+
+
+def rebuild_index(index: TrailIndex, client: Any, database: str) -> dict[str, int]:
+    """Fill the audit index from ClickHouse (first start, or after ``replay cold``)."""
+
+    def select(table: str, columns: list[str]) -> Any:
+        extra = ", stored_at" if table == "events" else ""
+        sql = f"SELECT {', '.join(columns)}{extra} FROM {database}.{table}"
+        with client.query_row_block_stream(sql) as blocks:
+            for block in blocks:
+                yield from block
+
+    started = time.monotonic()
+    counts = index.rebuild(select, lambda kind, n: log.info("audit index: %d %s rows", n, kind))
+    log.info("audit index %s rebuilt in %.1f s: %s", index.path, time.monotonic() - started, counts)
+    return counts
+
+
+def index_writer(
+    index: TrailIndex, retention_days: int, expire_every_s: float = 600
+) -> Callable[[str, list[list[Any]]], None]:
+    """The ClickHouse store's ``on_stored`` hook: the accepted rows into the audit index, and
+    now and then the rows past the hot retention out of it."""
+    last_expiry = [0.0]
+
+    def write(table: str, rows: list[list[Any]]) -> None:
+        kind = KIND_OF_TABLE.get(table)
+        if kind is None:
+            return
+        try:
+            index.add(entries(kind, rows))
+            if time.monotonic() - last_expiry[0] > expire_every_s:
+                last_expiry[0] = time.monotonic()
+                index.expire(int((time.time() - retention_days * 86400) * 1000))
+        except sqlite3.Error as exc:  # the batch is retried (ClickHouse deduplicates it)
+            raise StoreUnavailable(f"audit index {index.path} write failed: {exc}") from exc
+
+    return write
 
 
 def object_runner(
@@ -81,6 +132,7 @@ def start_query_endpoint(
     registry: RegistrySettings,
     audit_topic: str,
     health: Any = None,
+    index: TrailIndex | None = None,
 ) -> Any:
     """Serve ``/v1/query`` from this process (it owns the embedded engine); returns the
     uvicorn server (``should_exit = True`` stops it)."""
@@ -100,7 +152,7 @@ def start_query_endpoint(
     from sealstream.keys import load_hmac_keyring
     from sealstream.settings import KeySettings
     from sinks.objects.store import ObjectStore
-    from sinks.trail import audit_trail
+    from sinks.trail import StoreSource, audit_trail, source_for
 
     objects = ObjectStoreSettings()
     cold = ObjectStore(objects)
@@ -114,7 +166,13 @@ def start_query_endpoint(
         clickhouse.query_max_rows,
         clickhouse.query_timeout_s,
         health,
-        lambda read, event_id: audit_trail(read, event_id, keys, cold, objects.prefix),
+        lambda read, event_id, from_store: audit_trail(
+            StoreSource(read) if from_store else source_for(read, index),
+            event_id,
+            keys,
+            cold,
+            objects.prefix,
+        ),
     )
     server = uvicorn.Server(
         uvicorn.Config(

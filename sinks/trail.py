@@ -2,8 +2,11 @@
 event, from the hot store (row, receipt, authorization decision), the cold store (the file
 that holds it) and a fresh check of its signature.
 
-Reads go through a ``reader`` (SQL -> rows; ``{db}.`` marks tables), so the same code runs in
-the ClickHouse sink process (the embedded engine's owner) and against a server.
+Two sources answer the same questions: ``StoreSource`` reads ClickHouse through a ``reader``
+(SQL -> rows; ``{db}.`` marks tables), so the same code runs in the ClickHouse sink process
+(the embedded engine's owner) and against a server; ``IndexSource`` reads the sink's audit
+index (sinks/clickhouse/trail_index.py), the hot path: two primary-key reads instead of five
+ClickHouse queries.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sealstream.integrity import check_entry
 from sealstream.keys import HmacKeyring
 from sinks.clickhouse.access import quote
+from sinks.clickhouse.trail_index import TrailIndex, as_text, request_key
 from sinks.objects.files import parse_path
 from sinks.objects.store import ObjectStore
 
@@ -51,18 +55,179 @@ def locate_cold(store: ObjectStore | None, prefix: str, row: dict[str, Any]) -> 
     return {"status": "not_found", "searched": hour_dir}
 
 
+class TrailSource(Protocol):
+    name: str
+
+    def event(self, event_id: str) -> dict[str, Any] | None: ...
+
+    def receipt(self, event_id: str, tenant: str) -> dict[str, Any] | None: ...
+
+    def decisions(self, tenant: str, request_id: str, received_at: str) -> list[dict[str, Any]]: ...
+
+    def dead_letters(self, event_id: str) -> list[dict[str, Any]]: ...
+
+    def replays(self, event_id: str) -> list[dict[str, Any]]: ...
+
+
+DECISION_FIELDS = (
+    "decided_at", "subject", "action", "decision", "reason_code", "policy_version", "client_ip",
+    "user_agent",
+)  # fmt: skip
+DEAD_LETTER_FIELDS = (
+    "failed_at", "reason", "stage", "error_class", "message", "attempts", "source_topic",
+    "source_partition", "source_offset", "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+REPLAY_FIELDS = ("marker", "status", "replay_id", "by", "at", "target")
+DECISION_WINDOW_MS = 10 * 60 * 1000  # decisions of the request within 10 minutes of receipt
+
+
+class StoreSource:
+    """ClickHouse itself (the store of record): one query per part of the trail."""
+
+    name = "clickhouse"
+
+    def __init__(self, reader: Reader) -> None:
+        self._read = reader
+
+    def read(self, sql: str) -> list[dict[str, Any]]:
+        return [{k: as_text(v) for k, v in row.items()} for row in self._read(sql)]
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        rows = self.read(
+            f"SELECT row FROM {{db}}.events_by_id WHERE event_id = {quote(event_id)} LIMIT 1"
+        )
+        return json.loads(rows[0]["row"]) if rows else None
+
+    def receipt(self, event_id: str, tenant: str) -> dict[str, Any] | None:
+        rows = self.read(
+            f"SELECT receipt FROM {{db}}.receipts WHERE event_id = {quote(event_id)} "
+            f"AND tenant = {quote(tenant)} LIMIT 1"
+        )
+        return json.loads(rows[0]["receipt"]) if rows else None
+
+    def decisions(self, tenant: str, request_id: str, received_at: str) -> list[dict[str, Any]]:
+        at = f"toDateTime64({quote(received_at)}, 3, 'UTC')"
+        return self.read(
+            f"SELECT {', '.join(DECISION_FIELDS)} FROM {{db}}.audit_decisions "
+            f"WHERE tenant = {quote(tenant)} AND request_id = {quote(request_id)} "
+            f"AND decided_at BETWEEN {at} - INTERVAL 10 MINUTE AND {at} + INTERVAL 10 MINUTE "
+            "ORDER BY decided_at LIMIT 100"
+        )
+
+    def dead_letters(self, event_id: str) -> list[dict[str, Any]]:
+        return self.read(
+            f"SELECT {', '.join(DEAD_LETTER_FIELDS)} FROM {{db}}.dead_letters "
+            f"WHERE event_id = {quote(event_id)} ORDER BY failed_at LIMIT 100"
+        )
+
+    def replays(self, event_id: str) -> list[dict[str, Any]]:
+        return self.read(
+            f"SELECT {', '.join(REPLAY_FIELDS)} FROM {{db}}.dlq_replays FINAL "
+            f"WHERE event_id = {quote(event_id)} ORDER BY at LIMIT 100"
+        )
+
+
+class IndexSource:
+    """The ClickHouse sink's audit index: the event's entries in one read, the request's
+    decisions in another."""
+
+    name = "audit_index"
+
+    def __init__(self, index: TrailIndex) -> None:
+        self.index = index
+        self._cached: tuple[str, list[tuple[str, str, dict[str, Any]]]] | None = None
+
+    def _entries(self, event_id: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        if self._cached is None or self._cached[0] != event_id:
+            self._cached = (event_id, self.index.get(event_id))
+        return [(ident, body) for k, ident, body in self._cached[1] if k == kind]
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        found = self._entries(event_id, "event")
+        return found[0][1] if found else None
+
+    def receipt(self, event_id: str, tenant: str) -> dict[str, Any] | None:
+        for ident, body in self._entries(event_id, "receipt"):
+            if ident == tenant:
+                return dict(json.loads(body["receipt"]))
+        return None
+
+    def decisions(self, tenant: str, request_id: str, received_at: str) -> list[dict[str, Any]]:
+        at = _ms(received_at)
+        found = [
+            body
+            for kind, _, body in self.index.get(request_key(tenant, request_id))
+            if kind == "decision" and abs(_ms(body["decided_at"]) - at) <= DECISION_WINDOW_MS
+        ]
+        found.sort(key=lambda body: str(body["decided_at"]))
+        return [{k: body.get(k) for k in DECISION_FIELDS} for body in found[:100]]
+
+    def dead_letters(self, event_id: str) -> list[dict[str, Any]]:
+        found = sorted((b for _, b in self._entries(event_id, "dead_letter")), key=_failed_at)
+        return [{k: body.get(k) for k in DEAD_LETTER_FIELDS} for body in found]
+
+    def replays(self, event_id: str) -> list[dict[str, Any]]:
+        found = sorted((b for _, b in self._entries(event_id, "replay")), key=lambda b: b["at"])
+        return [{k: body.get(k) for k in REPLAY_FIELDS} for body in found]
+
+
+def _failed_at(body: dict[str, Any]) -> str:
+    return str(body["failed_at"])
+
+
+def source_for(reader: Reader, index: TrailIndex | None) -> TrailSource:
+    """The index when it is complete (built and kept by the sink), else ClickHouse."""
+    if index is not None and index.complete:
+        return IndexSource(index)
+    return StoreSource(reader)
+
+
+def _dead_letter_history(source: TrailSource, event_id: str) -> list[dict[str, Any]]:
+    """Each time the event was dead-lettered, with what operators did about it (replay or
+    purge markers of that dead letter)."""
+    replays: dict[str, list[dict[str, Any]]] = {}
+    for marker in source.replays(event_id):
+        replays.setdefault(str(marker["marker"]), []).append(
+            {k: marker[k] for k in ("status", "replay_id", "by", "at", "target")}
+        )
+    history = []
+    for letter in source.dead_letters(event_id):
+        where = f"{letter['kafka_topic']}/{letter['kafka_partition']}/{letter['kafka_offset']}"
+        history.append(
+            {
+                "failed_at": letter["failed_at"],
+                "reason": letter["reason"],
+                "stage": letter["stage"],
+                "error_class": letter["error_class"],
+                "message": letter["message"],
+                "attempts": int(letter["attempts"]),
+                "source": {
+                    "topic": letter["source_topic"],
+                    "partition": int(letter["source_partition"]),
+                    "offset": int(letter["source_offset"]),
+                },
+                "dead_letter": {
+                    "topic": letter["kafka_topic"],
+                    "partition": int(letter["kafka_partition"]),
+                    "offset": int(letter["kafka_offset"]),
+                },
+                "operator_actions": replays.get(where, []),
+            }
+        )
+    return history
+
+
 def audit_trail(
-    reader: Reader,
+    source: TrailSource,
     event_id: str,
     keys: HmacKeyring,
     store: ObjectStore | None = None,
     prefix: str = "events",
 ) -> dict[str, Any] | None:
     """The trail of ``event_id``, or None if the hot store has never seen it."""
-    rows = reader(f"SELECT row FROM {{db}}.events_by_id WHERE event_id = {quote(event_id)} LIMIT 1")
-    if not rows:
+    row = source.event(event_id)
+    if row is None:
         return None
-    row: dict[str, Any] = json.loads(rows[0]["row"])
     signed = {
         **row,
         "occurred_at": _ms(row["occurred_at"]),
@@ -70,33 +235,22 @@ def audit_trail(
         "seq": int(row["seq"]),
     }
     problems = check_entry(signed, keys, None, json.loads(row["payload"]))
-    receipts = reader(
-        f"SELECT receipt FROM {{db}}.receipts WHERE event_id = {quote(event_id)} "
-        f"AND tenant = {quote(str(row['tenant']))} LIMIT 1"
-    )
-    decisions = reader(
-        "SELECT decided_at, subject, action, decision, reason_code, policy_version, client_ip, "
-        f"user_agent FROM {{db}}.audit_decisions WHERE tenant = {quote(str(row['tenant']))} "
-        f"AND request_id = {quote(str(row['request_id']))} "
-        f"AND decided_at BETWEEN toDateTime64({quote(row['received_at'])}, 3, 'UTC') "
-        "- INTERVAL 10 MINUTE AND "
-        f"toDateTime64({quote(row['received_at'])}, 3, 'UTC') + INTERVAL 10 MINUTE "
-        "ORDER BY decided_at LIMIT 100"
-    )
+    tenant = str(row["tenant"])
     return {
         "event_id": event_id,
         "tenant": row["tenant"],
         "event_type": row["event_type"],
         "occurred_at": row["occurred_at"],
+        "read_from": source.name,
         "received": {
             "at": row["received_at"],
             "producer": row["producer"],
             "request_id": row["request_id"],
             "correlation_id": row["correlation_id"],
             "payload_sha256": row["payload_sha256"],
-            "receipt": json.loads(receipts[0]["receipt"]) if receipts else None,
+            "receipt": source.receipt(event_id, tenant),
         },
-        "authorization": decisions,
+        "authorization": source.decisions(tenant, str(row["request_id"]), row["received_at"]),
         "processing": {
             "classification": row["classification"],
             "route": row["route"],
@@ -113,8 +267,8 @@ def audit_trail(
             },
             "source": {
                 "topic": row["source_topic"],
-                "partition": row["source_partition"],
-                "offset": row["source_offset"],
+                "partition": int(row["source_partition"]),
+                "offset": int(row["source_offset"]),
             },
             "signature_valid": not problems,
             "problems": [f"{kind.value}: {detail}" for kind, detail in problems],
@@ -125,11 +279,11 @@ def audit_trail(
                 "stored_at": row["stored_at"],
                 "kafka": {
                     "topic": row["kafka_topic"],
-                    "partition": row["kafka_partition"],
-                    "offset": row["kafka_offset"],
+                    "partition": int(row["kafka_partition"]),
+                    "offset": int(row["kafka_offset"]),
                 },
             },
             "cold": locate_cold(store, prefix, row),
         },
-        "dead_letters": "not recorded per event yet (dead letters carry no event id)",
+        "dead_letters": _dead_letter_history(source, event_id),
     }

@@ -348,8 +348,10 @@ def _day(ms: int) -> str:
 
 
 def merkle_root(leaves: list[str]) -> str:
-    """Binary SHA-256 Merkle root over hex leaves (the last node of an odd level is promoted)."""
-    level = [bytes.fromhex(leaf) for leaf in leaves]
+    """Binary SHA-256 Merkle root over hex leaves (the last node of an odd level is promoted).
+    A leaf that is not hex (a damaged record: reported as a finding of its own) counts as the
+    SHA-256 of its text, so the digest still differs from the other side's."""
+    level = [_leaf(leaf) for leaf in leaves]
     if not level:
         return hashlib.sha256(b"").hexdigest()
     while len(level) > 1:
@@ -360,6 +362,13 @@ def merkle_root(leaves: list[str]) -> str:
             nxt.append(level[-1])
         level = nxt
     return level[0].hex()
+
+
+def _leaf(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return hashlib.sha256(text.encode("utf-8", "replace")).digest()
 
 
 def verify(

@@ -242,6 +242,13 @@ def replay_cold(
             load_hmac_keyring(KeySettings()),
             lambda _: progress.advance(task),
         )
+    index_path = settings.audit_index_path
+    if report.inserted and index_path is not None and index_path.exists():
+        from sinks.clickhouse.trail_index import TrailIndex
+
+        index = TrailIndex(index_path)
+        index.invalidate()  # ClickHouse changed behind the sink: it rebuilds on start
+        index.close()
     result = report.as_dict()
     _audit(
         "replay_cold",
@@ -279,17 +286,23 @@ def audit(
         None, envvar="SEALSTREAM_TOKEN", help="Auditor JWT for the sink's endpoint."
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    from_store: bool = typer.Option(
+        False,
+        "--from-store",
+        help="Read ClickHouse itself, not the ClickHouse sink's audit index (its hot path).",
+    ),
 ) -> None:
     """Everything known about one event: receipt, authorization decision with policy version,
-    processing (enrichment, signature, chain position), where it is stored hot and cold.
-    Exit 0 found and its signature verifies, 1 not found or it does not verify."""
+    processing (enrichment, signature, chain position), where it is stored hot and cold,
+    dead-letter history and replays. Exit 0 found and its signature verifies, 1 not found or
+    it does not verify."""
     import httpx
 
     from sealstream.keys import load_hmac_keyring
     from sinks.clickhouse.access import direct_reader, local_token
     from sinks.clickhouse.client import EngineBusy, connect
     from sinks.objects.store import ObjectStore
-    from sinks.trail import audit_trail
+    from sinks.trail import StoreSource, audit_trail
 
     settings = ClickHouseSettings()
     objects = ObjectStoreSettings()
@@ -299,12 +312,19 @@ def audit(
         client = None
     if client is not None:
         read = direct_reader(client, settings.database)
+        # the sink is not running: ClickHouse itself (its index may be behind a backfill)
         trail = audit_trail(
-            read, event_id, load_hmac_keyring(KeySettings()), ObjectStore(objects), objects.prefix
+            StoreSource(read),
+            event_id,
+            load_hmac_keyring(KeySettings()),
+            ObjectStore(objects),
+            objects.prefix,
         )
         _audit("audit_lookup", {"event_id": event_id}, trail is not None)
     else:
         url = f"http://{settings.query_host}:{settings.query_port}/v1/audit/{event_id}"
+        if from_store:
+            url += "?source=store"
         try:
             response = httpx.get(
                 url,

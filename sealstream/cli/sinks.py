@@ -46,17 +46,24 @@ def _metrics(sink: SinkSettings, port: int) -> None:
 def sink_clickhouse(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Consume events.signed, audit.decisions, events.raw.dlq and audit.checkpoints into
     ClickHouse (embedded by default); in embedded mode also serve the query endpoint."""
+    from sinks.clickhouse.trail_index import TrailIndex
     from sinks.service import clickhouse_runner, start_query_endpoint
 
     _logging(loglevel)
     kafka, registry, clickhouse = KafkaSettings(), RegistrySettings(), ClickHouseSettings()
     sink = SinkSettings()
     _metrics(sink, sink.clickhouse_metrics_port)
-    runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink)
+    serves = clickhouse.embedded and bool(clickhouse.query_port)
+    path = clickhouse.audit_index_path
+    # the index serves this process's /v1/audit; a server deployment audits from ClickHouse
+    index = TrailIndex(path) if path is not None and serves else None
+    runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink, index)
     runner.install_signal_handlers()
     server = None
-    if clickhouse.embedded and clickhouse.query_port:
-        server = start_query_endpoint(clickhouse, kafka, registry, sink.decisions_topic)
+    if serves:
+        server = start_query_endpoint(
+            clickhouse, kafka, registry, sink.decisions_topic, index=index
+        )
     try:
         runner.run()
     finally:

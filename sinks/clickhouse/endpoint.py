@@ -77,7 +77,7 @@ def create_query_app(
     max_rows: int,
     timeout_s: int,
     health: Callable[[], dict[str, Any]] | None = None,
-    trail: Callable[[Callable[[str], list[dict[str, Any]]], str], dict[str, Any] | None]
+    trail: Callable[[Callable[[str], list[dict[str, Any]]], str, bool], dict[str, Any] | None]
     | None = None,
 ) -> Starlette:
     """``client`` is this process's clickhouse-connect client; ``lock`` serializes its use."""
@@ -178,7 +178,9 @@ def create_query_app(
             return _error(403, "role_required", "the audit trail needs the 'auditor' role")
         if trail is None:
             return _error(404, "not_configured", "this process serves no audit trail")
-        found = await run_in_threadpool(trail, read, event_id)
+        # ?source=store: read ClickHouse itself instead of the sink's audit index
+        from_store = request.query_params.get("source") == "store"
+        found = await run_in_threadpool(trail, read, event_id, from_store)
         if found is None:
             return _error(404, "event_not_found", f"no stored event {event_id!r}", "event_id")
         return Response(_json(found), media_type="application/json")

@@ -256,6 +256,33 @@ SETTINGS index_granularity = 256, min_compress_block_size = 4096,
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        3,
+        "dead letters by event id, replay markers, for the audit trail",
+        (
+            "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS event_id String DEFAULT ''",
+            """
+CREATE TABLE IF NOT EXISTS {db}.dlq_replays (
+    marker String,
+    status LowCardinality(String),
+    replay_id String,
+    by String,
+    at DateTime64(3, 'UTC'),
+    event_id String,
+    target Nullable(String),
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY marker
+SETTINGS """
+            + _DEDUP,
+        ),
+    ),
+)
+
 # Tables whose TTL follows ``hot_retention_days`` (kept in step by ``migrate``).
 TTL_TABLES = ("events", "events_by_id")
 

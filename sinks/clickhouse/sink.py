@@ -41,6 +41,10 @@ DECISION_COLUMNS = [
 DEAD_LETTER_COLUMNS = [
     "failed_at", "reason", "stage", "error_class", "message", "tenant", "event_type",
     "source_topic", "source_partition", "source_offset", "attempts", "bytes", "kafka_topic",
+    "kafka_partition", "kafka_offset", "event_id",
+]  # fmt: skip
+REPLAY_COLUMNS = [
+    "marker", "status", "replay_id", "by", "at", "event_id", "target", "kafka_topic",
     "kafka_partition", "kafka_offset",
 ]  # fmt: skip
 RECEIPT_COLUMNS = [
@@ -168,7 +172,30 @@ def dead_letter_row(message: Message) -> list[Any]:
         min(integer("dlq.attempts"), 65535),
         len(message.value() or b""),
         *_coords(message),
+        h.get("event_id", ""),  # set by the gateway on raw events; absent on poison
     ]
+
+
+def replay_row(message: Message) -> list[Any] | None:
+    """A dead-letter replay/purge marker (JSON on the compacted ``dlq.replays`` topic, keyed by
+    the dead letter's coordinates; streams/dlq.py writes them)."""
+    value, key = message.value(), message.key()
+    if not value or not key:
+        return None
+    try:
+        marker = json.loads(value)
+        row = [
+            key.decode(),
+            str(marker["status"]),
+            str(marker.get("replay_id") or ""),
+            str(marker.get("by") or ""),
+            _ms(int(marker["at_ms"])),
+            str(marker.get("event_id") or ""),
+            marker.get("target"),
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RowError("unconvertible", f"replay marker is not the expected JSON: {exc}") from exc
+    return [*row, *_coords(message)]
 
 
 def receipt_row(message: Message) -> list[Any] | None:
@@ -226,6 +253,7 @@ class ClickHouseStore:
         decoder: Decoder,
         group: str,
         topic_ids: dict[str, str],
+        on_stored: Callable[[str, list[list[Any]]], None] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -233,6 +261,8 @@ class ClickHouseStore:
         self.decoder = decoder
         self.group = group
         self.topic_ids = topic_ids
+        # called with (table, rows) after ClickHouse accepted them: the audit trail's index
+        self.on_stored = on_stored
         # ClickHouse 26 added ``deduplicate_insert`` ('enable' by default), which overrides
         # ``insert_deduplicate``; older servers reject the name. Set whichever exist.
         self.dedup_settings = {
@@ -257,6 +287,7 @@ class ClickHouseStore:
                 f"{db}.checkpoints", CHECKPOINT_COLUMNS, decoded(checkpoint_row)
             ),
             sink.receipts_topic: _Table(f"{db}.receipts", RECEIPT_COLUMNS, receipt_row),
+            sink.replays_topic: _Table(f"{db}.dlq_replays", REPLAY_COLUMNS, replay_row),
         }
 
     @property
@@ -298,6 +329,8 @@ class ClickHouseStore:
             self.client.insert(table.name, rows, column_names=table.columns, settings=settings)
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
+        if self.on_stored is not None:
+            self.on_stored(table.name.split(".", 1)[1], rows)
         return rejected
 
     def close(self) -> None:

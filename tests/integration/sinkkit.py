@@ -44,12 +44,19 @@ class Sinks:
             "sink_dlq": f"sinkdlq-{tag}",
             "receipts": f"receipts-{tag}",
             "raw": f"raw-{tag}",  # where operator actions are published as events
+            "replays": f"replays-{tag}",  # dead-letter replay markers
         }
         admin = AdminClient(stack.kafka_settings().client_config())
         futures = admin.create_topics(
             [
                 NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
-                for t in self.topics.values()
+                for name, t in self.topics.items()
+                if name != "replays"
+            ]
+            + [
+                NewTopic(
+                    self.topics["replays"], PARTITIONS, 1, config={"cleanup.policy": "compact"}
+                )
             ]
         )
         for future in futures.values():
@@ -68,6 +75,8 @@ class Sinks:
             "SEALSTREAM_SINK_DEAD_LETTER_TOPIC": self.topics["sink_dlq"],
             "SEALSTREAM_SINK_RECEIPTS_TOPIC": self.topics["receipts"],
             "SEALSTREAM_WORKER_RAW_TOPIC": self.topics["raw"],
+            "SEALSTREAM_SINK_REPLAYS_TOPIC": self.topics["replays"],
+            "SEALSTREAM_WORKER_DLQ_REPLAYS_TOPIC": self.topics["replays"],
             "SEALSTREAM_SINK_CLICKHOUSE_GROUP": f"ch-{tag}",
             "SEALSTREAM_SINK_OBJECTS_GROUP": f"obj-{tag}",
             "SEALSTREAM_SINK_CLICKHOUSE_MAX_AGE_S": "0.3",
@@ -260,7 +269,10 @@ class Sinks:
             else "SEALSTREAM_SINK_OBJECTS_GROUP"
         ]
         topics = (
-            [self.topics[t] for t in ("signed", "decisions", "dlq", "checkpoints", "receipts")]
+            [
+                self.topics[t]
+                for t in ("signed", "decisions", "dlq", "checkpoints", "receipts", "replays")
+            ]
             if kind == "clickhouse"
             else [self.topics["signed"]]
         )

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from sinks.objects.files import read_records
 from streams.dlq import read_markers
@@ -35,12 +34,8 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
         SEALSTREAM_WORKER_MAX_ATTEMPTS="2",
         SEALSTREAM_WORKER_BACKOFF_BASE_S="0.05",
     )
-    markers = f"replays-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient(stack.kafka_settings().client_config())
-    admin.create_topics([NewTopic(markers, 1, 1, config={"cleanup.policy": "compact"})])[
-        markers
-    ].result(30)
     sinks = Sinks(stack, tmp_path)
+    markers = sinks.topics["replays"]
     for name, topic in (
         ("signed", "events.signed"),
         ("dlq", "events.raw.dlq"),
@@ -52,7 +47,6 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
         SEALSTREAM_WORKER_RAW_TOPIC=workers.topics["events.raw"],
         SEALSTREAM_WORKER_SIGNED_TOPIC=workers.topics["events.signed"],
         SEALSTREAM_WORKER_DLQ_TOPIC=workers.topics["events.raw.dlq"],
-        SEALSTREAM_WORKER_DLQ_REPLAYS_TOPIC=markers,
         SEALSTREAM_WORKER_TENANTS_TOPIC="",
     )
     try:
@@ -150,6 +144,16 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
         assert {str(a) for a, _ in actions} >= {"dlq_replay", "dlq_replay_dry_run"}
         verified = sinks.cli("verify", "--json")  # the whole pipeline's output verifies
         assert verified.returncode == 0, verified.stdout[-3000:]
+        # (after verify: a lookup is an operator action, published as an event)
+        # the audit trail of a replayed event tells its dead-letter history and the replay
+        replayed = sorted(slow_ids)[0]
+        trail = json.loads(sinks.cli("audit", replayed, "--json").stdout)
+        assert trail["read_from"] == "clickhouse"  # the sink is stopped: the engine itself
+        [letter] = trail["dead_letters"]
+        assert letter["reason"] == "enricher_timeout"
+        assert letter["dead_letter"]["topic"] == workers.topics["events.raw.dlq"]
+        assert [a["status"] for a in letter["operator_actions"]] == ["replayed"]
+        assert trail["processing"]["source"]["offset"] != letter["source"]["offset"]
         assert ok_ids  # the good traffic was never touched by any of this
     finally:
         sinks.stop_all()

@@ -189,6 +189,11 @@ def test_audit_trail_of_one_event_from_receipt_to_cold_file(sinks: Sinks) -> Non
         event["hash"],
     )
     assert trail["processing"]["signature_valid"] is True
+    # the hot path (the sink's audit index) tells what ClickHouse itself tells
+    store = json.loads(sinks.cli("audit", event["event_id"], "--json", "--from-store").stdout)
+    assert (trail.pop("read_from"), store.pop("read_from")) == ("audit_index", "clickhouse")
+    trail["stored"]["hot"].pop("stored_at"), store["stored"]["hot"].pop("stored_at")
+    assert trail == store
     cold = trail["stored"]["cold"]
     assert cold["status"] == "stored" and (sinks.tmp / "objects" / cold["path"]).exists()
     denied = httpx.get(
@@ -204,7 +209,7 @@ def test_audit_trail_of_one_event_from_receipt_to_cold_file(sinks: Sinks) -> Non
         "SELECT decision, count() FROM sealstream.audit_decisions "
         "WHERE action = 'audit_lookup' GROUP BY decision ORDER BY decision"
     )
-    assert [(str(d), int(n)) for d, n in lookups] == [("ALLOW", 2), ("DENY", 1)]
+    assert [(str(d), int(n)) for d, n in lookups] == [("ALLOW", 3), ("DENY", 1)]
 
 
 def test_dlq_stats_list_and_show_select_and_decode_dead_letters(sinks: Sinks) -> None:

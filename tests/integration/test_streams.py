@@ -169,7 +169,11 @@ class RawProducer:
                 self.topic,
                 value=self.encoder.encode(record),
                 key=f"{tenant}:a{i % 5}".encode(),
-                headers=[("correlation_id", f"c-{event_id}".encode())],
+                # as the gateway sets them (dead letters keep them: the audit trail's link)
+                headers=[
+                    ("correlation_id", f"c-{event_id}".encode()),
+                    ("event_id", event_id.encode()),
+                ],
             )
         assert self.producer.flush(30) == 0
         return ids, poison

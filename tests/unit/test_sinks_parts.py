@@ -312,14 +312,14 @@ def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     first = run(30)
-    assert first["first"] == {"applied": [1, 2], "already": [], "ttl_changed": []}
-    assert first["second"] == {"applied": [], "already": [1, 2], "ttl_changed": []}
+    assert first["first"] == {"applied": [1, 2, 3], "already": [], "ttl_changed": []}
+    assert first["second"] == {"applied": [], "already": [1, 2, 3], "ttl_changed": []}
     assert {"events", "events_by_id", "events_minutely", "dead_letters", "audit_decisions",
             "checkpoints", "schema_migrations"} <= set(first["tables"])  # fmt: skip
     assert "changed after it was applied" in first["edited"]
     later = run(7)
     assert later["first"] == {
-        "applied": [], "already": [1, 2], "ttl_changed": ["events", "events_by_id"],
+        "applied": [], "already": [1, 2, 3], "ttl_changed": ["events", "events_by_id"],
     }  # fmt: skip
     assert later["second"]["ttl_changed"] == []
 
@@ -332,3 +332,42 @@ def test_malformed_signed_fields_are_a_finding_not_a_crash() -> None:
         problems = check_entry({**record, name: value}, KEYS)
         assert problems and problems[0][0] == Problem.MODIFIED, (name, problems)
     assert check_entry(record, KEYS) == []
+
+
+def test_a_damaged_hash_changes_the_merkle_root_instead_of_crashing_verify() -> None:
+    from sinks.verify import merkle_root
+
+    good = [f"{i:064x}" for i in range(5)]
+    damaged = [*good[:2], good[2][:6] + "\u00ff" + good[2][7:], *good[3:]]  # a flipped byte
+    assert merkle_root(damaged) != merkle_root(good)
+    assert merkle_root(good) == merkle_root(list(good))
+
+
+def test_verify_works_across_a_key_rotation_and_names_keys_nobody_has() -> None:
+    from sealstream.integrity import ChainHead
+    from sinks.verify import Entry, VerifyReport, verify
+
+    old = HmacKeyring("k1", {"k1": b"k" * 32})
+    new = HmacKeyring("k2", {**old.keys, "k2": b"n" * 32})  # rotated: k1 kept to verify
+    before = signed_chain(4, "c", old, routes=("both",))
+    last = before[-1]
+    after = signed_chain(
+        4, "c", new, routes=("both",), head=ChainHead(int(last["seq"]), str(last["hash"]))
+    )
+    assert {r["key_id"] for r in before} == {"k1"} and {r["key_id"] for r in after} == {"k2"}
+
+    def report(keys: HmacKeyring) -> VerifyReport:
+        entries = [
+            Entry(r, "cold", "-", (0, i), json.loads(r["payload_json"]))
+            for i, r in enumerate(before + after)
+        ]
+        return verify(None, entries, keys, {}, True, VerifyReport())
+
+    assert report(new).ok  # old key ids still verify after the rotation
+    forgot = report(HmacKeyring("k2", {"k2": b"n" * 32}))  # k1 dropped from the keyring
+    assert forgot.by_kind() == {"cold:unknown_key": 4}
+    assert sorted(f.seq for f in forgot.findings) == [int(r["seq"]) for r in before]
+    # k1's secret replaced: each k1 signature still links into the chain, so to the verifier
+    # a signed field changed (it cannot tell a wrong key from edited content)
+    wrong = report(HmacKeyring("k2", {"k1": b"x" * 32, "k2": b"n" * 32}))
+    assert wrong.by_kind() == {"cold:modified": 4}

@@ -1,0 +1,194 @@
+"""The audit trail's hot path: a local index of what the ClickHouse sink stored, by event id.
+
+``sealstream audit`` needs one event's row, its receipt, the authorization decisions of its
+request, its dead letters and their replays. On ClickHouse that is one point read per table,
+and each read costs about 2 ms on the embedded engine however the table is laid out (query
+set-up, not storage: a ``SELECT 1`` alone takes 0.6-0.8 ms; benchmarks/results/ops.md).
+So the sink, after each batch ClickHouse accepted, writes the same rows here too: one SQLite
+file (the standard library's, WAL mode) with one row per stored entry, keyed by event id (by
+tenant and request id for decisions), its body compressed JSON. A trail is then two
+primary-key reads. Size: about 1.2 KiB per event with its receipt and decision.
+
+Why SQLite and not another ClickHouse table: it answers a point read in microseconds inside
+the process, needs no server, and is only ever a copy. ClickHouse stays the store of record:
+
+* the index is derived: when it is missing or was invalidated (``replay cold`` writes
+  ClickHouse directly) the sink rebuilds it from the ClickHouse tables before consuming;
+* writes are idempotent (a rebuilt batch rewrites the same keys), and come after the
+  ClickHouse insert, so the index never holds a row ClickHouse refused;
+* it expires rows with the hot retention, like the ClickHouse TTL;
+* ``verify`` never reads it; ``sealstream audit --from-store`` reads ClickHouse itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sinks.clickhouse.sink import (
+    DEAD_LETTER_COLUMNS,
+    DECISION_COLUMNS,
+    EVENT_COLUMNS,
+    RECEIPT_COLUMNS,
+    REPLAY_COLUMNS,
+)
+
+# kind -> (ClickHouse table, its columns as inserted)
+TABLES: dict[str, tuple[str, list[str]]] = {
+    "event": ("events", EVENT_COLUMNS),
+    "receipt": ("receipts", RECEIPT_COLUMNS),
+    "decision": ("audit_decisions", DECISION_COLUMNS),
+    "dead_letter": ("dead_letters", DEAD_LETTER_COLUMNS),
+    "replay": ("dlq_replays", REPLAY_COLUMNS),
+}
+KIND_OF_TABLE = {table: kind for kind, (table, _) in TABLES.items()}
+
+Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body (zlib'd JSON)
+
+
+def _pack(body: dict[str, Any]) -> bytes:
+    # level 1 halves the file (hex digests compress poorly; more effort gains ~3 %)
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1)
+
+
+def as_text(value: Any) -> Any:
+    """ClickHouse's JSON rendering of a value, so both trail sources read alike."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, (list, tuple)):
+        return [as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): as_text(v) for k, v in value.items()}
+    return value
+
+
+def _at_ms(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return int(when.timestamp() * 1000)
+    return int(time.time() * 1000)
+
+
+def request_key(tenant: str, request_id: str) -> str:
+    return f"request:{tenant}/{request_id}"
+
+
+def entries(kind: str, rows: Iterable[list[Any] | tuple[Any, ...]]) -> Iterator[Entry]:
+    """Index entries of rows in ``TABLES[kind]``'s column order (as the sink inserts them or
+    as a rebuild selects them back; a rebuild adds ``stored_at`` to events)."""
+    columns = TABLES[kind][1] + (["stored_at"] if kind == "event" else [])
+    for values in rows:
+        row = dict(zip(columns, values, strict=False))
+        if kind == "receipt":
+            yield row["event_id"], kind, row["tenant"], _at_ms(None), _pack(row)
+            continue
+        body = {k: as_text(v) for k, v in row.items()}
+        ident = f"{row['kafka_topic']}/{row['kafka_partition']}/{row['kafka_offset']}"
+        if kind == "event":
+            body.setdefault("stored_at", as_text(dt.datetime.now(dt.UTC)))
+            yield row["event_id"], kind, "", _at_ms(row["occurred_at"]), _pack(body)
+        elif kind == "decision":
+            key = request_key(row["tenant"], row["request_id"])
+            yield key, kind, ident, _at_ms(row["decided_at"]), _pack(body)
+        elif kind == "dead_letter" and row.get("event_id"):
+            yield row["event_id"], kind, ident, _at_ms(row["failed_at"]), _pack(body)
+        elif kind == "replay" and row.get("event_id"):
+            yield row["event_id"], kind, row["marker"], _at_ms(row["at"]), _pack(body)
+
+
+class TrailIndex:
+    """One SQLite file; safe to share between the sink's threads (one connection, a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a power cut may lose the last commits, never corrupt; the sink rewrites a
+        # batch it did not commit, and a lost index write is repaired by a rebuild.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT NOT NULL, kind TEXT NOT NULL, "
+            "ident TEXT NOT NULL, at_ms INTEGER NOT NULL, body BLOB NOT NULL, "
+            "PRIMARY KEY (key, kind, ident))"  # rowid table: bodies are ~1 KiB (WITHOUT ROWID
+        )  # suits rows under 1/20 of a page; it doubled the file)
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_at ON entries (at_ms)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """True once built from ClickHouse (or started with it empty) and not invalidated."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'complete'").fetchone()
+        return row is not None and row[0] == "1"
+
+    def invalidate(self) -> None:
+        """ClickHouse was written behind the sink's back: rebuild before the next use."""
+        with self._lock:
+            self._db.execute("DELETE FROM meta WHERE name = 'complete'")
+
+    def rebuild(
+        self,
+        select: Callable[[str, list[str]], Iterable[list[Any] | tuple[Any, ...]]],
+        progress: Callable[[str, int], None] | None = None,
+    ) -> dict[str, int]:
+        """Refill from ClickHouse: ``select(table, columns)`` yields its rows."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            self._db.execute("DELETE FROM meta WHERE name = 'complete'")
+            self._db.execute("DELETE FROM entries")
+        for kind, (table, columns) in TABLES.items():
+            batch: list[Entry] = []
+            counts[kind] = 0
+            for entry in entries(kind, select(table, columns)):
+                batch.append(entry)
+                if len(batch) >= 10_000:
+                    counts[kind] += self.add(batch)
+                    batch = []
+                    if progress:
+                        progress(kind, counts[kind])
+            counts[kind] += self.add(batch)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
+        return counts
+
+    # -- writes and reads -------------------------------------------------------------------
+
+    def add(self, batch: Iterable[Entry]) -> int:
+        rows = list(batch)
+        if rows:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+        return len(rows)
+
+    def expire(self, before_ms: int) -> int:
+        with self._lock:
+            return self._db.execute("DELETE FROM entries WHERE at_ms < ?", (before_ms,)).rowcount
+
+    def get(self, key: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(kind, ident, body) of every entry under ``key``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, ident, body FROM entries WHERE key = ?", (key,)
+            ).fetchall()
+        return [(kind, ident, json.loads(zlib.decompress(body))) for kind, ident, body in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
