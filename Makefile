@@ -7,7 +7,21 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit integration stop clean
+DASHBOARD_WEB := sealstream/dashboard/web
+
+.PHONY: run test lint unit integration stop clean browser
+
+# the dashboard's charting library (uPlot), from the npm registry, served locally
+$(DASHBOARD_WEB)/node_modules/.package-lock.json: $(DASHBOARD_WEB)/package-lock.json
+	npm ci --prefix $(DASHBOARD_WEB) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# headless Chromium and its driver for the dashboard test (Debian's packages)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-run: $(VENV)/.installed
-	$(BIN)/sealstream up
+run: $(VENV)/.installed $(DASHBOARD_WEB)/node_modules/.package-lock.json
+	$(BIN)/sealstream up --demo
 
 stop: $(VENV)/.installed
 	$(BIN)/sealstream stack down
@@ -31,7 +45,7 @@ unit: $(VENV)/.installed
 integration: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/integration
 
-test: lint
+test: lint $(DASHBOARD_WEB)/node_modules/.package-lock.json browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -41,6 +41,7 @@ from sealstream.settings import (
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.lookup import find_event
 from sinks.clickhouse.migrations import migrate
+from sinks.clickhouse.trail_index import TrailIndex
 from sinks.runner import SinkRunner
 from sinks.service import clickhouse_runner, object_runner
 
@@ -206,7 +207,9 @@ def main() -> None:
     clickhouse = ClickHouseSettings(embedded_dir=WORK / "clickhouse")
     try:
         produce_signed(stack, topic, args.events)
-        runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink)
+        # as `sealstream sink clickhouse` runs embedded: with the audit trail's index
+        index = TrailIndex(WORK / "audit-index.sqlite3")
+        runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink, index)
         ch_rate = drain(runner, stack.bootstrap, sink.clickhouse_group, topic, "clickhouse sink")
         console.log(f"clickhouse sink: {ch_rate:,.0f} rows/s")
         objects = ObjectStoreSettings(url=str(WORK / "objects"))

@@ -235,9 +235,29 @@ class WorkerSettings(BaseSettings):
     policy_file: Path = Path("config/policy.yaml")
     data_dir: Path = Field(default=Path(".sealstream/worker"), description="faust's data dir.")
     web_port: int = Field(default=0, ge=0, le=65535, description="faust web/metrics; 0 = off.")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus /metrics of this worker; 0 = off."
+    )
+    metrics_host: str = Field(default=LOCALHOST, description="Address /metrics binds.")
     fault_slow_tenant: str | None = Field(
         default=None, description="Fault drill: hang enrichment of this tenant's events."
     )
+
+
+class UpSettings(BaseSettings):
+    """``sealstream up``: the supervised main job and its dashboard (``SEALSTREAM_UP_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_UP_", extra="ignore")
+
+    workers: int = Field(default=1, ge=1, le=16, description="Stream processor processes.")
+    dashboard_host: str = LOCALHOST
+    dashboard_port: int = Field(default=18090, ge=1, le=65535)
+    worker_metrics_port: int = Field(
+        default=18126, ge=1, le=65535, description="First worker's /metrics; +1 per worker."
+    )
+    objects_metrics_port: int = Field(default=18125, ge=1, le=65535)
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+    demo_timeout_s: float = Field(default=180.0, gt=0)
 
 
 class ClickHouseSettings(BaseSettings):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from schemas.catalog import AVRO_DIR
 from sealstream.cli.dlq import app as dlq_app
 from sealstream.cli.gateway import serve as serve_gateway
 from sealstream.cli.gateway import tokens_app
@@ -16,6 +13,7 @@ from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.sinks import clickhouse_app, objects_app, query, sink_app
 from sealstream.cli.stack import app as stack_app
 from sealstream.cli.topics import app as topics_app
+from sealstream.cli.up import demo_command, up_command
 from sealstream.cli.worker import worker
 
 app = typer.Typer(
@@ -41,19 +39,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 
 
-@app.command()
-def up(
-    directory: Path | None = typer.Option(None, "--dir", help="Stack directory."),
-) -> None:
-    """The main job on the embedded defaults: start the local stack, create the topics and
-    register the schemas. (Later stages join as they land: gateway, workers, sinks.)"""
-    from sealstream.cli.schemas import register
-    from sealstream.cli.stack import stack_settings, start_stack
-
-    stack = start_stack(stack_settings(directory))
-    register(registry_url=stack.registry_url, directory=AVRO_DIR, as_json=False)
-    typer.echo(f"ready: Kafka {stack.bootstrap}, schema registry {stack.registry_url}")
-    typer.echo("stop with: sealstream stack down")
+app.command("up")(up_command)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

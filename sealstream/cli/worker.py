@@ -32,5 +32,9 @@ def worker(
                 TopicFollower(
                     kafka, settings.tenants_topic, enricher.apply_record, "worker-tenants"
                 )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, settings.metrics_host)
     app = create_app(settings, kafka, processor, signing, checkpoint_encoder)
     Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()

@@ -1,0 +1,287 @@
+"""``sealstream up`` (the main job) and ``sealstream demo``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sealstream.settings import (
+    ClickHouseSettings,
+    GatewaySettings,
+    ObjectStoreSettings,
+    StackSettings,
+    UpSettings,
+)
+
+console = Console()
+
+
+def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
+    """What every supervised process (and this one) reads: the stack's addresses, and every
+    state directory under the stack dir unless the environment already names one."""
+    d = stack.dir.resolve()
+    defaults = {
+        "SEALSTREAM_KEYS_DIR": str(d / "keys"),
+        "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(d / "clickhouse"),
+        "SEALSTREAM_OBJECTS_URL": str(d / "objects"),
+        "SEALSTREAM_WORKER_DATA_DIR": str(d / "worker"),
+        # the local job shows results in seconds; production keeps bigger, older files
+        "SEALSTREAM_SINK_OBJECTS_MAX_AGE_S": "5",
+        "SEALSTREAM_SINK_OBJECTS_METRICS_PORT": str(up.objects_metrics_port),
+    }
+    env = {**defaults, **{k: v for k, v in os.environ.items() if k.startswith("SEALSTREAM_")}}
+    env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap_servers
+    env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
+    return env
+
+
+def services(up: UpSettings) -> list[Any]:
+    from sealstream.supervisor import Service
+
+    gateway, clickhouse = GatewaySettings(), ClickHouseSettings()
+    workers = [
+        Service(
+            f"worker-{i + 1}",
+            ["worker"],
+            {
+                "SEALSTREAM_WORKER_METRICS_PORT": str(up.worker_metrics_port + i),
+                "SEALSTREAM_WORKER_DATA_DIR": f"{os.environ['SEALSTREAM_WORKER_DATA_DIR']}-{i + 1}",
+            },
+            f"http://127.0.0.1:{up.worker_metrics_port + i}/metrics",
+        )
+        for i in range(up.workers)
+    ]
+    return [
+        Service("sink-clickhouse", ["sink", "clickhouse"],
+                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-clickhouse"},
+                f"http://{clickhouse.query_host}:{clickhouse.query_port}/healthz"),
+        Service("sink-objects", ["sink", "objects"],
+                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
+                f"http://127.0.0.1:{up.objects_metrics_port}/metrics"),
+        *workers,
+        Service("gateway", ["gateway"], {},
+                f"http://{gateway.host}:{gateway.port}/healthz"),
+    ]  # fmt: skip
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(supervisor: Any, timeout_s: float) -> list[str]:
+    """Wait until every service answers its health URL; the names still not answering."""
+    deadline = time.monotonic() + timeout_s
+    waiting = [s for s in supervisor.services if s.health_url]
+    with console.status("starting gateway, workers and sinks") as spinner:
+        while waiting and time.monotonic() < deadline:
+            waiting = [s for s in waiting if not _healthy(s.health_url)]
+            spinner.update(f"waiting for {', '.join(s.name for s in waiting) or 'nothing'}")
+            time.sleep(0.5)
+    return [s.name for s in waiting]
+
+
+def endpoint_query(clickhouse: ClickHouseSettings) -> Any:
+    from sinks.clickhouse.access import local_token
+
+    url = f"http://{clickhouse.query_host}:{clickhouse.query_port}/v1/query"
+    token = local_token("*", "auditor")
+
+    def query(sql: str) -> list[list[Any]]:
+        response = httpx.post(
+            url, json={"sql": sql, "format": "json"},
+            headers={"Authorization": f"Bearer {token}"}, timeout=60,
+        )  # fmt: skip
+        response.raise_for_status()
+        return list(response.json()["rows"])
+
+    return query
+
+
+def demo_run(per_tenant: int, timeout_s: float) -> Any:
+    """Publish the mix through the running gateway, wait for it to land, verify: the summary."""
+    from rich.progress import Progress
+
+    from sealstream.cli.gateway import auth_settings
+    from sealstream.demo import (
+        DemoSummary,
+        count_cold,
+        count_hot,
+        publish_mix,
+        run_verify,
+        wait_landed,
+    )
+    from sinks.objects.store import ObjectStore
+
+    started = time.monotonic()
+    today = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # an hour boundary at 0:00
+    gateway, clickhouse, objects = GatewaySettings(), ClickHouseSettings(), ObjectStoreSettings()
+    summary = DemoSummary()
+    with Progress(console=console) as progress:
+        total = (per_tenant + 3) * 3 + 2
+        task = progress.add_task("publishing through the gateway", total=total)
+        ids, rejected, sent = publish_mix(
+            f"http://{gateway.host}:{gateway.port}",
+            auth_settings(),
+            per_tenant,
+            progress=lambda n: progress.advance(task, n),
+        )
+        summary.published, summary.accepted = sent, len(ids)
+        summary.rejected = dict(rejected)
+        query, store, wanted = endpoint_query(clickhouse), ObjectStore(objects), set(ids)
+        land = progress.add_task("landing hot and cold", total=2 * len(ids))
+        cold_files = [0]
+
+        def check() -> tuple[int, int]:
+            hot, _ = count_hot(query, ids)
+            cold, cold_files[0] = count_cold(store, objects.prefix, wanted, today)
+            return hot, cold
+
+        hot, cold, landed = wait_landed(
+            check, len(ids), timeout_s, lambda h, c: progress.update(land, completed=h + c)
+        )
+        summary.stored_hot, summary.stored_cold, summary.cold_files = hot, cold, cold_files[0]
+        summary.landed_s = round(time.monotonic() - started, 1) if landed else None
+        try:
+            summary.dead_lettered = count_hot(query, ids)[1]
+        except httpx.HTTPError:
+            summary.dead_lettered = None  # unknown: the endpoint is not answering
+        task = progress.add_task("verify all", total=None)
+        summary.verify_ok, report = run_verify(today)
+        progress.update(task, total=1, completed=1)
+    summary.verify_checked = dict(report.get("checked") or {})
+    summary.verify_findings = dict(report.get("by_kind") or {})
+    summary.seconds = round(time.monotonic() - started, 1)
+    return summary
+
+
+def print_summary(summary: Any) -> None:
+    table = Table(title="demo summary", show_header=False)
+    table.add_row("published", str(summary.published))
+    table.add_row("accepted (202, receipt)", str(summary.accepted))
+    for code, n in sorted(summary.rejected.items()):
+        table.add_row(f"rejected: {code}", str(n))
+    table.add_row("dead-lettered", str(summary.dead_lettered))
+    table.add_row("rows in ClickHouse", f"{summary.stored_hot} of {summary.accepted}")
+    cold = f"{summary.stored_cold} of {summary.accepted} in {summary.cold_files} files"
+    table.add_row("in cold storage", cold)
+    landed = f"{summary.landed_s} s" if summary.landed_s else "[red]not all[/]"
+    table.add_row("landed after", landed)
+    verdict = "[green]clean[/]" if summary.verify_ok else f"[red]{summary.verify_findings}[/]"
+    table.add_row("verify", f"{verdict} (checked {summary.verify_checked})")
+    console.print(table)
+    console.print("[green]demo OK[/]" if summary.ok else "[red]demo FAILED[/]")
+
+
+def where(stack: Any, up: UpSettings, supervisor: Any) -> None:
+    gateway, clickhouse = GatewaySettings(), ClickHouseSettings()
+    table = Table("what", "where")
+    table.add_row("gateway", f"http://{gateway.host}:{gateway.port}  (POST /v1/events, /docs)")
+    table.add_row("dashboard", f"http://{up.dashboard_host}:{up.dashboard_port}/dashboard")
+    table.add_row(
+        "query / audit",
+        f"http://{clickhouse.query_host}:{clickhouse.query_port}  (/v1/query, /v1/audit/ID)",
+    )
+    table.add_row("Kafka", stack.bootstrap)
+    table.add_row("schema registry", stack.registry_url)
+    table.add_row("ClickHouse (embedded)", ClickHouseSettings().dsn)
+    table.add_row("cold storage", ObjectStoreSettings().url)
+    table.add_row("logs", str(supervisor.log_dir))
+    table.add_row("processes", str(supervisor.state_file))
+    console.print(table)
+
+
+def up_command(
+    directory: Path | None = typer.Option(None, "--dir", help="Stack directory."),
+    demo: bool = typer.Option(False, "--demo", help="Run the demo once everything is up."),
+    exit_after: bool = typer.Option(
+        False, "--exit", help="Stop everything after the demo (exit 0 if it reconciled)."
+    ),
+    per_tenant: int = typer.Option(60, help="Demo events per tenant."),
+    keep_stack: bool = typer.Option(
+        False, "--keep-stack", help="Leave Kafka and the registry running on exit."
+    ),
+) -> None:
+    """The main job on the embedded defaults: Kafka and the schema registry, the gateway, the
+    workers and both sinks as supervised processes (restarted when they crash, logs under
+    <stack dir>/logs), the operations dashboard; Ctrl-C stops everything cleanly."""
+    from schemas.catalog import AVRO_DIR
+    from sealstream.cli.schemas import register
+    from sealstream.cli.stack import stack_settings, start_stack
+    from sealstream.dashboard import start_dashboard
+    from sealstream.supervisor import Supervisor
+
+    settings = stack_settings(directory)
+    up = UpSettings()
+    stack = start_stack(settings)
+    register(registry_url=stack.registry_url, directory=AVRO_DIR, as_json=False)
+    env = child_env(settings, up)
+    os.environ.update(env)  # this process (demo, dashboard) reads the same settings
+    supervisor = Supervisor(
+        services(up), settings.dir / "logs", settings.dir / "up.json", {**os.environ, **env}
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    supervisor.start()
+    dashboard = start_dashboard(up, supervisor, settings)
+    code = 0
+    try:
+        missing = wait_ready(supervisor, up.ready_timeout_s)
+        if missing:
+            console.print(f"[red]not ready after {up.ready_timeout_s:.0f} s: {missing}[/]")
+        where(stack, up, supervisor)
+        if demo and not stop.is_set():
+            summary = demo_run(per_tenant, up.demo_timeout_s)
+            print_summary(summary)
+            (settings.dir / "demo-summary.json").write_text(
+                json.dumps(summary.as_dict(), indent=2) + "\n"
+            )
+            code = 0 if summary.ok else 1
+        if not exit_after:
+            console.print("running; Ctrl-C stops everything")
+            while not stop.wait(1):
+                pass
+    finally:
+        console.print("stopping ...")
+        dashboard.stop()
+        codes = supervisor.stop()
+        console.print(f"stopped: {codes}")
+        if not keep_stack:
+            from sealstream.stack.local import LocalStack
+
+            LocalStack(settings).down()
+            console.print("stack stopped")
+    raise typer.Exit(code)
+
+
+def demo_command(
+    directory: Path | None = typer.Option(None, "--dir", help="Stack directory of `up`."),
+    per_tenant: int = typer.Option(60, help="Events per tenant."),
+    timeout_s: float = typer.Option(180, help="How long to wait for everything to land."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable summary."),
+) -> None:
+    """Publish a realistic mix through a running `sealstream up`, wait until it lands, print
+    the summary (exit 0 if every accepted event is stored hot and cold and verify is clean)."""
+    from sealstream.cli.stack import stack_settings
+
+    os.environ.update(child_env(stack_settings(directory, saved_first=True), UpSettings()))
+    summary = demo_run(per_tenant, timeout_s)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        print_summary(summary)
+    raise typer.Exit(0 if summary.ok else 1)
