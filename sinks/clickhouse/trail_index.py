@@ -6,8 +6,8 @@ and each read costs about 2 ms on the embedded engine however the table is laid 
 set-up, not storage: a ``SELECT 1`` alone takes 0.6-0.8 ms; benchmarks/results/ops.md).
 So the sink, after each batch ClickHouse accepted, writes the same rows here too: one SQLite
 file (the standard library's, WAL mode) with one row per stored entry, keyed by event id (by
-tenant and request id for decisions), its body compressed JSON. A trail is then two
-primary-key reads. Size: about 1.2 KiB per event with its receipt and decision.
+tenant and request id for decisions), its body JSON. A trail is then two primary-key reads.
+Size: about 2 KiB per event with its receipt and decision.
 
 Why SQLite and not another ClickHouse table: it answers a point read in microseconds inside
 the process, needs no server, and is only ever a copy. ClickHouse stays the store of record:
@@ -23,14 +23,14 @@ the process, needs no server, and is only ever a copy. ClickHouse stays the stor
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from sinks.clickhouse.sink import (
     DEAD_LETTER_COLUMNS,
@@ -50,20 +50,32 @@ TABLES: dict[str, tuple[str, list[str]]] = {
 }
 KIND_OF_TABLE = {table: kind for kind, (table, _) in TABLES.items()}
 
-Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body (zlib'd JSON)
+Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body (JSON)
 
 
 def _pack(body: dict[str, Any]) -> bytes:
-    # level 1 halves the file (hex digests compress poorly; more effort gains ~3 %)
-    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1)
+    # Not compressed: zlib took longer than everything else of a row here (~60 us for
+    # 1.2 KiB of mostly hex digests) for a 2x smaller file; lz4 saved only a quarter.
+    return orjson.dumps(body)
+
+
+def _flat_text(row: dict[str, Any]) -> dict[str, Any]:
+    """``as_text`` for the sink's rows, whose only datetimes are top-level values (fast)."""
+    return {
+        k: _datetime_text(v) if isinstance(v, dt.datetime) else v for k, v in row.items()
+    }
+
+
+def _datetime_text(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "milliseconds")
 
 
 def as_text(value: Any) -> Any:
     """ClickHouse's JSON rendering of a value, so both trail sources read alike."""
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return _datetime_text(value)
     if isinstance(value, (list, tuple)):
         return [as_text(v) for v in value]
     if isinstance(value, dict):
@@ -86,15 +98,16 @@ def entries(kind: str, rows: Iterable[list[Any] | tuple[Any, ...]]) -> Iterator[
     """Index entries of rows in ``TABLES[kind]``'s column order (as the sink inserts them or
     as a rebuild selects them back; a rebuild adds ``stored_at`` to events)."""
     columns = TABLES[kind][1] + (["stored_at"] if kind == "event" else [])
+    stored_at = _datetime_text(dt.datetime.now(dt.UTC))
     for values in rows:
         row = dict(zip(columns, values, strict=False))
         if kind == "receipt":
             yield row["event_id"], kind, row["tenant"], _at_ms(None), _pack(row)
             continue
-        body = {k: as_text(v) for k, v in row.items()}
+        body = _flat_text(row)
         ident = f"{row['kafka_topic']}/{row['kafka_partition']}/{row['kafka_offset']}"
         if kind == "event":
-            body.setdefault("stored_at", as_text(dt.datetime.now(dt.UTC)))
+            body.setdefault("stored_at", stored_at)
             yield row["event_id"], kind, "", _at_ms(row["occurred_at"]), _pack(body)
         elif kind == "decision":
             key = request_key(row["tenant"], row["request_id"])
@@ -187,7 +200,7 @@ class TrailIndex:
             rows = self._db.execute(
                 "SELECT kind, ident, body FROM entries WHERE key = ?", (key,)
             ).fetchall()
-        return [(kind, ident, json.loads(zlib.decompress(body))) for kind, ident, body in rows]
+        return [(kind, ident, orjson.loads(body)) for kind, ident, body in rows]
 
     def close(self) -> None:
         with self._lock:
