@@ -94,7 +94,7 @@ def build_gateway(
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     keyring = Keyring.from_settings(auth)
-    verifier = TokenVerifier(auth, keyring)
+    verifier = TokenVerifier(auth, keyring, reload=lambda: Keyring.from_settings(auth))
     policy = PolicyStore(settings.policy_file)
     limiter = RateLimiter(
         settings.tenant_rate_per_s,

@@ -20,11 +20,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from producers.errors import AuthenticationError
 from sealstream.settings import AuthSettings
+
+log = logging.getLogger("sealstream.auth")
 
 MIN_HMAC_KEY_BYTES = 32
 _KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -255,10 +259,21 @@ class TokenVerifier:
     """Turns a bearer token into a :class:`Principal` or an :class:`AuthenticationError`."""
 
     def __init__(
-        self, settings: AuthSettings, keyring: Keyring, revocations: Revocations | None = None
+        self,
+        settings: AuthSettings,
+        keyring: Keyring,
+        revocations: Revocations | None = None,
+        reload: Callable[[], Keyring] | None = None,
+        reload_interval_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
+        # A token with a kid we do not know re-reads the keyring (at most every few seconds),
+        # so a rotated key (``sealstream keys rotate jwt``) is trusted without a restart.
+        self._reload = reload
+        self._reload_interval_s = reload_interval_s
+        self._reloaded_at = 0.0
+        self._reload_lock = threading.Lock()
         self.revocations = revocations or Revocations()
         self.cache = _Cache(settings.cache_size)
         self._allowed_typ = {t.lower() for t in settings.allowed_typ}
@@ -278,12 +293,29 @@ class TokenVerifier:
             raise _fail("token_revoked", "token has been revoked; obtain a new one")
         return principal
 
+    def _reloaded(self, kid: str) -> VerificationKey | None:
+        if self._reload is None:
+            return None
+        with self._reload_lock:
+            if time.monotonic() - self._reloaded_at < self._reload_interval_s:
+                return self.keyring.get(kid)
+            self._reloaded_at = time.monotonic()
+            try:
+                fresh = self._reload()
+            except (KeyringError, OSError) as exc:  # keep serving with the keys we have
+                log.warning("JWT keyring reload failed: %s", exc)
+                return None
+            if fresh._keys != self.keyring._keys:
+                log.info("JWT keyring reloaded: key ids %s", sorted(fresh._keys))
+                self.keyring.replace(fresh)
+        return self.keyring.get(kid)
+
     def _verify_uncached(self, token: str, now: float) -> Principal:
         header = _unverified_header(token)
         kid = header.get("kid")
         if not isinstance(kid, str) or not _KID_RE.match(kid):
             raise _fail("token_kid_unknown", "token header needs a valid 'kid'")
-        key = self.keyring.get(kid)
+        key = self.keyring.get(kid) or self._reloaded(kid)
         if key is None:
             raise _fail("token_kid_unknown", f"no verification key with kid {kid!r}")
         if header.get("alg") != key.alg:

@@ -225,7 +225,7 @@ def wait_landed(
     deadline = time.monotonic() + timeout_s
     hot = cold = 0
     while True:
-        with contextlib.suppress(httpx.HTTPError):  # the ClickHouse sink is restarting: wait
+        with contextlib.suppress(httpx.TransportError):  # the ClickHouse sink restarts: wait
             hot, cold = check()
         if progress:
             progress(hot, cold)

@@ -169,6 +169,30 @@ def load_hmac_keyring(settings: KeySettings, name: str = "hmac.json") -> HmacKey
     return HmacKeyring.from_json(raw.decode())
 
 
+class KeyringFile:
+    """A keyring that follows its file: re-read when the file changes (``sealstream keys
+    rotate``), so long-running readers (the audit endpoint) know new key ids at once."""
+
+    def __init__(self, settings: KeySettings, name: str = "hmac.json") -> None:
+        self.settings, self.name = settings, name
+        self._stamp: tuple[int, int] | None = None
+        self._ring = load_hmac_keyring(settings, name)
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = (self.settings.dir / self.name).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def current(self) -> HmacKeyring:
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
+            self._ring, self._stamp = load_hmac_keyring(self.settings, self.name), stamp
+        return self._ring
+
+
 def save_hmac_keyring(settings: KeySettings, keyring: HmacKeyring, name: str = "hmac.json") -> Path:
     """Replace a keyring file atomically (rotation)."""
     path = settings.dir / name

@@ -48,6 +48,11 @@ RECORDS = Counter(
     "sealstream_sink_records_total", "Records written to the store", ["sink", "topic"]
 )
 BATCHES = Counter("sealstream_sink_batches_total", "Batches written", ["sink"])
+EVENTS = Counter(  # labels as the gateway's and the workers' (tenant, event_type)
+    "sealstream_sink_events_stored_total",
+    "Signed events accepted by the store (a rebuilt batch counts again)",
+    ["sink", "tenant", "event_type"],
+)
 REPLAYED = Counter(
     "sealstream_sink_pending_batches_rebuilt_total",
     "Batches rebuilt from a pending range after a crash or rebalance",

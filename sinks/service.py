@@ -146,17 +146,19 @@ def start_query_endpoint(
     from sinks.clickhouse.endpoint import create_query_app
 
     auth = auth_settings()
-    verifier = TokenVerifier(auth, Keyring.from_settings(auth))
+    verifier = TokenVerifier(
+        auth, Keyring.from_settings(auth), reload=lambda: Keyring.from_settings(auth)
+    )
     follow_revocations(kafka, auth, verifier.revocations)
     audit = AuditLog(kafka, registry, audit_topic)
-    from sealstream.keys import load_hmac_keyring
+    from sealstream.keys import KeyringFile
     from sealstream.settings import KeySettings
     from sinks.objects.store import ObjectStore
     from sinks.trail import StoreSource, audit_trail, source_for
 
     objects = ObjectStoreSettings()
     cold = ObjectStore(objects)
-    keys = load_hmac_keyring(KeySettings())
+    keys = KeyringFile(KeySettings())  # follows `sealstream keys rotate signing`
     app = create_query_app(
         connect(clickhouse, database=clickhouse.database),
         threading.Lock(),
@@ -169,7 +171,7 @@ def start_query_endpoint(
         lambda read, event_id, from_store: audit_trail(
             StoreSource(read) if from_store else source_for(read, index),
             event_id,
-            keys,
+            keys.current(),
             cold,
             objects.prefix,
         ),

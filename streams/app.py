@@ -51,7 +51,11 @@ log = logging.getLogger("sealstream.worker")
 PROCESSED = Counter(
     "sealstream_worker_events_signed_total", "Events signed", ["tenant", "event_type"]
 )
-DEAD = Counter("sealstream_worker_dead_letters_total", "Events dead-lettered", ["reason", "stage"])
+DEAD = Counter(  # tenant and event_type from the gateway's headers ('' for poison)
+    "sealstream_worker_dead_letters_total",
+    "Events dead-lettered",
+    ["tenant", "event_type", "reason", "stage"],
+)
 REPLAYED = Counter(
     "sealstream_worker_redelivered_skipped_total", "Redelivered events already signed (skipped)"
 )
@@ -282,7 +286,12 @@ async def _dead_letter(
     first: float,
     last: float,
 ) -> None:
-    DEAD.labels(reason, stage).inc()
+    DEAD.labels(
+        source.headers.get("tenant", b"").decode("utf-8", "replace"),
+        source.headers.get("event_type", b"").decode("utf-8", "replace"),
+        reason,
+        stage,
+    ).inc()
     log.warning(
         "dead_letter reason=%s stage=%s topic=%s partition=%s offset=%s error=%s",
         reason,

@@ -7,13 +7,14 @@ import typer
 from sealstream.cli.dlq import app as dlq_app
 from sealstream.cli.gateway import serve as serve_gateway
 from sealstream.cli.gateway import tokens_app
+from sealstream.cli.keys import app as keys_app
 from sealstream.cli.ops import audit, replay_app, verify
 from sealstream.cli.registry import app as registry_app
 from sealstream.cli.schemas import app as schemas_app
 from sealstream.cli.sinks import clickhouse_app, objects_app, query, sink_app
 from sealstream.cli.stack import app as stack_app
 from sealstream.cli.topics import app as topics_app
-from sealstream.cli.up import demo_command, up_command
+from sealstream.cli.up import demo_command, restart_command, up_command
 from sealstream.cli.worker import worker
 
 app = typer.Typer(
@@ -41,6 +42,8 @@ app.add_typer(replay_app, name="replay")
 
 app.command("up")(up_command)
 app.command("demo")(demo_command)
+app.command("restart")(restart_command)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

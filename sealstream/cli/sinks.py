@@ -77,9 +77,9 @@ def sink_objects(loglevel: str = typer.Option("info", help="Log level.")) -> Non
     from sinks.service import object_runner
 
     _logging(loglevel)
-    runner = object_runner(
-        KafkaSettings(), RegistrySettings(), ObjectStoreSettings(), SinkSettings()
-    )
+    sink = SinkSettings()
+    _metrics(sink, sink.objects_metrics_port)
+    runner = object_runner(KafkaSettings(), RegistrySettings(), ObjectStoreSettings(), sink)
     runner.install_signal_handlers()
     runner.run()
 

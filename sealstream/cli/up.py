@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import threading
 import time
@@ -41,9 +42,23 @@ def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
         "SEALSTREAM_SINK_OBJECTS_METRICS_PORT": str(up.objects_metrics_port),
     }
     env = {**defaults, **{k: v for k, v in os.environ.items() if k.startswith("SEALSTREAM_")}}
+    env["SEALSTREAM_STACK_DIR"] = str(d)  # `restart`, `stack status` find this stack
     env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap_servers
     env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
     return env
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """The settings `up` gave its processes, for other commands in another shell:
+    ``set -a; . .sealstream/up.env; set +a`` (secrets left out)."""
+    secret = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN")
+    lines = [
+        f"{k}={shlex.quote(v)}"
+        for k, v in sorted(env.items())
+        if k.startswith("SEALSTREAM_") and not any(s in k for s in secret)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
 
 
 def services(up: UpSettings) -> list[Any]:
@@ -157,7 +172,7 @@ def demo_run(per_tenant: int, timeout_s: float) -> Any:
         summary.landed_s = round(time.monotonic() - started, 1) if landed else None
         try:
             summary.dead_lettered = count_hot(query, ids)[1]
-        except httpx.HTTPError:
+        except httpx.TransportError:
             summary.dead_lettered = None  # unknown: the endpoint is not answering
         task = progress.add_task("verify all", total=None)
         summary.verify_ok, report = run_verify(today)
@@ -230,6 +245,7 @@ def up_command(
     register(registry_url=stack.registry_url, directory=AVRO_DIR, as_json=False)
     env = child_env(settings, up)
     os.environ.update(env)  # this process (demo, dashboard) reads the same settings
+    write_env_file(settings.dir / "up.env", env)
     supervisor = Supervisor(
         services(up), settings.dir / "logs", settings.dir / "up.json", {**os.environ, **env}
     )
@@ -285,3 +301,40 @@ def demo_command(
     else:
         print_summary(summary)
     raise typer.Exit(0 if summary.ok else 1)
+
+
+def restart_command(
+    name: str = typer.Argument(..., help="A process of `sealstream up` (see <dir>/up.json)."),
+    directory: Path | None = typer.Option(None, "--dir", help="Stack directory of `up`."),
+    timeout_s: float = typer.Option(120, help="How long to wait for it to be back."),
+) -> None:
+    """Restart one supervised process of a running `sealstream up` (after a key rotation, a
+    config change): SIGTERM, and the supervisor starts it again. Exit 0 once it runs again."""
+    from sealstream.cli.stack import stack_settings
+
+    state_file = stack_settings(directory, saved_first=True).dir / "up.json"
+
+    def services() -> dict[str, Any]:
+        try:
+            return {s["name"]: s for s in json.loads(state_file.read_text())["services"]}
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    current = services()
+    if name not in current:
+        console.print(
+            f"[red]no process {name!r} in {state_file}: {sorted(current) or 'is up running?'}[/]"
+        )
+        raise typer.Exit(2)
+    old = current[name]["pid"]
+    if old:
+        os.kill(int(old), signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = services().get(name, {})
+        if now.get("running") and now.get("pid") not in (None, old):
+            console.print(f"{name} restarted: pid {old} -> {now['pid']}")
+            return
+        time.sleep(0.5)
+    console.print(f"[red]{name} not back after {timeout_s:.0f} s[/]")
+    raise typer.Exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from confluent_kafka import Message
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
 from sealstream.settings import ClickHouseSettings, SinkSettings
-from sinks.runner import Batch, Rejected, StoreUnavailable, message_headers
+from sinks.runner import EVENTS, Batch, Rejected, StoreUnavailable, message_headers
 
 log = logging.getLogger("sealstream.sink.clickhouse")
 
@@ -331,6 +332,9 @@ class ClickHouseStore:
             raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
         if self.on_stored is not None:
             self.on_stored(table.name.split(".", 1)[1], rows)
+        if table.columns is EVENT_COLUMNS:
+            for (tenant, event_type), n in Counter((r[1], r[2]) for r in rows).items():
+                EVENTS.labels(self.name, tenant, event_type).inc(n)
         return rejected
 
     def close(self) -> None:

@@ -61,9 +61,7 @@ def _pack(body: dict[str, Any]) -> bytes:
 
 def _flat_text(row: dict[str, Any]) -> dict[str, Any]:
     """``as_text`` for the sink's rows, whose only datetimes are top-level values (fast)."""
-    return {
-        k: _datetime_text(v) if isinstance(v, dt.datetime) else v for k, v in row.items()
-    }
+    return {k: _datetime_text(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
 
 def _datetime_text(value: dt.datetime) -> str:

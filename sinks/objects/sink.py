@@ -18,7 +18,7 @@ from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
 from sealstream.settings import ObjectStoreSettings
 from sinks.objects.files import BucketKey, ColdFile, bucket_of, object_path
 from sinks.objects.store import ObjectStore
-from sinks.runner import Batch, Rejected, StoreUnavailable
+from sinks.runner import EVENTS, Batch, Rejected, StoreUnavailable
 
 log = logging.getLogger("sealstream.sink.objects")
 
@@ -75,6 +75,8 @@ class ColdStore:
                 self.store.put(cold.path + ".manifest.json", manifest)
             except (ObjectStoreError, OSError) as exc:  # network, 5xx, disk: retried
                 raise StoreUnavailable(f"put {cold.path} failed: {exc}") from exc
+        for cold in files:
+            EVENTS.labels(self.name, cold.key.tenant, cold.key.event_type).inc(len(cold.records))
         return rejected
 
     def close(self) -> None:

@@ -58,8 +58,68 @@ def _tile(driver: Any, element_id: str) -> float | None:
     return float(text) if re.fullmatch(r"-?\d+(\.\d+)?", text) else None
 
 
+GUIDES = REPO / "docs" / "guides"
+
+
+def guide_script(name: str) -> str:
+    """The guide's ``bash`` blocks, in order (``console`` blocks are not run)."""
+    text = (GUIDES / name).read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)
+    assert blocks, f"{name} has no bash block"
+    return "\n".join(blocks)
+
+
+def run_guide(name: str, env: dict[str, str], stack_dir: Path, cwd: Path) -> str:
+    """Run a guide as written, after loading the settings `up` wrote (docs/guides/README.md)."""
+    script = f"set -a; . {stack_dir / 'up.env'}; set +a\n" + guide_script(name)
+    cwd.mkdir(exist_ok=True)
+    path = f"{Path(sys.executable).parent}:{env.get('PATH', os.defpath)}"
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd, env={**env, "PATH": path}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+ALLOWED_LABELS = {"tenant", "event_type", "reason", "stage", "sink", "topic", "status", "outcome"}
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sealstream_* sample of a /metrics page, checked against Prometheus conventions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        if not family.name.startswith("sealstream_"):
+            continue
+        assert re.fullmatch(r"sealstream_[a-z0-9_]+", family.name), family.name
+        if family.type == "histogram":
+            assert family.name.endswith(("_seconds", "_bytes")), f"{family.name}: no base unit"
+        for sample in family.samples:
+            if family.type == "counter" and not sample.name.endswith("_created"):
+                assert sample.name.endswith("_total"), sample.name
+            labels = set(sample.labels) - {"le"}
+            assert labels <= ALLOWED_LABELS, f"{sample.name}: labels {labels - ALLOWED_LABELS}"
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples, f"no sealstream metrics at {url}"
+    return samples
+
+
+def _by_tenant_type(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **match: str
+) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for (sample, labels), value in samples.items():
+        found = dict(labels)
+        if sample == name and all(found.get(k) == v for k, v in match.items()):
+            key = (found["tenant"], found["event_type"])
+            out[key] = out.get(key, 0.0) + value
+    return {k: v for k, v in out.items() if k[0] in ("acme", "globex", "initech")}
+
+
 def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     ports = free_ports(8)
     names = [
@@ -73,11 +133,19 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         **{name: str(port) for name, port in zip(names, ports, strict=True)},
     }
     stack_dir = tmp_path / "stack"
+
+    def stack_down() -> subprocess.CompletedProcess[str]:  # `up` runs with --keep-stack
+        return subprocess.run(
+            [sys.executable, "-m", "sealstream.cli", "stack", "down", "--dir", str(stack_dir)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    request.addfinalizer(stack_down)
     log = (tmp_path / "up.log").open("wb")
     started = time.monotonic()
     up = subprocess.Popen(
         [sys.executable, "-m", "sealstream.cli", "up", "--dir", str(stack_dir), "--demo",
-         "--per-tenant", "40"],
+         "--per-tenant", "40", "--keep-stack"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     output = tmp_path / "up.log"
@@ -99,6 +167,24 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         assert "demo OK" in text and "/dashboard" in text
         for name in ("gateway", "worker-1", "sink-clickhouse", "sink-objects"):
             assert (stack_dir / "logs" / f"{name}.log").stat().st_size > 0
+
+        # every process serves Prometheus metrics by the conventions, and the same
+        # (tenant, event_type) labels count the same events at each stage
+        port = {name: env[name] for name in names}
+        gateway = _metrics(f"http://127.0.0.1:{port['SEALSTREAM_GATEWAY_PORT']}/metrics")
+        worker = _metrics(f"http://127.0.0.1:{port['SEALSTREAM_UP_WORKER_METRICS_PORT']}/metrics")
+        hot_sink = _metrics(f"http://127.0.0.1:{port['SEALSTREAM_CLICKHOUSE_QUERY_PORT']}/metrics")
+        cold_sink = _metrics(
+            f"http://127.0.0.1:{port['SEALSTREAM_UP_OBJECTS_METRICS_PORT']}/metrics"
+        )
+        accepted = _by_tenant_type(gateway, "sealstream_gateway_events_accepted_total")
+        assert sum(accepted.values()) == summary["accepted"] and len(accepted) == 7
+        assert _by_tenant_type(worker, "sealstream_worker_events_signed_total") == accepted
+        stored = "sealstream_sink_events_stored_total"
+        assert _by_tenant_type(hot_sink, stored, sink="clickhouse") == accepted
+        assert _by_tenant_type(cold_sink, stored, sink="objects") == accepted
+        rejected = _by_tenant_type(gateway, "sealstream_gateway_events_rejected_total")
+        assert sum(rejected.values()) == sum(summary["rejected"].values())
 
         # the dashboard, in headless Chromium, while more events flow
         dashboard = f"http://127.0.0.1:{env['SEALSTREAM_UP_DASHBOARD_PORT']}/dashboard"
@@ -135,6 +221,29 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         finally:
             driver.quit()
 
+        # the operating guides, run as written against the running pipeline
+        guides = tmp_path / "guides"
+        before_rotation = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "sealstream.cli", "keys", "list", "--json"],
+                cwd=REPO, env={**env, "SEALSTREAM_KEYS_DIR": str(stack_dir / "keys")},
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        out = run_guide("rotate-keys.md", env, stack_dir, guides)
+        rotated = json.loads(
+            next(line for line in out.splitlines() if line.startswith('[{"keyring"'))
+        )
+        for old, new in zip(before_rotation, rotated, strict=True):
+            if old["keyring"] in ("signing", "jwt"):  # a new active key, the old one kept
+                assert new["active"] != old["active"] and old["active"] in new["key_ids"]
+        run_guide("revoke-tokens.md", env, stack_dir, guides)
+        run_guide("replay-dead-letters.md", env, stack_dir, guides)
+        run_guide("verify-and-audit.md", env, stack_dir, guides)
+        trail = json.loads((guides / "trail.json").read_text())
+        assert trail["processing"]["signature_valid"] and trail["read_from"] == "clickhouse"
+        assert json.loads((guides / "verify-cold.json").read_text())["ok"] is True
+
         # a worker and a sink SIGKILLed: restarted, and the totals still reconcile
         state = json.loads((stack_dir / "up.json").read_text())
         pids = {s["name"]: s["pid"] for s in state["services"]}
@@ -160,7 +269,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         after_kill = json.loads(again.stdout.strip().splitlines()[-1])
         assert after_kill["stored_hot"] == after_kill["stored_cold"] == after_kill["accepted"] == 90
     finally:
-        # Ctrl-C: everything stops, in order, and the stack with it
+        # Ctrl-C: every process stops, in order (the stack stays: --keep-stack)
         up.send_signal(signal.SIGINT)
         try:
             code = up.wait(120)
@@ -171,6 +280,33 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
             log.close()
     tail = output.read_text()[-3000:]
     assert code == 0, tail
-    assert "stack stopped" in tail and not (stack_dir / "up.json").exists()
+    assert "stopping" in tail and not (stack_dir / "up.json").exists()
     stopped = re.search(r"stopped: (\{.*?\})", tail, re.S)
     assert stopped and set(re.findall(r": (-?\d+|None)", stopped.group(1))) <= {"0"}, tail
+
+    # disaster: the hot store is lost; the backup guide restores it from cold storage
+    shutil.rmtree(stack_dir / "clickhouse")
+    (stack_dir / "clickhouse-audit-index.sqlite3").unlink()
+    run_guide("backup-restore.md", env, stack_dir, tmp_path / "guides")
+    count = subprocess.run(
+        [sys.executable, "-c",
+         "from sealstream.settings import ClickHouseSettings as S\n"
+         "from sinks.clickhouse.client import connect\n"
+         "print(connect(S()).query(\"SELECT count() FROM sealstream.events FINAL WHERE tenant "
+         "IN ('acme', 'globex', 'initech')\").result_rows[0][0])"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+        env={**env, "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(stack_dir / "clickhouse")},
+    )  # fmt: skip
+    from sinks.objects.files import read_records
+
+    cold_ids = {
+        str(record["event_id"])
+        for path in (stack_dir / "objects").rglob("*.avro")
+        for record in read_records(path.read_bytes())
+        if record["tenant"] in ("acme", "globex", "initech")
+    }
+    demos = summary["accepted"] + 120 + 90 + 3 * 5  # up, dashboard, after the kills, the guide
+    assert len(cold_ids) >= demos  # (+ the revocation guide's events)
+    assert int(count.stdout.strip()) == len(cold_ids)
+    down = stack_down()
+    assert down.returncode == 0, down.stderr

@@ -316,3 +316,32 @@ def test_revocations_len() -> None:
     revocations.revoke_token("a", time.time() + 10)
     revocations.revoke_subject("s", time.time())
     assert len(revocations) == 2
+
+
+def test_a_rotated_keyring_file_is_trusted_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "jwt.json"
+    path.write_text(json.dumps({"active": "k1", "keys": {"k1": SECRET_A}}))
+    settings = AuthSettings(hs256_keys_file=path)
+    reloads = []
+
+    def reload() -> Keyring:
+        reloads.append(time.monotonic())
+        return Keyring.from_settings(settings)
+
+    verifier = TokenVerifier(settings, Keyring.from_settings(settings), reload=reload)
+    old = issue_token(Keyring.from_settings(settings), settings, "svc", "acme", ["events:write"])
+    assert verifier.verify(old).key_id == "k1" and reloads == []  # known kid: no reload
+
+    path.write_text(json.dumps({"active": "k2", "keys": {"k1": SECRET_A, "k2": SECRET_B}}))
+    new = issue_token(Keyring.from_settings(settings), settings, "svc", "acme", ["events:write"])
+    assert verifier.verify(new).key_id == "k2" and len(reloads) == 1
+    assert verifier.verify(old).key_id == "k1"  # the old key still verifies
+
+    forged = jwt.encode(
+        {"sub": "x"}, SECRET_B * 2, algorithm="HS256", headers={"kid": "k9", "typ": "JWT"}
+    )
+    for _ in range(5):  # unknown kids re-read the file at most once per interval
+        with pytest.raises(AuthenticationError) as info:
+            verifier.verify(forged)
+        assert info.value.code == "token_kid_unknown"
+    assert len(reloads) == 1

@@ -66,3 +66,16 @@ def test_receipt_signatures_verify_with_the_public_jwk(tmp_path: Path) -> None:
     assert verify_ed25519(jwk, b"receipt", sig)
     assert not verify_ed25519(jwk, b"receipT", sig)
     assert load_receipt_signer(KeySettings(dir=tmp_path)).kid == signer.kid
+
+
+def test_a_keyring_file_reader_follows_a_rotation(tmp_path: Path) -> None:
+    from sealstream.keys import KeyringFile, load_hmac_keyring, save_hmac_keyring
+    from sealstream.settings import KeySettings
+
+    settings = KeySettings(dir=tmp_path)
+    watched = KeyringFile(settings)
+    first = watched.current().active
+    assert watched.current() is watched.current()  # unchanged file: not re-read
+    rotated = load_hmac_keyring(settings).rotated("k-new")
+    save_hmac_keyring(settings, rotated)
+    assert watched.current().active == "k-new" and first in watched.current().keys

@@ -371,3 +371,25 @@ def test_verify_works_across_a_key_rotation_and_names_keys_nobody_has() -> None:
     # a signed field changed (it cannot tell a wrong key from edited content)
     wrong = report(HmacKeyring("k2", {"k1": b"x" * 32, "k2": b"n" * 32}))
     assert wrong.by_kind() == {"cold:modified": 4}
+
+
+def test_drift_ignores_what_was_in_flight_and_still_sees_the_rest() -> None:
+    from sinks.verify import Entry, VerifyReport, compare
+
+    records = signed_chain(6, "c", KEYS, routes=("both",), tenants=("acme",))
+
+    def entries(store: str, count: int) -> list[Entry]:
+        return [Entry(r, store, "-", (0, i)) for i, r in enumerate(records[:count])]
+
+    # cold got offsets 0-5, hot only 0-3 so far; both sinks had committed up to 4
+    report = VerifyReport()
+    compare(entries("hot", 4), entries("cold", 6), report, settled={0: 4})
+    assert (report.drift, report.in_flight) == ([], 2)
+    # without the horizon (offline), the same stores drift
+    offline = VerifyReport()
+    compare(entries("hot", 4), entries("cold", 6), offline)
+    assert [(d["hot"], d["cold"]) for d in offline.drift] == [(4, 6)]
+    # a record missing below the horizon is drift, whatever is in flight
+    missing = VerifyReport()
+    compare(entries("hot", 3), entries("cold", 6), missing, settled={0: 4})
+    assert [(d["hot"], d["cold"]) for d in missing.drift] == [(3, 4)]
