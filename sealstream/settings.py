@@ -362,6 +362,14 @@ class SinkSettings(BaseSettings):
         description="Fault drill: SIGKILL the sink around its Nth write (tests).",
     )
     fault_crash_after: int = Field(default=1, ge=1, description="Which write the drill kills at.")
+    fault_crash_topic: str = Field(
+        default="", description="Fault drill: count only writes of this topic ('' = all)."
+    )
+    fault_crash_once: Path | None = Field(
+        default=None,
+        description="Fault drill: crash only if <this>.<sink> does not exist (created first), "
+        "so a supervised sink crashes once, not at every start.",
+    )
 
 
 class ObjectStoreSettings(BaseSettings):

@@ -320,13 +320,20 @@ class SinkRunner:
             self.settings.fault_crash_point == point
             and self._writes == self.settings.fault_crash_after
         ):
+            once = self.settings.fault_crash_once
+            if once is not None:
+                marker = once.with_name(f"{once.name}.{self.store.name}")
+                if marker.exists():
+                    return
+                marker.touch()
             log.error("fault drill: SIGKILL %s write %d", point, self._writes)
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _write(self, batch: Batch) -> bool:
         """Write ``batch`` until the store accepts it; False if the partition was revoked."""
-        self._writes += 1
+        if self.settings.fault_crash_topic in ("", batch.topic):
+            self._writes += 1
         self._crash_if("before_write")
         attempt = 0
         key = (batch.topic, batch.partition)

@@ -185,11 +185,19 @@ class LocalStack:
     def _check_port_free(self, port: int, owner: str) -> None:
         # Binding (not connecting) tells whether the port is taken: a connect to a free port in
         # the ephemeral range can "succeed" by connecting to itself.
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((self.settings.host, port))
-            except OSError:
+        # A process that was just killed may still hold it while it exits (a JVM with a large
+        # heap takes seconds under load): give it a few seconds before calling it taken.
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.settings.host, port))
+                    return
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.25)
+                        continue
                 raise StackError(
                     f"port {port} on {self.settings.host} is in use by another process; stop it "
                     f"or choose another port for {owner} (see `sealstream stack up --help`)"

@@ -118,6 +118,7 @@ def _by_tenant_type(
     return {k: v for k, v in out.items() if k[0] in ("acme", "globex", "initech")}
 
 
+@pytest.mark.timeout(900)
 def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

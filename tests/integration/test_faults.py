@@ -1,0 +1,201 @@
+"""The fault suite (marker ``faults``): a whole pipeline under traffic, one fault at a time;
+afterwards every event the gateway acknowledged (202 + receipt) is in ClickHouse and in cold
+storage exactly once, dead letters are exactly the injected bad records, and the chains
+verify. Each case prints sent / acknowledged / stored hot / stored cold / duplicates /
+dead-lettered. The negative control turns deduplication off and crashes the sink between the
+write and the commit: the oracle must see the duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pipeline import (
+    Outcome,
+    Pipeline,
+    Traffic,
+    diagnose,
+    inject_poison,
+    oracle,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pipeline]:
+    env = dict(getattr(request, "param", {}))
+    if "SEALSTREAM_SINK_FAULT_CRASH_POINT" in env:  # each sink crashes once, then runs on
+        env.setdefault("SEALSTREAM_SINK_FAULT_CRASH_ONCE", str(tmp_path / "crashed"))
+    pipe = Pipeline(tmp_path, **env)
+    try:
+        pipe.start()
+        yield pipe
+    finally:
+        pipe.stop()
+
+
+def exactly_once(
+    outcome: Outcome, case: str, dead: int = 0, pipeline: Pipeline | None = None
+) -> None:
+    print(outcome.line(case))
+    if pipeline is not None and (outcome.missing_hot or outcome.missing_cold):
+        print(diagnose(pipeline))
+    assert outcome.acked > 0
+    assert (outcome.missing_hot, outcome.missing_cold) == (0, 0), outcome
+    assert (outcome.hot_duplicates, outcome.cold_duplicates) == (0, 0), outcome
+    assert outcome.dead_lettered == dead, outcome
+    assert outcome.verify_ok, outcome
+
+
+def run_with(pipeline: Pipeline, fault: object, before_s: float = 4, after_s: float = 6) -> Traffic:
+    traffic = Traffic(pipeline)
+    traffic.start()
+    time.sleep(before_s)
+    fault()  # type: ignore[operator]
+    time.sleep(after_s)
+    traffic.stop()
+    return traffic
+
+
+HANGING = pytest.mark.xfail(
+    strict=False,
+    reason="known bug found by this suite (issue 8): after a worker SIGKILL (or a broker "
+    "SIGKILL that makes the worker restart) a transaction on events.signed can stay open: the "
+    "partition's last stable offset stops at one record, both sinks (read_committed) stall on "
+    "it and the workers' input offsets stay uncommitted; the oracle then finds acknowledged "
+    "events missing. Intermittent: about half the runs here.",
+)
+
+
+@HANGING
+def test_worker_sigkill(pipeline: Pipeline) -> None:
+    def kill() -> None:
+        old = pipeline.kill("worker-1")
+        pipeline.wait_restarted("worker-1", old)
+
+    traffic = run_with(pipeline, kill)
+    exactly_once(oracle(pipeline, traffic, settle_s=120), "worker SIGKILL", pipeline=pipeline)
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        {
+            "SEALSTREAM_SINK_FAULT_CRASH_POINT": "before_write",
+            "SEALSTREAM_SINK_FAULT_CRASH_AFTER": "3",
+        },
+        {
+            "SEALSTREAM_SINK_FAULT_CRASH_POINT": "after_write",
+            "SEALSTREAM_SINK_FAULT_CRASH_AFTER": "3",
+        },
+    ],
+    indirect=True,
+    ids=["before_write", "after_write"],
+)
+def test_sink_crash_windows(pipeline: Pipeline) -> None:
+    """Both sinks kill themselves (SIGKILL) at their 3rd write, before it or between the write
+    and the offset commit, while traffic flows; the supervisor restarts them."""
+    traffic = run_with(pipeline, lambda: None, before_s=6, after_s=6)
+    outcome = oracle(pipeline, traffic)
+    restarts = {n: s["restarts"] for n, s in pipeline.services().items() if n.startswith("sink")}
+    print(f"sink restarts: {restarts}")
+    assert all(n >= 1 for n in restarts.values()), restarts
+    exactly_once(outcome, f"sinks crash {pipeline.env['SEALSTREAM_SINK_FAULT_CRASH_POINT']}")
+
+
+def test_gateway_sigkill_clients_retry_with_the_same_ids(pipeline: Pipeline) -> None:
+    def kill() -> None:
+        old = pipeline.kill("gateway")
+        pipeline.wait_restarted("gateway", old)
+
+    traffic = run_with(pipeline, kill)
+    exactly_once(oracle(pipeline, traffic), "gateway SIGKILL")
+
+
+@HANGING
+def test_broker_sigkill_and_restart(pipeline: Pipeline) -> None:
+    def kill() -> None:
+        os.kill(pipeline.stack_pid("kafka"), signal.SIGKILL)
+        time.sleep(3)
+        pipeline.cli("stack", "up", "--dir", str(pipeline.dir), timeout=240)
+
+    traffic = run_with(pipeline, kill, after_s=10)
+    exactly_once(oracle(pipeline, traffic, settle_s=150), "broker SIGKILL", pipeline=pipeline)
+
+
+def test_registry_restart(pipeline: Pipeline) -> None:
+    def restart() -> None:
+        os.kill(pipeline.stack_pid("registry"), signal.SIGTERM)
+        time.sleep(2)
+        pipeline.cli("stack", "up", "--dir", str(pipeline.dir), timeout=240)
+
+    traffic = run_with(pipeline, restart)
+    exactly_once(oracle(pipeline, traffic), "registry restart")
+
+
+@pytest.mark.parametrize("sink", ["sink-clickhouse", "sink-objects"])
+def test_store_unavailable_for_60_s(pipeline: Pipeline, sink: str) -> None:
+    """The store refuses every write for 60 s (the sink process may not write a byte:
+    RLIMIT_FSIZE 0, so ClickHouse's parts or the cold files fail with EFBIG) while events keep
+    coming; then it is back."""
+    import resource
+
+    def outage() -> None:
+        pid = int(pipeline.services()[sink]["pid"])
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, hard))
+        try:
+            time.sleep(60)
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+        assert int(pipeline.services()[sink]["pid"]) == pid  # it waited, it did not die
+
+    traffic = run_with(pipeline, outage, after_s=4)
+    exactly_once(oracle(pipeline, traffic), f"{sink} store unavailable 60 s")
+
+
+def test_one_percent_poison(pipeline: Pipeline) -> None:
+    poison: set[tuple[int, int]] = set()
+    traffic = run_with(pipeline, lambda: poison.update(inject_poison(pipeline, 5)))
+    outcome = oracle(pipeline, traffic, poison)
+    assert len(poison) * 100 <= outcome.sent * 2  # about 1 % of the traffic
+    exactly_once(outcome, "1% poison", dead=len(poison))
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        {
+            "SEALSTREAM_SINK_DEDUPLICATE": "false",
+            "SEALSTREAM_SINK_FAULT_CRASH_POINT": "after_write",
+            "SEALSTREAM_SINK_FAULT_CRASH_AFTER": "2",
+            "SEALSTREAM_SINK_FAULT_CRASH_TOPIC": "events.signed",  # a batch of events
+        }
+    ],
+    indirect=True,
+    ids=["dedup_off"],
+)
+def test_negative_control_the_oracle_sees_duplicates(pipeline: Pipeline) -> None:
+    """Without ClickHouse's insert deduplication a batch of events rewritten after a crash
+    between the write and the commit is stored twice: the oracle has to say so."""
+    traffic = run_with(pipeline, lambda: None, before_s=6, after_s=4)
+    outcome = oracle(pipeline, traffic)
+    print(outcome.line("negative control: dedup off"))
+    assert outcome.hot_duplicates > 0, outcome
+    with pytest.raises(AssertionError):
+        exactly_once(outcome, "negative control")
+    # and an event that was acknowledged but never stored is reported missing
+    lost = oracle(pipeline, traffic, acked=traffic.acked | {"00000000-lost"}, settle_s=5)
+    assert lost.missing_hot == lost.missing_cold == 1
+
+
+def test_wait_for_reports_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match="the impossible"):
+        wait_for(lambda: False, 0.1, "the impossible")
