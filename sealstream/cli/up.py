@@ -110,20 +110,11 @@ def wait_ready(supervisor: Any, timeout_s: float) -> list[str]:
 
 
 def endpoint_query(clickhouse: ClickHouseSettings) -> Any:
-    from sinks.clickhouse.access import local_token
+    from sinks.clickhouse.access import endpoint_rows, local_token
 
     url = f"http://{clickhouse.query_host}:{clickhouse.query_port}/v1/query"
     token = local_token("*", "auditor")
-
-    def query(sql: str) -> list[list[Any]]:
-        response = httpx.post(
-            url, json={"sql": sql, "format": "json"},
-            headers={"Authorization": f"Bearer {token}"}, timeout=60,
-        )  # fmt: skip
-        response.raise_for_status()
-        return list(response.json()["rows"])
-
-    return query
+    return lambda sql: endpoint_rows(url, token, sql)
 
 
 def demo_run(per_tenant: int, timeout_s: float) -> Any:

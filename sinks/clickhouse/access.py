@@ -49,6 +49,18 @@ def direct_reader(client: Any, database: str) -> Reader:
     return read
 
 
+def endpoint_rows(url: str, token: str, sql: str, timeout_s: float = 60) -> list[list[Any]]:
+    """Rows of one query through a query endpoint (``.../v1/query``); HTTP errors raise."""
+    response = httpx.post(
+        url,
+        json={"sql": sql, "format": "json"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout_s,
+    )
+    response.raise_for_status()
+    return list(response.json()["rows"])
+
+
 def hot_reader(settings: ClickHouseSettings, token: str | None = None) -> tuple[Reader, str]:
     """(run SQL -> rows as dicts, description). SQL names tables unqualified when it goes
     through the endpoint and qualified otherwise: use ``{db}`` in it."""

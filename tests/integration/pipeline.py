@@ -31,6 +31,15 @@ PORTS = (
 )  # fmt: skip
 
 
+# The open bug the fault suite found (docs/faults.md); shared by the tests it makes flaky.
+HANGING_TRANSACTION = (
+    "known bug (issue 8, docs/faults.md): after a worker SIGKILL (or a broker SIGKILL that "
+    "makes the worker restart) a transaction on events.signed can stay open: the partition's "
+    "last stable offset stops at one record, read_committed readers (sinks, the tests) stall on "
+    "it and the workers' input offsets stay uncommitted. Intermittent: about half the runs."
+)
+
+
 def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -137,13 +146,10 @@ class Pipeline:
                            list(roles), 3600)  # fmt: skip
 
     def query(self, sql: str) -> list[list[Any]]:
+        from sinks.clickhouse.access import endpoint_rows
+
         url = f"http://127.0.0.1:{self.port['SEALSTREAM_CLICKHOUSE_QUERY_PORT']}/v1/query"
-        response = httpx.post(
-            url, json={"sql": sql, "format": "json"},
-            headers={"Authorization": f"Bearer {self.token()}"}, timeout=60,
-        )  # fmt: skip
-        response.raise_for_status()
-        return list(response.json()["rows"])
+        return endpoint_rows(url, self.token(), sql)
 
     def cold_occurrences(self, tenant: str = "acme") -> Counter[str]:
         from sinks.objects.files import read_records

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pipeline import (
+    HANGING_TRANSACTION,
     Outcome,
     Pipeline,
     Traffic,
@@ -64,14 +65,7 @@ def run_with(pipeline: Pipeline, fault: object, before_s: float = 4, after_s: fl
     return traffic
 
 
-HANGING = pytest.mark.xfail(
-    strict=False,
-    reason="known bug found by this suite (issue 8): after a worker SIGKILL (or a broker "
-    "SIGKILL that makes the worker restart) a transaction on events.signed can stay open: the "
-    "partition's last stable offset stops at one record, both sinks (read_committed) stall on "
-    "it and the workers' input offsets stay uncommitted; the oracle then finds acknowledged "
-    "events missing. Intermittent: about half the runs here.",
-)
+HANGING = pytest.mark.xfail(strict=False, reason=HANGING_TRANSACTION)
 
 
 @HANGING
