@@ -5,6 +5,7 @@ acknowledged event ended up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,13 +41,13 @@ HANGING_TRANSACTION = (
 )
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+def wait_for(predicate: Any, timeout_s: float, what: str, every_s: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
@@ -283,10 +284,23 @@ def oracle(
         if (acked <= hot_ids and acked <= set(cold)) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    time.sleep(3)  # late duplicates, if any, land too
+
+    def counts() -> tuple[int, int, int]:
+        hot_ids, cold = stored()
+        rollup = pipeline.query("SELECT sum(events) FROM events_minutely WHERE tenant = 'acme'")
+        return len(hot_ids), sum(cold.values()), int(rollup[0][0] or 0)
+
+    # late duplicates, if any, land too: count until two readings a second apart agree
+    previous: list[tuple[int, int, int]] = []
+
+    def stable() -> bool:
+        previous.append(counts())
+        return len(previous) > 1 and previous[-1] == previous[-2]
+
+    with contextlib.suppress(AssertionError):  # still moving after 30 s: count what is there
+        wait_for(stable, 30, "stable counts", every_s=1.0)
     hot_ids, cold = stored()
-    rollup = int(pipeline.query(
-        "SELECT sum(events) FROM events_minutely WHERE tenant = 'acme'")[0][0] or 0)  # fmt: skip
+    rollup = counts()[2]
     dead = 0
     if poison:
         rows = pipeline.query("SELECT source_partition, source_offset FROM dead_letters")
