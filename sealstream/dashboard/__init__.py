@@ -105,6 +105,7 @@ class Collector:
         self._previous: tuple[float, float] | None = None
         self._query: Any = None
         self._consumer: Any = None
+        self._admin: Any = None
 
     # -- sources ------------------------------------------------------------------------
 
@@ -151,9 +152,10 @@ class Collector:
             "clickhouse sink (events.signed)": (sink.clickhouse_group, sink.signed_topic),
             "object sink (events.signed)": (sink.objects_group, sink.signed_topic),
         }
-        if self._consumer is None:
+        if self._consumer is None:  # made once, kept for every sample
             self._consumer = Consumer(kafka.client_config(group_id="sealstream-dashboard"))
-        admin = AdminClient(kafka.client_config())
+            self._admin = AdminClient(kafka.client_config())
+        admin = self._admin
         out: dict[str, int | None] = {}
         for stage, (group, topic) in stages.items():
             try:
