@@ -239,6 +239,16 @@ class WorkerSettings(BaseSettings):
         default=0, ge=0, le=65535, description="Prometheus /metrics of this worker; 0 = off."
     )
     metrics_host: str = Field(default=LOCALHOST, description="Address /metrics binds.")
+    session_timeout_s: float = Field(
+        default=15.0,
+        ge=6,
+        le=300,
+        description="Group session timeout: how long a killed worker's partitions stay "
+        "unassigned before the others (or its restart) take them over.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="Group heartbeats; well under session_timeout_s."
+    )
     fault_slow_tenant: str | None = Field(
         default=None, description="Fault drill: hang enrichment of this tenant's events."
     )

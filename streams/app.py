@@ -41,7 +41,7 @@ from streams.enrich import (
     TenantDirectory,
     TimeFields,
 )
-from streams.heads import CommittedHead, last_committed
+from streams.heads import CommittedHead, RawRecord, last_committed, read_range, resume_offset
 from streams.mask import Masker
 from streams.processor import PoisonMessage, Processor, Source, checkpoint, dead_letter_headers
 from streams.route import RoutingTable
@@ -60,6 +60,10 @@ REPLAYED = Counter(
     "sealstream_worker_redelivered_skipped_total", "Redelivered events already signed (skipped)"
 )
 RETRIES = Counter("sealstream_worker_retries_total", "Transient failures retried", ["reason"])
+GAP_FILLED = Counter(
+    "sealstream_worker_gap_filled_total",
+    "Input events the consumer skipped over and the agent read back and processed in order",
+)
 
 
 @dataclass
@@ -90,6 +94,33 @@ class Outputs:
         """The last committed signed record of ``partition`` (see streams/heads.py)."""
         return await asyncio.to_thread(
             last_committed, kafka, self.settings.signed_topic, partition, decoder
+        )
+
+    async def resume_offset(self, kafka: KafkaSettings, partition: int) -> int | None:
+        """The input offset the group must process next on ``partition`` (streams/heads.py)."""
+        return await asyncio.to_thread(
+            resume_offset, kafka, self.settings.app_id, self.settings.raw_topic, partition
+        )
+
+    async def mark_done(self, partition: int, start: int, end: int) -> None:
+        """Tell faust's consumer that input offsets ``[start, end)`` need no ack of their own.
+
+        The agent processed them from a gap faust's consumer skipped over; faust never
+        delivered them, so they are not in its acked set, and with a hole at the head of that
+        set faust never commits the partition again (``Consumer._new_offset``): its
+        transaction stays open and every read_committed reader stalls (the "hanging
+        transaction" the fault suite found). ``_add_gap`` is faust's own bookkeeping for offsets
+        that carry no message (transaction markers); there is no public API for it.
+        """
+        tp = TP(self.settings.raw_topic, partition)
+        await self.app.consumer._add_gap(tp, start, end - 1)
+
+    async def read_range(
+        self, kafka: KafkaSettings, partition: int, start: int, end: int
+    ) -> list[RawRecord]:
+        """The committed input records ``[start, end)`` of ``partition``."""
+        return await asyncio.to_thread(
+            read_range, kafka, self.settings.raw_topic, partition, start, end
         )
 
     async def send(
@@ -145,6 +176,11 @@ def create_app(
         # refuses to recover (ConsistencyError, seen in the kill tests). The table is a working
         # copy here: heads are reconciled with the committed output (streams/heads.py).
         recovery_consistency_check=False,
+        # aiokafka has no static membership: a SIGKILLed worker's partitions wait for its
+        # session to expire before anyone (its own restart included) gets them. faust's 60 s
+        # default stalled every chain of the killed worker for a minute (fault suite).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     raw = app.topic(
         settings.raw_topic,
@@ -156,20 +192,31 @@ def create_app(
     heads = app.Table("chain-heads", default=None, partitions=settings.partitions)
 
     reconciled: set[int] = set()
+    # per input partition: the offset to process next. Set from Kafka when a partition is
+    # (re)assigned, then advanced by each event; an event past it means the consumer skipped
+    # some (seen after worker restarts): those are read back and processed first, in order.
+    next_offset: dict[int, int] = {}
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        reconciled.difference_update(tp.partition for tp in revoked)
+        for tp in revoked:
+            reconciled.discard(tp.partition)
+            next_offset.pop(tp.partition, None)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        reconciled.difference_update(tp.partition for tp in assigned)
+        for tp in assigned:
+            reconciled.discard(tp.partition)
+            next_offset.pop(tp.partition, None)
 
-    async def _reconcile(stored: Any, partition: int) -> Any:
+    async def _reconcile(partition: int) -> None:
         """The committed output is the truth; the recovered table may lag it or, after an
-        aborted transaction, run ahead of it (which would skip events). Use the output."""
+        aborted transaction, run ahead of it (which would skip events). Use the output, and
+        resume the input where the group's committed offset says."""
+        key = str(partition)
+        stored = heads.get(key)
         committed = await outputs.committed_head(kafka, partition, processor.output_decoder)
-        fresh = (
+        fresh: list[Any] | None = (
             None
             if committed is None
             else [committed.head.seq, committed.head.hash, committed.source_offset]
@@ -181,43 +228,96 @@ def create_app(
                 stored[:1] + stored[2:] if stored else None,
                 fresh[:1] + fresh[2:] if fresh else None,
             )
-        return fresh
+            heads[key] = fresh
+        resume = await outputs.resume_offset(kafka, partition)
+        if resume is not None:
+            next_offset[partition] = max(resume, int(fresh[2]) + 1 if fresh else resume)
+        log.info(
+            "chain %s/%s: head %s, input resumes at offset %s",
+            settings.raw_topic,
+            partition,
+            fresh[:1] + fresh[2:] if fresh else None,
+            next_offset.get(partition),
+        )
+
+    async def _handle(
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        raw_headers: Any,
+    ) -> None:
+        headers = {k: (v or b"") for k, v in (raw_headers or [])}
+        source = Source(topic, partition, offset, headers)
+        chain_key = str(partition)
+        stored = heads.get(chain_key)
+        head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
+        if stored and len(stored) > 2 and offset <= stored[2]:
+            # faust redelivers the last message after a rebalance or restart; the chain
+            # head (same transaction as the output) says it is done: skip, don't re-sign.
+            REPLAYED.inc()
+            return
+        signed = await _process_with_retries(processor, settings, value, source, head, outputs, key)
+        if signed is None:  # dead-lettered: the chain is unchanged, the offset is done
+            heads[chain_key] = [head.seq, head.hash, offset]
+            return
+        heads[chain_key] = [signed.head.seq, signed.head.hash, offset]
+        await outputs.send(
+            source,
+            settings.signed_topic,
+            signed.value,
+            key,
+            partition,
+            [("correlation_id", headers.get("correlation_id", b""))],
+        )
+        PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
+        if signed.head.seq % settings.checkpoint_every == 0:
+            await _emit_checkpoint(outputs, source, signed.head, keys)
 
     @app.agent(raw)
     async def sign_events(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            headers = {k: (v or b"") for k, v in (message.headers or [])}
-            source = Source(message.topic, message.partition, message.offset, headers)
-            key = str(source.partition)
-            stored = heads.get(key)
-            if source.partition not in reconciled:
-                stored = await _reconcile(stored, source.partition)
-                reconciled.add(source.partition)
-            head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
-            if stored and len(stored) > 2 and source.offset <= stored[2]:
-                # faust redelivers the last message after a rebalance or restart; the chain
-                # head (same transaction as the output) says it is done: skip, don't re-sign.
-                REPLAYED.inc()
+            partition = message.partition
+            if partition not in reconciled:
+                await _reconcile(partition)
+                reconciled.add(partition)
+            expected = next_offset.get(partition)
+            if expected is not None and message.offset < expected:
+                REPLAYED.inc()  # redelivered: already part of a committed transaction
                 continue
-            signed = await _process_with_retries(
-                processor, settings, event.value, source, head, outputs, message.key
-            )
-            if signed is None:  # dead-lettered: the chain is unchanged, the offset is done
-                heads[key] = [head.seq, head.hash, source.offset]
-                continue
-            heads[key] = [signed.head.seq, signed.head.hash, source.offset]
-            await outputs.send(
-                source,
-                settings.signed_topic,
-                signed.value,
+            if expected is not None and message.offset > expected:
+                gap = await outputs.read_range(kafka, partition, expected, message.offset)
+                log.warning(
+                    "input gap on %s[%s]: consumer delivered offset %s, expected %s; "
+                    "processing the %s skipped record(s) first",
+                    message.topic,
+                    partition,
+                    message.offset,
+                    expected,
+                    len(gap),
+                )
+                for record in gap:
+                    GAP_FILLED.inc()
+                    await _handle(
+                        record.topic,
+                        partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        record.headers,
+                    )
+                await outputs.mark_done(partition, expected, message.offset)
+            await _handle(
+                message.topic,
+                partition,
+                message.offset,
                 message.key,
-                source.partition,
-                [("correlation_id", headers.get("correlation_id", b""))],
+                event.value,
+                message.headers,
             )
-            PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
-            if signed.head.seq % settings.checkpoint_every == 0:
-                await _emit_checkpoint(outputs, source, signed.head, keys)
+            next_offset[partition] = message.offset + 1
 
     app.sign_events = sign_events  # type: ignore[attr-defined]
     app.chain_heads = heads  # type: ignore[attr-defined]

@@ -6,11 +6,8 @@ acknowledged event ended up."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,96 +18,19 @@ from typing import Any
 
 import httpx
 
+from sealstream.upjob import PORTS, UpJob, wait_for
 from tests.integration.conftest import free_ports
 
-REPO = Path(__file__).resolve().parents[2]
-PORTS = (
-    "SEALSTREAM_STACK_KAFKA_PORT", "SEALSTREAM_STACK_CONTROLLER_PORT",
-    "SEALSTREAM_STACK_REGISTRY_PORT", "SEALSTREAM_GATEWAY_PORT",
-    "SEALSTREAM_CLICKHOUSE_QUERY_PORT", "SEALSTREAM_UP_DASHBOARD_PORT",
-    "SEALSTREAM_UP_WORKER_METRICS_PORT", "SEALSTREAM_UP_OBJECTS_METRICS_PORT",
-)  # fmt: skip
 
+class Pipeline(UpJob):
+    """:class:`UpJob` on free test ports, with the fault suite's process and store helpers."""
 
-# The open bug the fault suite found (docs/faults.md); shared by the tests it makes flaky.
-HANGING_TRANSACTION = (
-    "known bug (issue 8, docs/faults.md): after a worker SIGKILL (or a broker SIGKILL that "
-    "makes the worker restart) a transaction on events.signed can stay open: the partition's "
-    "last stable offset stops at one record, read_committed readers (sinks, the tests) stall on "
-    "it and the workers' input offsets stay uncommitted. Intermittent: about half the runs."
-)
+    subject = "fault-suite"
 
-
-def wait_for(predicate: Any, timeout_s: float, what: str, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-class Pipeline:
     def __init__(self, tmp: Path, **env: str) -> None:
-        self.tmp = tmp
-        self.dir = tmp / "stack"
-        ports = free_ports(len(PORTS))
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SEALSTREAM_")},
-            **{name: str(port) for name, port in zip(PORTS, ports, strict=True)},
-            "SEALSTREAM_SINK_CLICKHOUSE_MAX_AGE_S": "0.5",
-            "SEALSTREAM_SINK_OBJECTS_MAX_AGE_S": "1",
-            "SEALSTREAM_SINK_BACKOFF_MAX_S": "2",
-            **env,
-        }
-        self.port = {name: int(self.env[name]) for name in PORTS}
-        self.gateway_url = f"http://127.0.0.1:{self.port['SEALSTREAM_GATEWAY_PORT']}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp / "up.log"
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream.cli", "up", "--dir", str(self.dir),
-                 "--keep-stack"],
-                cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_for(lambda: "Ctrl-C stops everything" in self.log.read_text(), 240, "up")
-        self.settings_env = dict(self.env)
-        for line in (self.dir / "up.env").read_text().splitlines():
-            key, _, value = line.partition("=")
-            self.settings_env[key] = value.strip("'")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.cli("stack", "down", "--dir", str(self.dir), check=False)
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", *args],
-            cwd=REPO, env=self.settings_env if hasattr(self, "settings_env") else self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-        if check:
-            assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-        return done
+        super().__init__(tmp, free_ports(len(PORTS)), **env)
 
     # -- processes --------------------------------------------------------------------------
-
-    def services(self) -> dict[str, dict[str, Any]]:
-        try:
-            state = json.loads((self.dir / "up.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {s["name"]: s for s in state["services"]}
 
     def kill(self, name: str) -> int:
         pid = int(self.services()[name]["pid"])
@@ -135,22 +55,6 @@ class Pipeline:
         return int(pid)
 
     # -- reading the stores ------------------------------------------------------------------
-
-    def token(self, tenant: str = "*", roles: tuple[str, ...] = ("auditor",), **kw: Any) -> str:
-        from producers.auth import Keyring, issue_token
-        from sealstream.cli.gateway import auth_settings
-        from sealstream.settings import KeySettings
-
-        auth = auth_settings(KeySettings(dir=self.dir / "keys"))
-        scopes = kw.pop("scopes", ["analytics:read"])
-        return issue_token(Keyring.from_settings(auth), auth, "fault-suite", tenant, scopes,
-                           list(roles), 3600)  # fmt: skip
-
-    def query(self, sql: str) -> list[list[Any]]:
-        from sinks.clickhouse.access import endpoint_rows
-
-        url = f"http://127.0.0.1:{self.port['SEALSTREAM_CLICKHOUSE_QUERY_PORT']}/v1/query"
-        return endpoint_rows(url, self.token(), sql)
 
     def cold_occurrences(self, tenant: str = "acme") -> Counter[str]:
         from sinks.objects.files import read_records
@@ -323,8 +227,8 @@ def oracle(
 def diagnose(pipeline: Pipeline) -> str:
     """Per partition: events.raw end and the workers' committed offset, events.signed end as
     written and as readable (read_committed: an open transaction holds it back)."""
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
 
     bootstrap = pipeline.settings_env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -338,15 +242,15 @@ def diagnose(pipeline: Pipeline) -> str:
             tp.partition: tp.offset
             for tp in admin.list_consumer_group_offsets(request)[group].result(10).topic_partitions
         }
-        ends = {}
-        for isolation in ("read_uncommitted", "read_committed"):
-            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "diagnose",
-                                 "isolation.level": isolation})  # fmt: skip
-            ends[isolation] = {
-                tp.partition: consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
-                for tp in tps
-            }
-            consumer.close()
+        # the last stable offset needs ListOffsets with READ_COMMITTED: a consumer's
+        # get_watermark_offsets returns the high watermark whatever its isolation level
+        ends: dict[str, dict[int, int]] = {}
+        for isolation in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
+            request = {tp: OffsetSpec.latest() for tp in tps}
+            futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=10)
+            name = "read_committed" if isolation == IsolationLevel.READ_COMMITTED else (
+                "read_uncommitted")  # fmt: skip
+            ends[name] = {tp.partition: f.result().offset for tp, f in futures.items()}
         for p in sorted(meta.partitions):
             lines.append(
                 f"{topic}[{p}] end {ends['read_uncommitted'][p]} readable "

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pipeline import (
-    HANGING_TRANSACTION,
     Outcome,
     Pipeline,
     Traffic,
@@ -72,10 +71,6 @@ def run_with(pipeline: Pipeline, fault: object, before_s: float = 4, after_s: fl
     return traffic
 
 
-HANGING = pytest.mark.xfail(strict=False, reason=HANGING_TRANSACTION)
-
-
-@HANGING
 def test_worker_sigkill(pipeline: Pipeline) -> None:
     def kill() -> None:
         old = pipeline.kill("worker-1")
@@ -120,7 +115,6 @@ def test_gateway_sigkill_clients_retry_with_the_same_ids(pipeline: Pipeline) -> 
     exactly_once(oracle(pipeline, traffic), "gateway SIGKILL")
 
 
-@HANGING
 def test_broker_sigkill_and_restart(pipeline: Pipeline) -> None:
     def kill() -> None:
         os.kill(pipeline.stack_pid("kafka"), signal.SIGKILL)

@@ -29,7 +29,6 @@ from sealstream.integrity import ChainHead, canonical_json, walk_chain
 from sealstream.keys import load_hmac_keyring
 from sealstream.settings import KeySettings
 from tests.integration.conftest import register_repo_schemas
-from tests.integration.pipeline import HANGING_TRANSACTION
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,7 +301,6 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
         assert name in headers
 
 
-@pytest.mark.xfail(strict=False, reason=HANGING_TRANSACTION)
 @pytest.mark.timeout(420)
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     stack: Any, workers: Workers

@@ -19,6 +19,7 @@ from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
 from streams.app import Outputs, create_app
 from streams.enrich import ClientAttributes, PiiClassification, Pipeline, TimeFields
+from streams.heads import RawRecord
 from streams.mask import Masker
 from streams.processor import Processor, Source
 from streams.route import RoutingTable
@@ -31,9 +32,23 @@ class Recorder(Outputs):
     def __init__(self, settings: WorkerSettings, encoder: Encoder) -> None:
         super().__init__(None, settings, encoder)
         self.sent: list[tuple[str, bytes, int, dict[str, bytes]]] = []
+        self.resume: dict[int, int] = {}  # partition -> the group's committed offset
+        self.log: dict[int, list[RawRecord]] = {}  # what read_range finds in events.raw
+        self.reads: list[tuple[int, int, int]] = []
+        self.done: list[tuple[int, int, int]] = []  # offsets handed back to faust as acked
 
     async def committed_head(self, kafka: Any, partition: int, decoder: Any) -> None:
         return None  # no earlier output: the table is the only state
+
+    async def resume_offset(self, kafka: Any, partition: int) -> int | None:
+        return self.resume.get(partition)
+
+    async def mark_done(self, partition: int, start: int, end: int) -> None:
+        self.done.append((partition, start, end))
+
+    async def read_range(self, kafka: Any, partition: int, start: int, end: int) -> list[Any]:
+        self.reads.append((partition, start, end))
+        return [r for r in self.log.get(partition, []) if start <= r.offset < end]
 
     async def send(
         self,
@@ -124,3 +139,31 @@ async def test_agent_signs_chains_routes_and_dead_letters(harness: Any) -> None:
     assert dead[0][1]["dlq.reason"] in (b"undecodable", b"unknown_schema")
     checkpoints = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "audit.checkpoints"]
     assert [(c["chain_id"].endswith("/0"), c["seq"]) for c in checkpoints] == [(True, 3)]
+
+
+async def test_agent_processes_a_skipped_range_first_and_in_order(harness: Any) -> None:
+    """After a restart faust's consumer was seen to start a partition past the group's
+    committed offset; the agent must read the skipped records back and sign them first."""
+    app, recorder, decoder = harness
+    recorder.resume = {0: 0}
+    recorder.log = {0: [RawRecord("events.raw", 0, i, b"k", raw("acme", i), []) for i in (0, 1)]}
+    async with app.sign_events.test_context() as agent:
+        agent.sent_offset = 2  # the consumer hands over offset 2 first: 0 and 1 were skipped
+        for i in (2, 3):
+            await agent.put(raw("acme", i), key=b"k", partition=0)
+    signed = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "events.signed"]
+    assert [(r["seq"], r["source_offset"]) for r in signed] == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    assert recorder.reads == [(0, 0, 2)]
+    assert recorder.done == [(0, 0, 2)]  # else faust never commits the partition again
+    assert walk_chain(signed[0]["chain_id"], signed, KEYS, anchor=ChainHead()).ok
+
+
+async def test_agent_skips_what_the_group_already_committed(harness: Any) -> None:
+    app, recorder, decoder = harness
+    recorder.resume = {0: 1}  # offset 0 is in a committed transaction: a redelivery
+    async with app.sign_events.test_context() as agent:
+        for i in (0, 1):
+            await agent.put(raw("acme", i), key=b"k", partition=0)
+    signed = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "events.signed"]
+    assert [(r["seq"], r["source_offset"]) for r in signed] == [(1, 1)]
+    assert recorder.reads == []
