@@ -8,7 +8,6 @@ nothing. The in-memory index is bounded (oldest entries drop first); the topic k
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from producers.errors import Unavailable
 from producers.kafka import AsyncProducer
 from sealstream.follow import TopicFollower
 from sealstream.settings import KafkaSettings
@@ -30,7 +30,6 @@ class ReceiptStore:
         self.topic = topic
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
-        self._inflight: set[asyncio.Future[Any]] = set()
         self.persist_failures = 0
 
     @staticmethod
@@ -56,27 +55,30 @@ class ReceiptStore:
         Not awaited on the request path: the event itself is already acknowledged by Kafka,
         and the receipts topic is an index for deduplication and look-ups (downstream stages
         also deduplicate on event_id), so its write must not add a round trip to every 202.
+        Fire and forget: no task or future per receipt, only a callback if Kafka refuses it.
         """
         self._remember(receipt)
         if self.producer is not None:
             key = self._key(str(receipt["tenant"]), str(receipt["event_id"]))
-            task = asyncio.ensure_future(
-                self.producer.send(self.topic, orjson.dumps(receipt), key.encode())
-            )
-            self._inflight.add(task)
-            task.add_done_callback(self._done)
+            try:
+                self.producer.produce_nowait(
+                    self.topic, orjson.dumps(receipt), key.encode(), self._failed
+                )
+            except Unavailable as exc:
+                self._failed(exc)
 
-    def _done(self, task: asyncio.Future[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+    def _failed(self, error: Unavailable) -> None:
+        with self._lock:
             self.persist_failures += 1
-            log.warning("receipt not persisted error=%s", task.exception())
+        log.warning("receipt not persisted error=%s", error)
 
     def follow(self, kafka: KafkaSettings) -> TopicFollower:
         """Load and keep following the receipts topic (other instances, earlier runs)."""
 
         def apply(key: bytes | None, value: bytes | None) -> None:
-            if value:
+            # Most records are this instance's own receipts coming back: known by their key,
+            # and the first receipt wins anyway, so skip parsing them.
+            if value and (key is None or key.decode(errors="replace") not in self._items):
                 self._remember(orjson.loads(value))
 
         return TopicFollower(kafka, self.topic, apply, "gateway-receipts")

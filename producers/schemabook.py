@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from schemas.catalog import DECISIONS_TOPIC, Catalog, subject_for
@@ -25,6 +26,16 @@ class EventTypeInfo:
     payload_schema: dict[str, Any]
     payload_parsed: Any
     key_field: str | None
+
+    @cached_property
+    def wire_header(self) -> bytes:
+        """Magic byte and schema id: the first five bytes of every record of this type."""
+        return b"\x00" + self.schema_id.to_bytes(4, "big")
+
+    @cached_property
+    def schema_id_header(self) -> bytes:
+        """The ``schema_id`` Kafka header value."""
+        return str(self.schema_id).encode()
 
     def key_for(self, datum: dict[str, Any]) -> str | None:
         if self.key_field is None:

@@ -11,11 +11,11 @@ with status 503 and the client retries them with the same ``event_id`` (deduplic
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import io
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,12 @@ from producers.auth import Principal
 from producers.dedup import ReceiptStore
 from producers.errors import GatewayError, RateLimited, Unavailable
 from producers.ids import uuid7
-from producers.kafka import Ack, AsyncProducer
+from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
 from producers.metrics import Metrics
 from producers.policy import Decision, PolicyStore
 from producers.ratelimit import RateLimiter, Verdict
 from producers.receipts import ReceiptIssuer
-from producers.schemabook import SchemaBook
+from producers.schemabook import EventTypeInfo, SchemaBook
 from producers.validation import (
     EventIn,
     FieldError,
@@ -134,10 +134,8 @@ class IngestService:
             else:
                 rejected.append(result)
 
-        audit = asyncio.ensure_future(self._log_decisions(principal, decisions, ctx))
-        accepted, failed = await self._produce(principal, pending, ctx)
+        accepted, failed = await self._produce(principal, pending, decisions, ctx)
         rejected.extend(failed)
-        await audit
         rejected.sort(key=lambda r: int(r["index"]))
         return self._answer(is_batch, accepted, rejected, ctx, rate_headers(verdict))
 
@@ -204,10 +202,13 @@ class IngestService:
     # -- producing ------------------------------------------------------------------------
 
     def _encode(
-        self, principal: Principal, item: _Pending, received: dt.datetime, ctx: RequestContext
+        self,
+        principal: Principal,
+        item: _Pending,
+        info: EventTypeInfo,
+        received: dt.datetime,
+        ctx: RequestContext,
     ) -> tuple[bytes, bytes, str]:
-        info = self.book.get(item.event.event_type)
-        assert info is not None
         payload_json = orjson.dumps(item.event.payload, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(payload_json).hexdigest()
         record = {
@@ -224,22 +225,30 @@ class IngestService:
             "payload": item.datum,
         }
         buf = io.BytesIO()
-        buf.write(b"\x00" + info.schema_id.to_bytes(4, "big"))
+        buf.write(info.wire_header)
         fastavro.schemaless_writer(buf, info.event_parsed, record)
         key = item.event.key or info.key_for(item.datum) or item.event_id
         return buf.getvalue(), f"{item.event.tenant}:{key}".encode(), digest
 
     async def _produce(
-        self, principal: Principal, pending: list[_Pending], ctx: RequestContext
+        self,
+        principal: Principal,
+        pending: list[_Pending],
+        decisions: list[tuple[Decision, EventIn | None, int]],
+        ctx: RequestContext,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Produce the request's events and its audit decisions as two batches, await them
+        together, then issue receipts for what Kafka acknowledged."""
         accepted: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        to_send: list[tuple[_Pending, asyncio.Task[Ack], str, dt.datetime]] = []
+        to_send: list[tuple[_Pending, str]] = []
+        records: list[Record] = []
+        duplicates: Counter[tuple[str, str]] = Counter()
         received = _millis(dt.datetime.now(dt.UTC))
         for item in pending:
             known = self.receipts.get(item.event.tenant, item.event_id)
             if known is not None:  # a retry of an accepted event: same receipt, nothing produced
-                self.metrics.duplicates.labels(item.event.tenant, item.event.event_type).inc()
+                duplicates[item.event.tenant, item.event.event_type] += 1
                 accepted.append(
                     {
                         "index": item.index,
@@ -249,11 +258,13 @@ class IngestService:
                     }
                 )
                 continue
-            value, key, digest = self._encode(principal, item, received, ctx)
+            info = self.book.get(item.event.event_type)
+            assert info is not None
+            value, key, digest = self._encode(principal, item, info, received, ctx)
             headers: list[tuple[str, str | bytes | None]] = [
                 ("correlation_id", (item.event.correlation_id or ctx.correlation_id).encode()),
                 ("request_id", ctx.request_id.encode()),
-                ("schema_id", str(self.book.get(item.event.event_type).schema_id).encode()),  # type: ignore[union-attr]
+                ("schema_id", info.schema_id_header),
                 ("event_type", item.event.event_type.encode()),
                 ("tenant", item.event.tenant.encode()),
                 # dead letters keep their source headers: the audit trail finds them by it
@@ -263,30 +274,36 @@ class IngestService:
                 headers.append(("client_ip", ctx.client_ip.encode()))
             if ctx.user_agent:
                 headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
-            task = asyncio.ensure_future(
-                self.producer.send(self.settings.raw_topic, value, key, headers)
-            )
-            to_send.append((item, task, digest, received))
+            records.append((self.settings.raw_topic, value, key, headers))
+            to_send.append((item, digest))
+        for (tenant, event_type), count in duplicates.items():
+            self.metrics.duplicates.labels(tenant, event_type).inc(count)
+        events = self.producer.produce_batch(records) if records else None
+        audit = self._log_decisions(principal, decisions, ctx)
+        acks = await events.wait(self.settings.produce_timeout_s) if events else []
+        if audit is not None:
+            lost = [r for r in await audit.wait() if isinstance(r, Unavailable)]
+            if lost:
+                log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
         if not to_send:
             return accepted, failed
-        done, _ = await asyncio.wait(
-            [t for _, t, _, _ in to_send], timeout=self.settings.produce_timeout_s
-        )
-        for item, task, digest, when in to_send:
-            if task in done and task.exception() is None:
-                ack = task.result()
+        when = received.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        counts: Counter[tuple[str, str]] = Counter()
+        unavailable: Counter[tuple[str, str]] = Counter()
+        for (item, digest), ack in zip(to_send, acks, strict=True):
+            if isinstance(ack, Ack):
                 receipt = self.issuer.issue(
                     event_id=item.event_id,
                     tenant=item.event.tenant,
                     event_type=item.event.event_type,
                     payload_sha256=digest,
-                    received_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    received_at=when,
                     topic=ack.topic,
                     partition=ack.partition,
                     offset=ack.offset,
                 )
                 self.receipts.put(receipt)
-                self.metrics.accepted.labels(item.event.tenant, item.event.event_type).inc()
+                counts[item.event.tenant, item.event.event_type] += 1
                 accepted.append(
                     {"index": item.index, "event_id": item.event_id, "receipt": receipt}
                 )
@@ -306,21 +323,28 @@ class IngestService:
                         "error": error.body()["error"],
                     }
                 )
-                self.metrics.rejected.labels(
-                    item.event.tenant, item.event.event_type, "kafka_unavailable"
-                ).inc()
+                unavailable[item.event.tenant, item.event.event_type] += 1
+        # one labelled child per (tenant, event_type) and request, not one look-up per event
+        for (tenant, event_type), count in counts.items():
+            self.metrics.accepted.labels(tenant, event_type).inc(count)
+        for (tenant, event_type), count in unavailable.items():
+            self.metrics.rejected.labels(tenant, event_type, "kafka_unavailable").inc(count)
         return accepted, failed
 
-    async def _log_decisions(
+    def _log_decisions(
         self,
         principal: Principal,
         decisions: list[tuple[Decision, EventIn | None, int]],
         ctx: RequestContext,
-    ) -> None:
-        """Every allow/deny decision as an Avro record on ``audit.decisions``."""
+    ) -> PendingBatch | None:
+        """Every allow/deny decision as an Avro record on ``audit.decisions``, enqueued as one
+        batch; the caller awaits its acknowledgements with the events'."""
         if not decisions:
-            return
-        sends = []
+            return None
+        decided_at = _millis(dt.datetime.now(dt.UTC))
+        key = principal.tenant.encode()
+        topic = self.settings.decisions_topic
+        records: list[Record] = []
         for decision, event, _ in decisions:
             value = self.book.encode_decision(
                 {
@@ -335,18 +359,13 @@ class IngestService:
                     "request_id": ctx.request_id,
                     "correlation_id": (event.correlation_id if event else None)
                     or ctx.correlation_id,
-                    "decided_at": _millis(dt.datetime.now(dt.UTC)),
+                    "decided_at": decided_at,
                     "client_ip": ctx.client_ip,
                     "user_agent": ctx.user_agent,
                 }
             )
-            sends.append(
-                self.producer.send(self.settings.decisions_topic, value, principal.tenant.encode())
-            )
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        lost = [r for r in results if isinstance(r, BaseException)]
-        if lost:
-            log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
+            records.append((topic, value, key, None))
+        return self.producer.produce_batch(records)
 
     def _answer(
         self,

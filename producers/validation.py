@@ -180,6 +180,20 @@ def _check_primitive(value: Any, kind: str, path: str) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def _field_names(schema: dict[str, Any]) -> frozenset[str]:
+    """The field names of a record schema, computed once per schema object."""
+    cached = _FIELD_NAMES.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, frozenset(f["name"] for f in schema["fields"]))
+        if len(_FIELD_NAMES) >= 1024:  # the gateway has a few schemas; tests make many
+            _FIELD_NAMES.clear()
+        _FIELD_NAMES[id(schema)] = cached
+    return cached[1]
+
+
 def _to_avro(value: Any, schema: Any, path: str) -> Any:
     """Convert JSON values to what fastavro writes for ``schema`` (timestamps, decimals, ...)."""
     if isinstance(schema, str):
@@ -201,9 +215,9 @@ def _to_avro(value: Any, schema: Any, path: str) -> Any:
         if kind == "record":
             if not isinstance(value, dict):
                 raise _Mismatch(path, "expected an object")
-            names = {f["name"] for f in schema["fields"]}
-            unknown = sorted(set(value) - names)
-            if unknown:
+            names = _field_names(schema)
+            if not names.issuperset(value):
+                unknown = sorted(set(value) - names)
                 raise _Mismatch(f"{path}.{unknown[0]}", "unknown field")
             out = {}
             for f in schema["fields"]:
@@ -261,6 +275,11 @@ def check_payload(
         datum = _to_avro(payload, schema, path)
     except _Mismatch as exc:
         return FieldError(index, exc.path, "schema_mismatch", str(exc))
+    if validate(datum, parsed, raise_errors=False):
+        assert isinstance(datum, dict)
+        return datum
+    # Only now ask for the details: with raise_errors=True fastavro builds (and JSON-encodes)
+    # a ValidationError for every union branch it tries, even when the datum is valid.
     try:
         validate(datum, parsed, raise_errors=True)
     except AvroValidationError as exc:
