@@ -1,21 +1,36 @@
-"""What every benchmark needs: a machine description and its own local stack."""
+"""What every benchmark needs: a machine description, its own local stack, medians of
+repeated runs and progress that nests under ``python -m benchmarks``.
+
+Ports: Kafka listeners (and controllers, at +1) in 29300-29399, HTTP servers (registries,
+gateways, endpoints) in 28300-28399, apart from the developer defaults and the tests.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from sealstream.settings import StackSettings
 from sealstream.stack.local import LocalStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
+
+STACK_PORT = 29300  # the shared bench stack: Kafka 29300, controller 29301, registry 28300
+GATEWAY_PORT = 28310
+BASELINE_PORT = 28311
+E2E_KAFKA_PORT = 29310  # `sealstream up` of the end-to-end benchmark, HTTP ports from 28320
+E2E_HTTP_PORT = 28320
 
 
 def machine() -> dict[str, Any]:
@@ -26,6 +41,72 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     }
+
+
+def describe(m: dict[str, Any]) -> str:
+    """One line for every table and figure: what the numbers were measured on."""
+    return (
+        f"{m['cpu_count']} CPUs ({m['processor']}), {m['memory_gib']} GiB, {m['platform']}, "
+        f"Python {m['python']}"
+    )
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure per field: the median of the runs for numbers, the first run's value
+    otherwise; the runs themselves are kept under ``runs``."""
+    if not runs:
+        raise ValueError("no runs")
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        out[key] = round(statistics.median(numbers), 4) if len(numbers) == len(runs) else first
+    if len(runs) > 1:
+        out["runs"] = runs
+    return out
+
+
+class Task:
+    """One line of the progress display."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress, self.id = progress, task
+
+    def advance(self, n: float = 1) -> None:
+        self.progress.advance(self.id, n)
+
+    def update(self, **fields: Any) -> None:
+        self.progress.update(self.id, **fields)
+
+
+_live: Progress | None = None
+
+
+@contextlib.contextmanager
+def live() -> Iterator[Progress]:
+    """The one progress display of ``python -m benchmarks``: every :func:`task` joins it."""
+    global _live
+    with Progress(console=console) as progress:
+        _live = progress
+        try:
+            yield progress
+        finally:
+            _live = None
+
+
+@contextlib.contextmanager
+def task(description: str, total: float | None = None) -> Iterator[Task]:
+    """A progress line: on the umbrella's display when one runs (and removed when done),
+    else on a display of its own (a part run alone)."""
+    if _live is not None:
+        tid = _live.add_task(description, total=total)
+        try:
+            yield Task(_live, tid)
+        finally:
+            _live.remove_task(tid)
+        return
+    with Progress(console=console) as progress:
+        yield Task(progress, progress.add_task(description, total=total))
 
 
 def bench_stack(name: str, base_port: int) -> LocalStack:

@@ -2,7 +2,7 @@
 a plain confluent-kafka consume-transform-produce loop doing the same decode/enrich/mask/sign/
 encode with the same Processor, on the same broker and the same input.
 
-    python -m benchmarks.processor [--events 20000]
+    python -m benchmarks.processor [--events 20000] [--runs 3]
 
 Writes benchmarks/results/processor.json and .md.
 """
@@ -24,7 +24,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from benchmarks.common import bench_stack, console, machine
+from benchmarks.common import (
+    RESULTS,
+    STACK_PORT,
+    bench_stack,
+    console,
+    describe,
+    machine,
+    median_of,
+    task,
+)
 from schemas.catalog import Catalog, subject_for
 from schemas.samples import payment_event
 from schemas.serde import Encoder
@@ -40,7 +49,6 @@ from streams.app import build_processor
 from streams.processor import Source
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 PARTITIONS = 3
 
 
@@ -195,14 +203,8 @@ def run_plain(stack: LocalStack, topics: dict[str, str], keys: KeySettings, coun
         consumer.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    args = parser.parse_args()
-    work = RESULTS / "tmp" / "processor"
-    work.mkdir(parents=True, exist_ok=True)
-    keys = KeySettings(dir=work / "keys")
-    stack = bench_stack("processor", 29292)
+def one_run(stack: LocalStack, keys: KeySettings, events: int, work: Path) -> dict[str, Any]:
+    """Fresh topics, ``events`` raw events, the plain loop then the worker over them."""
     suffix = uuid.uuid4().hex[:6]
     topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})
@@ -216,37 +218,65 @@ def main() -> None:
             (topics["checkpoints"], catalog.checkpoint_schema()),
         ):
             client.register_schema(subject_for(topic, schema), Schema(json.dumps(schema), "AVRO"))
-    try:
-        console.log(f"producing {args.events} raw events")
-        produce_raw(stack, topics["raw"], args.events)
-        console.log("plain confluent-kafka loop")
-        plain = run_plain(stack, topics, keys, args.events)
-        console.log("sealstream worker (faust, exactly-once)")
-        worker = run_worker(stack, topics, keys, args.events, work)
-    finally:
-        stack.down()
-    result: dict[str, Any] = {
-        "benchmark": "processor",
-        "machine": machine(),
-        "events": args.events,
+    with task(f"processor: producing {events:,} raw events"):
+        produce_raw(stack, topics["raw"], events)
+    with task("processor: plain confluent-kafka loop"):
+        plain = run_plain(stack, topics, keys, events)
+    with task("processor: sealstream worker (faust, exactly-once)"):
+        worker = run_worker(stack, topics, keys, events, work)
+    return {
         "worker_events_per_s": round(worker, 1),
         "plain_loop_events_per_s": round(plain, 1),
         "ratio_worker_to_plain": round(worker / plain, 3),
-        "note": "one worker process vs one plain loop, same Processor, same broker; the worker "
-        "commits transactions (exactly-once), the plain loop is at-least-once",
     }
-    (RESULTS / "processor.json").write_text(json.dumps(result, indent=2) + "\n")
-    m = result["machine"]
-    (RESULTS / "processor.md").write_text(
-        f"# Processor benchmark\n\nMachine: {m['cpu_count']} CPUs, {m['memory_gib']} GiB, "
-        f"{m['platform']}, Python {m['python']}. {args.events} events, {PARTITIONS} partitions.\n\n"
+
+
+def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3) -> dict[str, Any]:
+    """``runs`` times :func:`one_run` on ``stack`` (its own when None); medians."""
+    work = RESULTS / "tmp" / "processor"
+    work.mkdir(parents=True, exist_ok=True)
+    keys = KeySettings(dir=work / "keys")
+    own = stack is None
+    stack = stack or bench_stack("processor", STACK_PORT)
+    try:
+        per_run = [one_run(stack, keys, events, work) for _ in range(runs)]
+    finally:
+        if own:
+            stack.down()
+    return {
+        "benchmark": "processor",
+        "machine": machine(),
+        "events": events,
+        "n_runs": runs,
+        **median_of(per_run),
+        "note": "one worker process vs one plain loop, same Processor, same broker; the worker "
+        "commits transactions (exactly-once), the plain loop is at-least-once; each figure is "
+        "the median of the runs (the ratio is the median of the per-run ratios)",
+    }
+
+
+def write(result: dict[str, Any], out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "processor.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "processor.md").write_text(
+        f"# Processor benchmark\n\nMachine: {describe(result['machine'])}. "
+        f"{result['events']:,} events, {PARTITIONS} partitions, {result['n_runs']} run(s).\n\n"
         "| pipeline | events/s |\n|---|---:|\n"
-        f"| sealstream worker (faust, exactly-once) | {result['worker_events_per_s']} |\n"
+        f"| sealstream worker (faust, exactly-once) | {result['worker_events_per_s']:,.0f} |\n"
         "| plain confluent-kafka loop (same work, at-least-once) | "
-        f"{result['plain_loop_events_per_s']} |\n"
+        f"{result['plain_loop_events_per_s']:,.0f} |\n"
         f"| ratio worker / plain | {result['ratio_worker_to_plain']} |\n\n{result['note']}.\n"
     )
-    console.print(result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    result = run(events=args.events, runs=args.runs)
+    write(result)
+    console.print((RESULTS / "processor.md").read_text())
 
 
 if __name__ == "__main__":

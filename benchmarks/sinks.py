@@ -2,7 +2,7 @@
 real broker, exactly-once batches, embedded chDB and a local directory), and event_id lookup
 latency p50/p99 in the hot store at 1M and 10M rows.
 
-    python -m benchmarks.sinks [--events 100000] [--sizes 1000000,10000000]
+    python -m benchmarks.sinks [--events 100000] [--sizes 1000000,10000000] [--runs 3]
 
 Writes benchmarks/results/sinks.json and .md.
 """
@@ -18,15 +18,24 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from rich.progress import Progress
 
-from benchmarks.common import RESULTS, bench_stack, console, machine
+from benchmarks.common import (
+    RESULTS,
+    STACK_PORT,
+    bench_stack,
+    console,
+    describe,
+    machine,
+    median_of,
+    task,
+)
 from schemas.catalog import Catalog, subject_for
 from schemas.samples import signed_chain
 from schemas.serde import Encoder
@@ -38,6 +47,7 @@ from sealstream.settings import (
     RegistrySettings,
     SinkSettings,
 )
+from sealstream.stack.local import LocalStack
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.lookup import find_event
 from sinks.clickhouse.migrations import migrate
@@ -61,8 +71,7 @@ def produce_signed(stack: Any, topic: str, count: int) -> None:
         {"bootstrap.servers": stack.bootstrap, "linger.ms": 20, "compression.type": "lz4"}
     )
     per = count // PARTITIONS
-    with Progress(console=console) as progress:
-        task = progress.add_task("producing signed events", total=per * PARTITIONS)
+    with task("producing signed events", total=per * PARTITIONS) as bar:
         for partition in range(PARTITIONS):
             for start in range(0, per, 5000):
                 records = signed_chain(
@@ -76,7 +85,7 @@ def produce_signed(stack: Any, topic: str, count: int) -> None:
                             break
                         except BufferError:
                             producer.poll(0.05)
-                progress.advance(task, len(records))
+                bar.advance(len(records))
     producer.flush(60)
 
 
@@ -96,11 +105,10 @@ def drain(runner: SinkRunner, bootstrap: str, group: str, topic: str, label: str
     thread = threading.Thread(target=runner.run, daemon=True)
     started = time.perf_counter()
     thread.start()
-    with Progress(console=console) as progress:
-        task = progress.add_task(label, total=None)
+    with task(label) as bar:
         while True:
             done, end = committed_total(bootstrap, group, topic)
-            progress.update(task, completed=done, total=end)
+            bar.update(completed=done, total=end)
             if end and done >= end:
                 break
             time.sleep(0.2)
@@ -135,12 +143,11 @@ FROM numbers({start}, {count})
 
 def fill(client: Any, db: str, start: int, count: int) -> None:
     chunk = 1_000_000
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"filling events to {start + count:,} rows", total=count)
+    with task(f"filling events to {start + count:,} rows", total=count) as bar:
         for offset in range(0, count, chunk):
             n = min(chunk, count - offset)
             client.command(FILL_SQL.format(db=db, start=start + offset, count=n))
-            progress.advance(task, n)
+            bar.advance(n)
 
 
 def time_lookups(
@@ -166,8 +173,10 @@ def time_lookups(
     }
 
 
-def lookup_latency(client: Any, db: str, rows: int, samples: int, state: str) -> dict[str, Any]:
-    figures = time_lookups(lambda event_id: find_event(client, db, event_id), rows, samples, 7)
+def lookup_latency(
+    client: Any, db: str, rows: int, samples: int, state: str, seed: int = 7
+) -> dict[str, Any]:
+    figures = time_lookups(lambda event_id: find_event(client, db, event_id), rows, samples, seed)
     parts = client.query(
         "SELECT count() FROM system.parts WHERE database = {d:String} AND active "
         "AND table = 'events_by_id'",
@@ -176,15 +185,9 @@ def lookup_latency(client: Any, db: str, rows: int, samples: int, state: str) ->
     return {"rows": rows, "state": state, "samples": samples, **figures, "active_parts": int(parts)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--samples", type=int, default=2000)
-    args = parser.parse_args()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    stack = bench_stack("sinks", 28692)
+def throughput(stack: LocalStack, events: int, runs: int) -> list[dict[str, Any]]:
+    """``events`` signed events produced once; each run drains them with fresh consumer groups
+    into a fresh ClickHouse database and a fresh object directory."""
     tag = uuid.uuid4().hex[:6]
     topic = f"bench-signed-{tag}"
     names = [topic, *(f"bench-{k}-{tag}" for k in ("decisions", "dlq", "checkpoints", "sinkdlq"))]
@@ -193,85 +196,145 @@ def main() -> None:
         future.result(30)
     kafka = KafkaSettings(bootstrap_servers=stack.bootstrap)
     registry = RegistrySettings(url=stack.registry_url)
-    sink = SinkSettings(
-        signed_topic=topic,
-        decisions_topic=names[1],
-        dlq_topic=names[2],
-        checkpoints_topic=names[3],
-        dead_letter_topic=names[4],
-        clickhouse_group=f"bench-ch-{tag}",
-        objects_group=f"bench-obj-{tag}",
-        objects_max_records=10_000,  # rotate by size, so the figure is throughput, not age
-        objects_max_age_s=1.0,
-    )
-    clickhouse = ClickHouseSettings(embedded_dir=WORK / "clickhouse")
-    try:
-        produce_signed(stack, topic, args.events)
+    produce_signed(stack, topic, events)
+    per_run = []
+    for i in range(runs):
+        sink = SinkSettings(
+            signed_topic=topic,
+            decisions_topic=names[1],
+            dlq_topic=names[2],
+            checkpoints_topic=names[3],
+            dead_letter_topic=names[4],
+            clickhouse_group=f"bench-ch-{tag}-{i}",
+            objects_group=f"bench-obj-{tag}-{i}",
+            objects_max_records=10_000,  # rotate by size, so the figure is throughput, not age
+            objects_max_age_s=1.0,
+        )
+        clickhouse = ClickHouseSettings(
+            embedded_dir=WORK / "clickhouse", database=f"bench_sink_{tag}_{i}"
+        )
         # as `sealstream sink clickhouse` runs embedded: with the audit trail's index
-        index = TrailIndex(WORK / "audit-index.sqlite3")
+        index = TrailIndex(WORK / f"audit-index-{i}.sqlite3")
         runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink, index)
         ch_rate = drain(runner, stack.bootstrap, sink.clickhouse_group, topic, "clickhouse sink")
-        console.log(f"clickhouse sink: {ch_rate:,.0f} rows/s")
-        objects = ObjectStoreSettings(url=str(WORK / "objects"))
+        index.close()
+        objects = ObjectStoreSettings(url=str(WORK / f"objects-{i}"))
         runner = object_runner(kafka, registry, objects, sink)
         obj_rate = drain(runner, stack.bootstrap, sink.objects_group, topic, "object sink")
-        console.log(f"object sink: {obj_rate:,.0f} records/s")
-    finally:
-        stack.down()
-    lookup_settings = ClickHouseSettings(embedded_dir=WORK / "clickhouse", database="bench_lookup")
-    client = connect(lookup_settings)
-    migrate(client, lookup_settings)
-    lookups = []
+        console.log(f"sinks run {i + 1}: {ch_rate:,.0f} rows/s, {obj_rate:,.0f} records/s")
+        per_run.append(
+            {
+                "clickhouse_sink_rows_per_s": round(ch_rate, 1),
+                "object_sink_records_per_s": round(obj_rate, 1),
+            }
+        )
+    return per_run
+
+
+def lookups(sizes: list[int], samples: int, runs: int) -> list[dict[str, Any]]:
+    """find_event latency at each size, just loaded and merged; medians of ``runs`` samplings
+    (each over other random ids)."""
+    settings = ClickHouseSettings(embedded_dir=WORK / "clickhouse", database="bench_lookup")
+    client = connect(settings)
+    migrate(client, settings)
+    db = settings.database
+    found = []
     filled = 0
-    for size in (int(s) for s in args.sizes.split(",")):
-        fill(client, lookup_settings.database, filled, size - filled)
+    for size in sizes:
+        fill(client, db, filled, size - filled)
         filled = size
-        fresh = lookup_latency(client, lookup_settings.database, size, args.samples, "just loaded")
-        console.log(f"lookup at {size:,} rows, merges in flight: {fresh}")
-        console.log("merging events_by_id (OPTIMIZE FINAL): the steady state")
-        client.command(f"OPTIMIZE TABLE {lookup_settings.database}.events_by_id FINAL")
-        merged = lookup_latency(client, lookup_settings.database, size, args.samples, "merged")
-        console.log(f"lookup at {size:,} rows, merged: {merged}")
-        lookups += [fresh, merged]
-    result_doc: dict[str, Any] = {
+        for state in ("just loaded", "merged"):
+            if state == "merged":
+                with task(f"merging events_by_id at {size:,} rows (OPTIMIZE FINAL)"):
+                    client.command(f"OPTIMIZE TABLE {db}.events_by_id FINAL")
+            figures = median_of(
+                [lookup_latency(client, db, size, samples, state, seed) for seed in range(runs)]
+            )
+            console.log(f"lookup at {size:,} rows, {state}: p50 {figures['p50_ms']} ms")
+            found.append(figures)
+    return found
+
+
+def run(
+    stack: LocalStack | None = None,
+    *,
+    events: int = 100_000,
+    sizes: Sequence[int] = (1_000_000, 10_000_000),
+    samples: int = 2000,
+    runs: int = 3,
+) -> dict[str, Any]:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    own = stack is None
+    stack = stack or bench_stack("sinks", STACK_PORT)
+    try:
+        per_run = throughput(stack, events, runs)
+    finally:
+        if own:
+            stack.down()
+    found = lookups(list(sizes), samples, runs)
+    shutil.rmtree(WORK, ignore_errors=True)
+    return {
         "benchmark": "sinks",
         "machine": machine(),
-        "events": args.events,
-        "clickhouse_sink_rows_per_s": round(ch_rate, 1),
-        "object_sink_records_per_s": round(obj_rate, 1),
-        "lookups": lookups,
+        "events": events,
+        "n_runs": runs,
+        **median_of(per_run),
+        "lookups": found,
         "note": "sinks run in-process against a local Kafka broker on the same 2-core machine; "
         "ClickHouse is the embedded engine (chDB) through clickhouse-connect; lookups are "
         "sinks.clickhouse.lookup.find_event (events_by_id, ordered by event_id) on one client; "
-        "the object sink rotates files every 10,000 records (or 1 s) per partition",
+        "the object sink rotates files every 10,000 records (or 1 s) per partition; each "
+        "figure is the median of the runs (background merges go on between the 'just loaded' "
+        "runs)",
     }
-    (RESULTS / "sinks.json").write_text(json.dumps(result_doc, indent=2) + "\n")
-    m = result_doc["machine"]
+
+
+def write(result: dict[str, Any], out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sinks.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Sink benchmark",
         "",
-        f"Machine: {m['cpu_count']} CPUs, {m['memory_gib']} GiB, {m['platform']}, "
-        f"Python {m['python']}. {args.events:,} signed events, {PARTITIONS} partitions.",
+        f"Machine: {describe(result['machine'])}. {result['events']:,} signed events, "
+        f"{PARTITIONS} partitions, {result['n_runs']} run(s).",
         "",
         "| sink | throughput |",
         "|---|---:|",
-        f"| ClickHouse (embedded chDB, exactly-once batches) | {ch_rate:,.0f} rows/s |",
-        f"| object store (local directory, Avro deflate + manifests) | {obj_rate:,.0f} records/s |",
+        "| ClickHouse (embedded chDB, exactly-once batches) | "
+        f"{result['clickhouse_sink_rows_per_s']:,.0f} rows/s |",
+        "| object store (local directory, Avro deflate + manifests) | "
+        f"{result['object_sink_records_per_s']:,.0f} records/s |",
         "",
         "| event_id lookup | rows | events_by_id | p50 ms | p99 ms | max ms | parts |",
         "|---|---:|---|---:|---:|---:|---:|",
         *[
             f"| find_event | {r['rows']:,} | {r['state']} | {r['p50_ms']} | {r['p99_ms']} | "
             f"{r['max_ms']} | {r['active_parts']} |"
-            for r in lookups
+            for r in result["lookups"]
         ],
         "",
-        result_doc["note"] + ".",
+        result["note"] + ".",
         "",
     ]
-    (RESULTS / "sinks.md").write_text("\n".join(lines))
-    console.print(result_doc)
-    shutil.rmtree(WORK, ignore_errors=True)
+    (out / "sinks.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    result = run(
+        events=args.events,
+        sizes=[int(s) for s in args.sizes.split(",")],
+        samples=args.samples,
+        runs=args.runs,
+    )
+    write(result)
+    console.print((RESULTS / "sinks.md").read_text())
 
 
 if __name__ == "__main__":

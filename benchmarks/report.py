@@ -1,0 +1,456 @@
+"""The summary of a benchmark run: ``summary.json``, ``README.md`` (one table of every headline
+figure with its ratios) and the PNG plots, all in benchmarks/results/.
+
+Input is what each part's ``run()`` returned, by part name (any subset of :data:`PARTS`).
+Every figure carries the machine description in its footer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import describe
+
+PARTS = ("gateway", "baseline", "kafka", "processor", "sinks", "ops", "e2e")
+PLOTS = {
+    "gateway_throughput.png": "gateway events/s by clients, per batch size, with the baseline",
+    "gateway_p99.png": "gateway p99 ack latency by clients, per batch size",
+    "processor.png": "stream processor: worker vs plain loop",
+    "e2e_latency.png": "end-to-end latency CDF, 202 to row stored in ClickHouse",
+}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to four significant digits; None when either is missing (or b is 0)."""
+    return float(f"{a / b:.4g}") if a is not None and b else None
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
+
+
+def _cells(result: dict[str, Any] | None) -> dict[tuple[int, int], dict[str, Any]]:
+    if not result:
+        return {}
+    return {(int(r["batch"]), int(r["clients"])): r for r in result["scenarios"]}
+
+
+def gateway_vs_baseline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (batch, clients) cell of the gateway: its figures, the baseline's and the ratios."""
+    gateway, baseline = _cells(results.get("gateway")), _cells(results.get("baseline"))
+    rows = []
+    for key in sorted(gateway):
+        g, b = gateway[key], baseline.get(key)
+        rows.append(
+            {
+                "batch": key[0],
+                "clients": key[1],
+                "gateway_events_per_s": g["events_per_s"],
+                "baseline_events_per_s": b["events_per_s"] if b else None,
+                "ratio_events_per_s": ratio(g["events_per_s"], b["events_per_s"] if b else None),
+                "gateway_p99_ms": g["p99_ms"],
+                "baseline_p99_ms": b["p99_ms"] if b else None,
+                "gateway_success_rate": g["success_rate"],
+                "baseline_success_rate": b["success_rate"] if b else None,
+            }
+        )
+    return rows
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures: (part, measure, value, unit, compared with, ratio)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        part: str,
+        measure: str,
+        value: float,
+        unit: str,
+        versus: str = "",
+        against: float | None = None,
+    ) -> None:
+        rows.append(
+            {
+                "part": part,
+                "measure": measure,
+                "value": value,
+                "unit": unit,
+                "versus": versus,
+                "ratio": ratio(value, against) if versus else None,
+            }
+        )
+
+    gateway, baseline, kafka = (results.get(k) for k in ("gateway", "baseline", "kafka"))
+    if gateway:
+        cells = _cells(gateway)
+        best = max(cells.values(), key=lambda r: r["events_per_s"])
+        base = _cells(baseline).get((best["batch"], best["clients"]))
+        add(
+            "gateway",
+            f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
+            best["events_per_s"],
+            "events/s",
+            "baseline, same cell" if base else "",
+            base["events_per_s"] if base else None,
+        )
+        single = cells.get((1, 1))
+        if single:
+            base1 = _cells(baseline).get((1, 1))
+            add(
+                "gateway",
+                "1 event per request, 1 client",
+                single["events_per_s"],
+                "events/s",
+                "baseline, same cell" if base1 else "",
+                base1["events_per_s"] if base1 else None,
+            )
+            add(
+                "gateway",
+                "p99 ack latency, 1 event, 1 client",
+                single["p99_ms"],
+                "ms",
+                "baseline, same cell" if base1 else "",
+                base1["p99_ms"] if base1 else None,
+            )
+        if kafka:
+            add(
+                "gateway",
+                "peak events/s against Kafka's own ceiling",
+                best["events_per_s"],
+                "events/s",
+                "Kafka ProducerPerformance",
+                kafka["records_per_s"],
+            )
+        sec = gateway.get("security")
+        if sec:
+            add(
+                "security",
+                "JWT verify, cache hit",
+                sec["jwt_verify_cached_us"],
+                "µs",
+                "JWT verify without cache",
+                sec["jwt_verify_uncached_us"],
+            )
+            add("security", "JWT verify, no cache", sec["jwt_verify_uncached_us"], "µs")
+            add(
+                "security",
+                "authorization decision, cache hit",
+                sec["authz_decision_cached_us"],
+                "µs",
+                "evaluated afresh",
+                sec["authz_decision_uncached_us"],
+            )
+            add(
+                "security",
+                "authorization decision, evaluated",
+                sec["authz_decision_uncached_us"],
+                "µs",
+            )
+            add("security", "receipt signing (Ed25519 + HMAC seal)", sec["receipt_sign_us"], "µs")
+    if baseline and not gateway:
+        best = max(_cells(baseline).values(), key=lambda r: r["events_per_s"])
+        add(
+            "baseline",
+            f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
+            best["events_per_s"],
+            "events/s",
+        )
+    if kafka:
+        add(
+            "kafka",
+            f"ProducerPerformance, {kafka['record_size']} B records, acks=all",
+            kafka["records_per_s"],
+            "records/s",
+        )
+        add("kafka", "ProducerPerformance p99 latency", kafka["p99_ms"], "ms")
+    processor = results.get("processor")
+    if processor:
+        add(
+            "processor",
+            "sealstream worker (faust, exactly-once)",
+            processor["worker_events_per_s"],
+            "events/s",
+            "plain confluent-kafka loop",
+            processor["plain_loop_events_per_s"],
+        )
+        add(
+            "processor",
+            "plain confluent-kafka loop (at-least-once)",
+            processor["plain_loop_events_per_s"],
+            "events/s",
+        )
+    sinks = results.get("sinks")
+    if sinks:
+        add(
+            "sinks",
+            "ClickHouse sink (embedded chDB)",
+            sinks["clickhouse_sink_rows_per_s"],
+            "rows/s",
+        )
+        add(
+            "sinks",
+            "object sink (local directory)",
+            sinks["object_sink_records_per_s"],
+            "records/s",
+        )
+        for r in sinks.get("lookups", []):
+            if r["state"] == "merged":
+                add("sinks", f"find_event p99 at {r['rows']:,} rows (merged)", r["p99_ms"], "ms")
+    ops = results.get("ops")
+    if ops:
+        audit = ops["audit"]
+        add(
+            "ops",
+            f"audit trail p50 at {audit['rows']:,} events (index)",
+            audit["p50_ms"],
+            "ms",
+            "from ClickHouse (5 queries)",
+            audit["from_store"]["p50_ms"],
+        )
+        add("ops", f"audit trail p99 at {audit['rows']:,} events (index)", audit["p99_ms"], "ms")
+        add("ops", "verify", ops["verify"]["entries_per_s"], "entries/s")
+    e2e = results.get("e2e")
+    if e2e:
+        add(
+            "e2e",
+            "sustained, 202 to rows visible in ClickHouse",
+            e2e["events_per_s"],
+            "events/s",
+            "accepted by the gateway meanwhile",
+            e2e["accept_events_per_s"],
+        )
+        add("e2e", "steady state (middle half of the rows)", e2e["steady_events_per_s"], "events/s")
+        add(
+            "e2e",
+            f"latency p50 at {e2e['latency_rate_events_per_s']:,.0f} events/s (open loop)",
+            e2e["latency_p50_ms"],
+            "ms",
+        )
+        add("e2e", "latency p99 (open loop)", e2e["latency_p99_ms"], "ms")
+    return rows
+
+
+def number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
+
+
+def summary(
+    results: dict[str, Any], machine: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "options": options,
+        "parts": [p for p in PARTS if p in results],
+        "headline": headline(results),
+        "gateway_vs_baseline": gateway_vs_baseline(results),
+    }
+
+
+def readme(doc: dict[str, Any]) -> str:
+    """benchmarks/results/README.md: the headline table, the gateway/baseline matrix, links."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {describe(doc['machine'])}. Generated {doc['generated_at']} by "
+        f"`python -m benchmarks {doc['options'].get('argv', '')}`".rstrip()
+        + "; "
+        f"every figure is the median of {doc['options'].get('runs', 1)} run(s) "
+        "(per-run values in each part's JSON).",
+        "",
+        "| part | measure | figure | compared with | ratio |",
+        "|---|---|---:|---|---:|",
+    ]
+    for r in doc["headline"]:
+        lines.append(
+            f"| {r['part']} | {r['measure']} | {number(r['value'])} {r['unit']} | "
+            f"{r['versus']} | {fmt_ratio(r['ratio']) if r['versus'] else ''} |"
+        )
+    matrix = doc["gateway_vs_baseline"]
+    if matrix:
+        lines += [
+            "",
+            "## Gateway vs naive baseline, per cell",
+            "",
+            "Same broker, same machine, same load generator; ratio = gateway / baseline.",
+            "",
+            "| batch | clients | gateway events/s | baseline events/s | ratio | gateway p99 ms | "
+            "baseline p99 ms | gateway ok | baseline ok |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in matrix:
+            b_rate, b_p99, b_ok = (
+                r["baseline_events_per_s"],
+                r["baseline_p99_ms"],
+                r["baseline_success_rate"],
+            )
+            lines.append(
+                f"| {r['batch']} | {r['clients']} | {number(r['gateway_events_per_s'])} | "
+                f"{'-' if b_rate is None else number(b_rate)} | "
+                f"{fmt_ratio(r['ratio_events_per_s'])} | {r['gateway_p99_ms']} | "
+                f"{'-' if b_p99 is None else b_p99} | {r['gateway_success_rate']:.1%} | "
+                f"{'-' if b_ok is None else f'{b_ok:.1%}'} |"
+            )
+    lines += ["", "## Parts", ""]
+    lines += [f"- [{p}]({p}.md) ([json]({p}.json))" for p in doc["parts"]]
+    pngs = doc.get("plots", [])
+    if pngs:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{PLOTS.get(name, name)}]({name})" for name in pngs]
+    return "\n".join(lines) + "\n"
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def _figure(title: str, machine: dict[str, Any]) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    ax.set_title(title)
+    fig.text(0.01, 0.01, f"Machine: {describe(machine)}", fontsize=7, color="#555555")
+    fig.subplots_adjust(bottom=0.17)
+    return fig, ax
+
+
+def _log_axes(ax: Any, xticks: list[int] | None = None) -> None:
+    """Log scales with plain numbers on the ticks (1, 25, 250 rather than 10^1)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
+    if xticks:
+        ax.set_xticks(xticks)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _series(result: dict[str, Any], field: str) -> dict[int, tuple[list[int], list[float]]]:
+    by_batch: dict[int, tuple[list[int], list[float]]] = {}
+    for (batch, clients), r in sorted(_cells(result).items()):
+        xs, ys = by_batch.setdefault(batch, ([], []))
+        xs.append(clients)
+        ys.append(r[field])
+    return by_batch
+
+
+def plot_gateway(results: dict[str, Any], out: Path) -> list[Path]:
+    gateway, baseline = results["gateway"], results.get("baseline")
+    fig, ax = _figure("Gateway: events/s by concurrent clients (acks=all)", gateway["machine"])
+    for i, (batch, (xs, ys)) in enumerate(_series(gateway, "events_per_s").items()):
+        ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"gateway, batch {batch}")
+    if baseline:
+        for i, (batch, (xs, ys)) in enumerate(_series(baseline, "events_per_s").items()):
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--",
+                marker="x",
+                color=f"C{i}",
+                label=f"naive baseline, batch {batch}",
+            )
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("events/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _log_axes(ax, sorted({c for _, c in _cells(gateway)}))
+    ax.legend(fontsize=8)
+    paths = [_save(fig, out / "gateway_throughput.png")]
+
+    fig, ax = _figure("Gateway: p99 ack latency by concurrent clients", gateway["machine"])
+    for i, (batch, (xs, ys)) in enumerate(_series(gateway, "p99_ms").items()):
+        ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"gateway, batch {batch}")
+    if baseline:
+        for i, (batch, (xs, ys)) in enumerate(_series(baseline, "p99_ms").items()):
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--",
+                marker="x",
+                color=f"C{i}",
+                label=f"naive baseline, batch {batch}",
+            )
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _log_axes(ax, sorted({c for _, c in _cells(gateway)}))
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "gateway_p99.png"))
+    return paths
+
+
+def plot_processor(result: dict[str, Any], out: Path) -> Path:
+    fig, ax = _figure(
+        "Stream processor events/s, same Processor and broker (worker / plain: "
+        f"{fmt_ratio(result['ratio_worker_to_plain'])})",
+        result["machine"],
+    )
+    names = [
+        "sealstream worker\n(faust, exactly-once)",
+        "plain confluent-kafka loop\n(at-least-once)",
+    ]
+    values = [result["worker_events_per_s"], result["plain_loop_events_per_s"]]
+    bars = ax.bar(names, values, color=["C0", "C7"])
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
+    ax.set_ylabel("events/s")
+    ax.margins(y=0.12)
+    return _save(fig, out / "processor.png")
+
+
+def plot_e2e(result: dict[str, Any], out: Path) -> Path:
+    fig, ax = _figure(
+        f"End to end: 202 to row stored in ClickHouse, open loop at "
+        f"{result['latency_rate_events_per_s']:,.0f} events/s",
+        result["machine"],
+    )
+    quantiles = [q * 100 for q in result["cdf_quantiles"]]
+    for i, run in enumerate(result["runs"]):
+        ax.plot(run["latency_cdf_ms"], quantiles, label=f"run {i + 1}", color=f"C{i}")
+    ax.axhline(50, color="#999999", linewidth=0.6)
+    ax.axhline(99, color="#999999", linewidth=0.6)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("percent of events")
+    ax.set_xscale("log")
+    _log_axes(ax)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "e2e_latency.png")
+
+
+def write_report(
+    results: dict[str, Any], out: Path, machine: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """summary.json, README.md and the PNGs into ``out``; the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    doc = summary(results, machine, options)
+    plots: list[Path] = []
+    if "gateway" in results:
+        plots += plot_gateway(results, out)
+    if "processor" in results:
+        plots.append(plot_processor(results["processor"], out))
+    if "e2e" in results:
+        plots.append(plot_e2e(results["e2e"], out))
+    doc["plots"] = [p.name for p in plots]
+    (out / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "README.md").write_text(readme(doc))
+    return doc
