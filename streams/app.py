@@ -181,6 +181,7 @@ def create_app(
         # default stalled every chain of the killed worker for a minute (fault suite).
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        producer_linger=settings.producer_linger_ms / 1000,
     )
     raw = app.topic(
         settings.raw_topic,

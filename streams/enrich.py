@@ -214,7 +214,10 @@ class Pipeline:
         attributes: dict[str, str] = {}
         for enricher in self.enrichers:
             try:
-                found = await asyncio.wait_for(enricher.enrich(item), enricher.timeout_s)
+                # asyncio.timeout, not wait_for: no task per enricher per event (wait_for's
+                # task creation was 8 % of the worker's time in a py-spy profile)
+                async with asyncio.timeout(enricher.timeout_s):
+                    found = await enricher.enrich(item)
             except TimeoutError as exc:
                 raise EnrichmentFailed(
                     enricher.name,
