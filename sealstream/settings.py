@@ -246,6 +246,13 @@ class WorkerSettings(BaseSettings):
         description="Group session timeout: how long a killed worker's partitions stay "
         "unassigned before the others (or its restart) take them over.",
     )
+    commit_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often each partition's transaction commits: signed events become "
+        "readable to the sinks (read_committed) only then, so this bounds the added latency.",
+    )
     producer_linger_ms: int = Field(
         default=5,
         ge=0,

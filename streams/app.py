@@ -170,7 +170,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_every=2000,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.commit_interval_s,
         # After a worker is killed mid-transaction the aborted changelog write can leave the
         # in-memory "persisted offset" past the committed changelog end, and faust then
         # refuses to recover (ConsistencyError, seen in the kill tests). The table is a working
