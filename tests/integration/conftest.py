@@ -289,3 +289,13 @@ def s3(s3_server: str) -> S3Handle:
     bucket = f"cold-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
     return S3Handle(s3_server, bucket, client)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's outcome lines (sent / acknowledged / stored / duplicates / ...)."""
+    from tests.integration.pipeline import REPORTED
+
+    if REPORTED:
+        terminalreporter.section("fault suite outcomes")
+        for line in REPORTED:
+            terminalreporter.write_line(line)

@@ -140,6 +140,11 @@ def inject_poison(pipeline: Pipeline, count: int) -> set[tuple[int, int]]:
     return where
 
 
+# every case's outcome line, printed again in pytest's terminal summary (conftest.py), so the
+# CI log shows the counts of passing cases too (their own output is captured)
+REPORTED: list[str] = []
+
+
 @dataclass
 class Outcome:
     sent: int
@@ -154,6 +159,11 @@ class Outcome:
     verify_ok: bool
 
     def line(self, case: str) -> str:
+        text = self._line(case)
+        REPORTED.append(text)
+        return text
+
+    def _line(self, case: str) -> str:
         return (
             f"[{case}] sent {self.sent} / acknowledged {self.acked} / stored hot {self.hot} / "
             f"stored cold {self.cold} / duplicates hot {self.hot_duplicates} cold "
