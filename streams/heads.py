@@ -99,7 +99,9 @@ def last_committed(
     consumer = _reader(kafka)
     try:
         tp = TopicPartition(topic, partition)
-        # a read_committed consumer's high watermark is the last stable offset
+        # the high watermark (a consumer's get_watermark_offsets returns it whatever the
+        # isolation level): an open transaction at the end stops the read at the last stable
+        # offset instead, after idle_s without a record
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
         window = 64
         while True:
