@@ -102,6 +102,13 @@ class Outputs:
             resume_offset, kafka, self.settings.app_id, self.settings.raw_topic, partition
         )
 
+    def consumer_committed(self, partition: int) -> int | None:
+        """faust's consumer's committed offset of an input partition (its private bookkeeping:
+        the head of the acked set it will commit from; see ``mark_done``)."""
+        tp = TP(self.settings.raw_topic, partition)
+        value = self.app.consumer._committed_offset.get(tp)
+        return None if value is None else int(value)
+
     async def mark_done(self, partition: int, start: int, end: int) -> None:
         """Tell faust's consumer that input offsets ``[start, end)`` need no ack of their own.
 
@@ -197,18 +204,25 @@ def create_app(
     # (re)assigned, then advanced by each event; an event past it means the consumer skipped
     # some (seen after worker restarts): those are read back and processed first, in order.
     next_offset: dict[int, int] = {}
+    # per input partition: the offset faust's consumer should deliver next, in faust's own
+    # bookkeeping (its committed offset at assignment, then the last delivered + 1). Every
+    # offset it skips, processed here or already done, must be handed back to it, or it
+    # never commits the partition again.
+    faust_next: dict[int, int] = {}
+
+    def _forget(tps: Any) -> None:
+        for tp in tps:
+            reconciled.discard(tp.partition)
+            next_offset.pop(tp.partition, None)
+            faust_next.pop(tp.partition, None)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        for tp in revoked:
-            reconciled.discard(tp.partition)
-            next_offset.pop(tp.partition, None)
+        _forget(revoked)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        for tp in assigned:
-            reconciled.discard(tp.partition)
-            next_offset.pop(tp.partition, None)
+        _forget(assigned)
 
     async def _reconcile(partition: int) -> None:
         """The committed output is the truth; the recovered table may lag it or, after an
@@ -232,7 +246,13 @@ def create_app(
             heads[key] = fresh
         resume = await outputs.resume_offset(kafka, partition)
         if resume is not None:
+            # the output can be ahead of the committed input offset: faust acks an event only
+            # when the next one is taken, so a transaction may hold its output but not its ack
             next_offset[partition] = max(resume, int(fresh[2]) + 1 if fresh else resume)
+        start = outputs.consumer_committed(partition)
+        start = resume if start is None else start
+        if start is not None:
+            faust_next[partition] = start
         log.info(
             "chain %s/%s: head %s, input resumes at offset %s",
             settings.raw_topic,
@@ -285,9 +305,8 @@ def create_app(
                 await _reconcile(partition)
                 reconciled.add(partition)
             expected = next_offset.get(partition)
-            if expected is not None and message.offset < expected:
-                REPLAYED.inc()  # redelivered: already part of a committed transaction
-                continue
+            skipped_from = faust_next.get(partition, message.offset)
+            faust_next[partition] = message.offset + 1
             if expected is not None and message.offset > expected:
                 gap = await outputs.read_range(kafka, partition, expected, message.offset)
                 log.warning(
@@ -309,7 +328,13 @@ def create_app(
                         record.value,
                         record.headers,
                     )
-                await outputs.mark_done(partition, expected, message.offset)
+            if message.offset > skipped_from:
+                # never delivered by faust: processed just now, or done before (committed
+                # output ahead of the committed input offset)
+                await outputs.mark_done(partition, skipped_from, message.offset)
+            if expected is not None and message.offset < expected:
+                REPLAYED.inc()  # redelivered: already part of a committed transaction
+                continue
             await _handle(
                 message.topic,
                 partition,
