@@ -153,6 +153,7 @@ class Outcome:
     cold: int
     hot_duplicates: int
     cold_duplicates: int
+    rollup_lost: int  # rows in events the per-minute rollup never counted
     missing_hot: int
     missing_cold: int
     dead_lettered: int
@@ -168,7 +169,9 @@ class Outcome:
             f"[{case}] sent {self.sent} / acknowledged {self.acked} / stored hot {self.hot} / "
             f"stored cold {self.cold} / duplicates hot {self.hot_duplicates} cold "
             f"{self.cold_duplicates} / missing hot {self.missing_hot} cold {self.missing_cold} / "
-            f"dead-lettered {self.dead_lettered} / verify {'clean' if self.verify_ok else 'FAILED'}"
+            + (f"rollup lost {self.rollup_lost} / " if self.rollup_lost else "")
+            + f"dead-lettered {self.dead_lettered} / "
+            + f"verify {'clean' if self.verify_ok else 'FAILED'}"
         )
 
 
@@ -225,7 +228,8 @@ def oracle(
         acked=len(acked),
         hot=len(hot_ids),
         cold=len(cold),
-        hot_duplicates=rollup - len(hot_ids),
+        hot_duplicates=max(0, rollup - len(hot_ids)),
+        rollup_lost=max(0, len(hot_ids) - rollup),
         cold_duplicates=sum(n - 1 for n in cold.values() if n > 1),
         missing_hot=len(acked - hot_ids),
         missing_cold=len(acked - set(cold)),
