@@ -21,12 +21,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from benchmarks.common import (
     BASELINE_PORT,
@@ -37,6 +34,8 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
+    start_service,
 )
 from benchmarks.gateway import BATCHES, CLIENTS, matrix, table_lines
 from sealstream.settings import KeySettings
@@ -132,19 +131,9 @@ def start(stack: LocalStack, keys_dir: Path, port: int, log: Path) -> subprocess
     argv = [sys.executable, "-m", "benchmarks.baseline", "serve", "--port", str(port),
             "--bootstrap", stack.bootstrap, "--registry-url", stack.registry_url,
             "--keys-dir", str(keys_dir)]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=os.environ)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"baseline service exited; see {log}")
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"baseline service did not become ready; see {log}")
+    return start_service(
+        argv, dict(os.environ), f"http://127.0.0.1:{port}/healthz", log, "baseline service"
+    )
 
 
 def run(
@@ -193,14 +182,15 @@ def run(
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "baseline.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "baseline.md").write_text(
+    save(
+        out,
+        "baseline",
+        result,
         f"# Naive baseline\n\nMachine: {describe(result['machine'])}. "
         f"{result['seconds_per_scenario']} s per scenario, {result['n_runs']} run(s).\n\n"
         + "\n".join(table_lines(result["scenarios"]))
         + f"\n\n{result['note']}. Same broker, same load generator as the gateway benchmark "
-        "(benchmarks/gateway.py).\n"
+        "(benchmarks/gateway.py).\n",
     )
 
 

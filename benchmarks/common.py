@@ -8,6 +8,7 @@ gateways, endpoints) in 28300-28399, apart from the developer defaults and the t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -139,3 +140,34 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
         capture_output=True,
     )
     return stack
+
+
+def save(out: Path, name: str, result: dict[str, Any], markdown: str) -> None:
+    """``<out>/<name>.json`` (the result as measured) and ``<out>/<name>.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+
+
+def start_service(
+    argv: list[str], env: dict[str, str], ready_url: str, log: Path, name: str
+) -> subprocess.Popen[bytes]:
+    """Start an HTTP service as a child process and wait (60 s at most) until ``ready_url``
+    answers 200; SystemExit, pointing at ``log``, if it exits or never gets ready."""
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited; see {log}")
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"{name} did not become ready; see {log}")

@@ -36,6 +36,7 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
     task,
 )
 from sealstream.upjob import UpJob
@@ -231,10 +232,11 @@ def run(
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     r = result
-    (out / "e2e.md").write_text(
+    save(
+        out,
+        "e2e",
+        result,
         f"# End-to-end benchmark\n\nMachine: {describe(r['machine'])}. `sealstream up` on the "
         f"embedded defaults; {r['seconds']} s of load per phase, {r['n_runs']} run(s), medians."
         "\n\n| measure | figure |\n|---|---:|\n"
@@ -259,7 +261,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         "the `ingest_lag_ms` of `events_minutely` is `stored_at - received_at`, the same "
         "measure minus the gateway. The sustained rate (a) instead uses the poll that first "
         "saw the last row, because it measures a count, not one event.\n\n"
-        f"{r['note']}.\n"
+        f"{r['note']}.\n",
     )
 
 

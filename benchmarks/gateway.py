@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.common import (
     GATEWAY_PORT,
     RESULTS,
@@ -37,6 +35,8 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
+    start_service,
     task,
 )
 from producers.auth import Keyring, TokenVerifier, issue_token
@@ -177,24 +177,8 @@ def start_gateway(
         "SEALSTREAM_GATEWAY_CLIENT_BURST": "1000000",
         "SEALSTREAM_KEYS_DIR": str(keys.dir),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sealstream.cli", "gateway"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"gateway exited; see {log}")
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"gateway did not become ready; see {log}")
+    argv = [sys.executable, "-m", "sealstream.cli", "gateway"]
+    return start_service(argv, env, f"http://127.0.0.1:{port}/readyz", log, "gateway")
 
 
 def run(
@@ -279,10 +263,11 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
     """benchmarks/results/gateway.json and .md."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
     sec = result["security"]
-    (out / "gateway.md").write_text(
+    save(
+        out,
+        "gateway",
+        result,
         f"# Gateway benchmark\n\nMachine: {describe(result['machine'])}. {result['note']}. "
         f"{result['seconds_per_scenario']} s per scenario, {result['n_runs']} run(s).\n\n"
         + "\n".join(table_lines(result["scenarios"]))
@@ -296,7 +281,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         f"| receipt signing (Ed25519 + HMAC seal, producers/receipts.py) | "
         f"{sec['receipt_sign_us']} |\n"
         f"| per event with warm caches (verify + decide + sign) | "
-        f"{sec['per_event_cached_us']} |\n"
+        f"{sec['per_event_cached_us']} |\n",
     )
 
 

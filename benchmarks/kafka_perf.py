@@ -11,7 +11,6 @@ benchmarks/results/kafka.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import uuid
@@ -26,6 +25,7 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
     task,
 )
 from sealstream.stack.kafka import LOG4J2, java, libs_dir
@@ -105,15 +105,16 @@ def run(
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kafka.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "kafka.md").write_text(
+    save(
+        out,
+        "kafka",
+        result,
         f"# Kafka's ceiling\n\nMachine: {describe(result['machine'])}. {result['n_runs']} run(s), "
         f"median.\n\n| records | size B | records/s | MB/s | avg ms | p50 ms | p95 ms | p99 ms |\n"
         "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         f"| {result['records']:,} | {result['record_size']} | {result['records_per_s']:,.0f} | "
         f"{result['mb_per_s']} | {result['avg_ms']} | {result['p50_ms']} | {result['p95_ms']} | "
-        f"{result['p99_ms']} |\n\n{result['note']}.\n"
+        f"{result['p99_ms']} |\n\n{result['note']}.\n",
     )
 
 

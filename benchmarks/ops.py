@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, console, describe, machine, median_of, task
+from benchmarks.common import RESULTS, console, describe, machine, median_of, save, task
 from benchmarks.sinks import fill, time_lookups
 from schemas.samples import signed_chain
 from sealstream.keys import HmacKeyring
@@ -161,9 +161,10 @@ def run(
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
     audited, verified = result["audit"], result["verify"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ops.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "ops.md").write_text(
+    save(
+        out,
+        "ops",
+        result,
         "# Operator tools benchmark\n\n"
         f"Machine: {describe(result['machine'])}. {result['n_runs']} run(s).\n\n"
         "| measure | figure |\n|---|---:|\n"
@@ -179,7 +180,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         f"decisions) | {audited['index_rebuild_s']} s, {audited['index_mb']} MB |\n"
         f"| `verify` entries/s ({verified['entries']:,} entries) | "
         f"{verified['entries_per_s']:,.0f} |\n\n"
-        f"{result['note']}.\n\n{WHY_1M}\n"
+        f"{result['note']}.\n\n{WHY_1M}\n",
     )
 
 

@@ -32,6 +32,7 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
     task,
 )
 from schemas.catalog import Catalog, subject_for
@@ -256,16 +257,17 @@ def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3)
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "processor.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "processor.md").write_text(
+    save(
+        out,
+        "processor",
+        result,
         f"# Processor benchmark\n\nMachine: {describe(result['machine'])}. "
         f"{result['events']:,} events, {PARTITIONS} partitions, {result['n_runs']} run(s).\n\n"
         "| pipeline | events/s |\n|---|---:|\n"
         f"| sealstream worker (faust, exactly-once) | {result['worker_events_per_s']:,.0f} |\n"
         "| plain confluent-kafka loop (same work, at-least-once) | "
         f"{result['plain_loop_events_per_s']:,.0f} |\n"
-        f"| ratio worker / plain | {result['ratio_worker_to_plain']} |\n\n{result['note']}.\n"
+        f"| ratio worker / plain | {result['ratio_worker_to_plain']} |\n\n{result['note']}.\n",
     )
 
 

@@ -34,6 +34,7 @@ from benchmarks.common import (
     describe,
     machine,
     median_of,
+    save,
     task,
 )
 from schemas.catalog import Catalog, subject_for
@@ -291,8 +292,6 @@ def run(
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sinks.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Sink benchmark",
         "",
@@ -317,7 +316,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         result["note"] + ".",
         "",
     ]
-    (out / "sinks.md").write_text("\n".join(lines))
+    save(out, "sinks", result, "\n".join(lines))
 
 
 def main() -> None:
