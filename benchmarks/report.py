@@ -364,48 +364,34 @@ def _series(result: dict[str, Any], field: str) -> dict[int, tuple[list[int], li
 
 
 def plot_gateway(results: dict[str, Any], out: Path) -> list[Path]:
+    """events/s and p99 ack latency by concurrent clients, one line per batch size, the naive
+    baseline dashed beside the gateway."""
     gateway, baseline = results["gateway"], results.get("baseline")
-    fig, ax = _figure("Gateway: events/s by concurrent clients (acks=all)", gateway["machine"])
-    for i, (batch, (xs, ys)) in enumerate(_series(gateway, "events_per_s").items()):
-        ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"gateway, batch {batch}")
-    if baseline:
-        for i, (batch, (xs, ys)) in enumerate(_series(baseline, "events_per_s").items()):
-            ax.plot(
-                xs,
-                ys,
-                linestyle="--",
-                marker="x",
-                color=f"C{i}",
-                label=f"naive baseline, batch {batch}",
-            )
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("events/s")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _log_axes(ax, sorted({c for _, c in _cells(gateway)}))
-    ax.legend(fontsize=8)
-    paths = [_save(fig, out / "gateway_throughput.png")]
-
-    fig, ax = _figure("Gateway: p99 ack latency by concurrent clients", gateway["machine"])
-    for i, (batch, (xs, ys)) in enumerate(_series(gateway, "p99_ms").items()):
-        ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"gateway, batch {batch}")
-    if baseline:
-        for i, (batch, (xs, ys)) in enumerate(_series(baseline, "p99_ms").items()):
-            ax.plot(
-                xs,
-                ys,
-                linestyle="--",
-                marker="x",
-                color=f"C{i}",
-                label=f"naive baseline, batch {batch}",
-            )
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _log_axes(ax, sorted({c for _, c in _cells(gateway)}))
-    ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "gateway_p99.png"))
+    charts = (
+        ("events_per_s", "Gateway: events/s by concurrent clients (acks=all)", "events/s",
+         "gateway_throughput.png"),
+        ("p99_ms", "Gateway: p99 ack latency by concurrent clients", "p99 latency (ms)",
+         "gateway_p99.png"),
+    )  # fmt: skip
+    paths = []
+    for field, title, ylabel, name in charts:
+        fig, ax = _figure(title, gateway["machine"])
+        for what, style in (
+            (gateway, {"marker": "o"}),
+            (baseline, {"marker": "x", "linestyle": "--"}),
+        ):
+            if not what:
+                continue
+            label = "gateway" if what is gateway else "naive baseline"
+            for i, (batch, (xs, ys)) in enumerate(_series(what, field).items()):
+                ax.plot(xs, ys, color=f"C{i}", label=f"{label}, batch {batch}", **style)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _log_axes(ax, sorted({c for _, c in _cells(gateway)}))
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / name))
     return paths
 
 
