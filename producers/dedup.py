@@ -4,6 +4,10 @@ Every receipt the gateway issues is also written to the compacted topic ``receip
 ``<tenant>/<event_id>``). Each gateway instance follows that topic, so a retry that reaches
 another instance, or arrives after a restart, still gets the first receipt and produces
 nothing. The in-memory index is bounded (oldest entries drop first); the topic keeps 30 days.
+
+What this cannot catch: a gateway killed after Kafka acknowledged an event and before the
+receipt was written (or the client saw the 202). The retry is then produced again, and the
+worker drops the second copy (``streams/dedup.py``).
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ class ReceiptStore:
         """Remember a receipt and persist it in the background.
 
         Not awaited on the request path: the event itself is already acknowledged by Kafka,
-        and the receipts topic is an index for deduplication and look-ups (downstream stages
-        also deduplicate on event_id), so its write must not add a round trip to every 202.
+        and the receipts topic is an index for deduplication and look-ups (the worker drops an
+        event id produced twice), so its write must not add a round trip to every 202.
         Fire and forget: no task or future per receipt, only a callback if Kafka refuses it.
         """
         self._remember(receipt)

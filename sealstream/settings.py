@@ -263,6 +263,18 @@ class WorkerSettings(BaseSettings):
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="Group heartbeats; well under session_timeout_s."
     )
+    dedup_window_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long a signed event id is remembered per partition: a retry the "
+        "gateway produced again within it is dropped, not signed twice (streams/dedup.py).",
+    )
+    dedup_max_per_partition: int = Field(
+        default=50_000,
+        ge=0,
+        description="At most this many event ids remembered per partition (about 230 bytes "
+        "each, 11 MB at 50,000; rebuilt in about 0.5 s at assignment); 0 turns it off.",
+    )
     fault_slow_tenant: str | None = Field(
         default=None, description="Fault drill: hang enrichment of this tenant's events."
     )

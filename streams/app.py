@@ -9,6 +9,8 @@ a rebalance or restart; the stored source offset makes the agent skip it (idempo
 exactly-once, the output records, the table's changelog update and the input offset commit
 are one Kafka transaction per partition, so a crash or rebalance resumes from the last
 committed head: no gap, no fork, no duplicate (read with ``isolation.level=read_committed``).
+An event the gateway produced twice (a retry it could not recognize) is dropped by its
+``(tenant, event_id)`` (``streams/dedup.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from schemas.serde import Decoder, Encoder, registry_lookup
 from sealstream.integrity import ChainHead
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, RegistrySettings, WorkerSettings
+from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import (
     ClientAttributes,
     EnrichmentFailed,
@@ -41,7 +44,7 @@ from streams.enrich import (
     TenantDirectory,
     TimeFields,
 )
-from streams.heads import CommittedHead, RawRecord, last_committed, read_range, resume_offset
+from streams.heads import CommittedTail, RawRecord, committed_tail, read_range, resume_offset
 from streams.mask import Masker
 from streams.processor import PoisonMessage, Processor, Source, checkpoint, dead_letter_headers
 from streams.route import RoutingTable
@@ -60,6 +63,12 @@ REPLAYED = Counter(
     "sealstream_worker_redelivered_skipped_total", "Redelivered events already signed (skipped)"
 )
 RETRIES = Counter("sealstream_worker_retries_total", "Transient failures retried", ["reason"])
+DUPLICATES = Counter(
+    "sealstream_worker_duplicates_dropped_total",
+    "Events whose (tenant, event_id) the chain had already signed (a retried request the "
+    "gateway produced twice): dropped, not signed again",
+    ["tenant"],
+)
 GAP_FILLED = Counter(
     "sealstream_worker_gap_filled_total",
     "Input events the consumer skipped over and the agent read back and processed in order",
@@ -88,12 +97,19 @@ class Outputs:
         ids = self.app.consumer.transactions._tps_to_transactional_ids({tp})
         return next(iter(ids)) if ids else None
 
-    async def committed_head(
+    async def committed_tail(
         self, kafka: KafkaSettings, partition: int, decoder: Decoder
-    ) -> CommittedHead | None:
-        """The last committed signed record of ``partition`` (see streams/heads.py)."""
+    ) -> CommittedTail:
+        """The last committed signed record of ``partition`` and the events signed within the
+        deduplication window (see streams/heads.py, streams/dedup.py)."""
         return await asyncio.to_thread(
-            last_committed, kafka, self.settings.signed_topic, partition, decoder
+            committed_tail,
+            kafka,
+            self.settings.signed_topic,
+            partition,
+            decoder,
+            int((time.time() - self.settings.dedup_window_s) * 1000),
+            self.settings.dedup_max_per_partition,
         )
 
     async def resume_offset(self, kafka: KafkaSettings, partition: int) -> int | None:
@@ -209,10 +225,13 @@ def create_app(
     # offset it skips, processed here or already done, must be handed back to it, or it
     # never commits the partition again.
     faust_next: dict[int, int] = {}
+    # per input partition: the events its chain signed recently (streams/dedup.py)
+    seen: dict[int, SeenWindow] = {}
 
     def _forget(tps: Any) -> None:
         for tp in tps:
             reconciled.discard(tp.partition)
+            seen.pop(tp.partition, None)
             next_offset.pop(tp.partition, None)
             faust_next.pop(tp.partition, None)
 
@@ -230,7 +249,12 @@ def create_app(
         resume the input where the group's committed offset says."""
         key = str(partition)
         stored = heads.get(key)
-        committed = await outputs.committed_head(kafka, partition, processor.output_decoder)
+        tail = await outputs.committed_tail(kafka, partition, processor.output_decoder)
+        committed = tail.head
+        window = SeenWindow(settings.dedup_max_per_partition, int(settings.dedup_window_s * 1000))
+        for event_key, at_ms in tail.recent:
+            window.add(event_key, at_ms)
+        seen[partition] = window
         fresh: list[Any] | None = (
             None
             if committed is None
@@ -254,11 +278,12 @@ def create_app(
         if start is not None:
             faust_next[partition] = start
         log.info(
-            "chain %s/%s: head %s, input resumes at offset %s",
+            "chain %s/%s: head %s, input resumes at offset %s, %s event id(s) in the dedup window",
             settings.raw_topic,
             partition,
             fresh[:1] + fresh[2:] if fresh else None,
             next_offset.get(partition),
+            len(window),
         )
 
     async def _handle(
@@ -283,6 +308,23 @@ def create_app(
         if signed is None:  # dead-lettered: the chain is unchanged, the offset is done
             heads[chain_key] = [head.seq, head.hash, offset]
             return
+        tenant, event_id = str(signed.record["tenant"]), str(signed.record["event_id"])
+        window = seen.get(partition)
+        now_ms = int(time.time() * 1000)
+        if window is not None and window.seen(dedup_key(tenant, event_id), now_ms):
+            # the same event produced twice (a retry the gateway could not recognize): the
+            # chain stays as it is, the offset is done
+            DUPLICATES.labels(tenant).inc()
+            log.info(
+                "duplicate event dropped tenant=%s event_id=%s topic=%s partition=%s offset=%s",
+                tenant,
+                event_id,
+                topic,
+                partition,
+                offset,
+            )
+            heads[chain_key] = [head.seq, head.hash, offset]
+            return
         heads[chain_key] = [signed.head.seq, signed.head.hash, offset]
         await outputs.send(
             source,
@@ -290,8 +332,15 @@ def create_app(
             signed.value,
             key,
             partition,
-            [("correlation_id", headers.get("correlation_id", b""))],
+            [
+                ("correlation_id", headers.get("correlation_id", b"")),
+                # the dedup window is rebuilt from these after a restart (streams/heads.py)
+                ("tenant", tenant.encode()),
+                ("event_id", event_id.encode()),
+            ],
         )
+        if window is not None:
+            window.add(dedup_key(tenant, event_id), now_ms)
         PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
         if signed.head.seq % settings.checkpoint_every == 0:
             await _emit_checkpoint(outputs, source, signed.head, keys)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.serde import Decoder
 from sealstream.integrity import ChainHead
 from sealstream.settings import KafkaSettings
+from streams.dedup import dedup_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,48 @@ def _reader(kafka: KafkaSettings, group_id: str | None = None) -> Consumer:
     )
 
 
+def _scan(
+    consumer: Consumer,
+    tp: TopicPartition,
+    start: int,
+    end: int,
+    timeout_s: float,
+    visit: Callable[[Any], None],
+    idle_s: float | None = None,
+) -> None:
+    """Hand each committed record of ``tp`` in ``[start, end)`` to ``visit``, in order. Stops
+    at ``end`` or when the consumer's position reaches it (transaction markers are never
+    returned, so waiting for the offset ``end - 1`` itself could wait forever), or after
+    ``idle_s`` without a record."""
+    if start >= end:
+        return
+    consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
+    deadline = time.monotonic() + timeout_s
+    idle_since = time.monotonic()
+    while time.monotonic() < deadline:
+        batch = consumer.consume(500, 0.2)
+        got = False
+        for msg in batch:
+            if msg.error() is not None:
+                continue
+            offset = msg.offset() or 0
+            if offset >= end:
+                return
+            visit(msg)
+            got = True
+            if offset >= end - 1:
+                return
+        if got:
+            idle_since = time.monotonic()
+            continue
+        position = consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
+        if position >= end:
+            return
+        if idle_s is not None and time.monotonic() - idle_since > idle_s:
+            return
+    raise TimeoutError(f"reading {tp.topic}[{tp.partition}] {start}..{end} took over {timeout_s} s")
+
+
 def _read(
     consumer: Consumer,
     tp: TopicPartition,
@@ -66,36 +110,31 @@ def _read(
     timeout_s: float,
     idle_s: float | None = None,
 ) -> list[Any]:
-    """The committed records of ``tp`` in ``[start, end)``. Stops at ``end`` or when the
-    consumer's position reaches it (transaction markers are never returned, so waiting for the
-    offset ``end - 1`` itself could wait forever), or after ``idle_s`` without a record."""
+    """The committed records of ``tp`` in ``[start, end)`` (see ``_scan``)."""
     records: list[Any] = []
-    if start >= end:
-        return records
-    consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
-    deadline = time.monotonic() + timeout_s
-    idle_since = time.monotonic()
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is not None and msg.error() is None:
-            if (msg.offset() or 0) >= end:
-                return records
-            records.append(msg)
-            if (msg.offset() or 0) >= end - 1:
-                return records
-            idle_since = time.monotonic()
-            continue
-        position = consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
-        if position >= end:
-            return records
-        if idle_s is not None and time.monotonic() - idle_since > idle_s:
-            return records
-    raise TimeoutError(f"reading {tp.topic}[{tp.partition}] {start}..{end} took over {timeout_s} s")
+    _scan(consumer, tp, start, end, timeout_s, records.append, idle_s)
+    return records
 
 
-def last_committed(
-    kafka: KafkaSettings, topic: str, partition: int, decoder: Decoder, timeout_s: float = 30.0
-) -> CommittedHead | None:
+@dataclass(frozen=True)
+class CommittedTail:
+    """A signed partition's last committed record, and the events it signed recently."""
+
+    head: CommittedHead | None
+    recent: list[tuple[str, int]]  # (dedup key, signed at ms), oldest first
+
+
+def committed_tail(
+    kafka: KafkaSettings,
+    topic: str,
+    partition: int,
+    decoder: Decoder,
+    since_ms: int = 0,
+    max_recent: int = 0,
+    timeout_s: float = 30.0,
+) -> CommittedTail:
+    """The last committed signed record of ``topic[partition]`` and the dedup keys of the
+    committed records signed at or after ``since_ms`` (at most the last ``max_recent``)."""
     consumer = _reader(kafka)
     try:
         tp = TopicPartition(topic, partition)
@@ -103,22 +142,50 @@ def last_committed(
         # isolation level): an open transaction at the end stops the read at the last stable
         # offset instead, after idle_s without a record
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        recent_from = high
+        if max_recent > 0 and high > low:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, partition, since_ms)], timeout=timeout_s
+            )[0].offset
+            if found >= 0:  # -1: no record that recent
+                recent_from = max(low, high - max_recent, found)
+        recent: list[tuple[str, int]] = []
+        last: list[Any] = []
+
+        def visit(msg: Any) -> None:
+            if not msg.value():
+                return
+            last[:] = [msg]
+            if (msg.offset() or 0) >= recent_from:
+                recent.append((_dedup_key(msg, decoder), int(msg.timestamp()[1])))
+
         window = 64
+        start = max(low, min(recent_from, high - window))
         while True:
-            start = max(low, high - window)
-            records = _read(consumer, tp, start, high, timeout_s, idle_s=1.0)
-            values = [m.value() for m in records if m.value()]
-            if values:
-                _, record = decoder.decode(values[-1])
-                return CommittedHead(
-                    ChainHead(int(record["seq"]), str(record["hash"])),
-                    int(record["source_offset"]),
-                )
-            if start == low:
-                return None
-            window *= 4
+            _scan(consumer, tp, start, high, timeout_s, visit, idle_s=1.0)
+            if last or start == low:
+                break
+            window *= 4  # the tail held no committed record (aborted writes): look further
+            recent_from, high, start = high, start, max(low, start - window)
+        head = None
+        if last:
+            _, record = decoder.decode(last[0].value())
+            head = CommittedHead(
+                ChainHead(int(record["seq"]), str(record["hash"])), int(record["source_offset"])
+            )
+        return CommittedTail(head, recent)
     finally:
         consumer.close()
+
+
+def _dedup_key(msg: Any, decoder: Decoder) -> str:
+    """From the signed record's headers (written since the window existed), else its value."""
+    headers = dict(msg.headers() or [])
+    tenant, event_id = headers.get("tenant"), headers.get("event_id")
+    if tenant is None or event_id is None:
+        _, record = decoder.decode(msg.value())
+        return dedup_key(str(record["tenant"]), str(record["event_id"]))
+    return dedup_key(tenant.decode(), event_id.decode())
 
 
 def resume_offset(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,19 @@ class RawProducer:
         self.encoder = Encoder(int(found.schema_id), self.schema)
         self.producer = Producer(stack.kafka_settings().client_config(acks="all"))
 
-    def send(self, tenant: str, count: int, poison_every: int = 0) -> tuple[set[str], int]:
+    def send(
+        self,
+        tenant: str,
+        count: int = 0,
+        poison_every: int = 0,
+        event_ids: list[str] | None = None,
+    ) -> tuple[set[str], int]:
+        """``count`` new events, or the events ``event_ids`` (again: same keys, so the same
+        partitions, as a retry the gateway produced twice)."""
         now = dt.datetime.now(dt.UTC)
         ids: set[str] = set()
         poison = 0
-        for i in range(count):
+        for i in range(len(event_ids) if event_ids is not None else count):
             if poison_every and i % poison_every == poison_every - 1:
                 self.producer.produce(
                     self.topic,
@@ -162,7 +171,7 @@ class RawProducer:
                 )
                 poison += 1
                 continue
-            event_id = str(uuid.uuid4())
+            event_id = event_ids[i] if event_ids is not None else str(uuid.uuid4())
             ids.add(event_id)
             record = payment_event(i, tenant, now, event_id)
             self.producer.produce(
@@ -330,6 +339,34 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     ]
     assert sum(r.checked for r in reports.values()) == len(ids)  # no fork: one entry per event
     print(f"workers killed: 1, restarted after crashing on their own: {len(workers.restarted)}")
+
+
+@pytest.mark.timeout(300)
+def test_an_event_produced_twice_is_signed_once_also_after_a_restart(
+    stack: Any, workers: Workers
+) -> None:
+    """The gateway produces a retried event again when it died before the client saw the 202
+    (or before the receipt was persisted): the worker signs each (tenant, event_id) once,
+    whether the copy comes while the first is still in flight or after a worker restart (the
+    window then comes back from the committed output)."""
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    first = workers.start()
+    producer = RawProducer(stack, workers.topics["events.raw"])
+    batch = [str(uuid.uuid4()) for _ in range(200)]
+    producer.send(tenant, event_ids=batch)
+    producer.send(tenant, event_ids=batch)  # copies right behind the originals
+    wait_signed(workers, set(batch))
+    workers.kill(first)
+    workers.start()
+    producer.send(tenant, event_ids=batch)  # copies after the restart
+    later, _ = producer.send(tenant, 100)
+    signed = wait_signed(workers, set(batch) | later)  # the copies come first per partition
+    counts = Counter(r["event_id"] for r in signed)
+    assert set(counts) == set(batch) | later
+    assert [i for i, n in counts.items() if n > 1] == []
+    reports = verify_chains(workers)
+    assert all(r.ok for r in reports.values()), [f for r in reports.values() for f in r.findings]
+    assert sum(r.checked for r in reports.values()) == len(batch) + len(later)
 
 
 def test_slow_enricher_times_out_into_retries_then_dlq(stack: Any, tmp_path: Path) -> None:

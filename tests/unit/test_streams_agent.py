@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from sealstream.integrity import ChainHead, walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
 from streams.app import Outputs, create_app
+from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import ClientAttributes, PiiClassification, Pipeline, TimeFields
-from streams.heads import RawRecord
+from streams.heads import CommittedHead, CommittedTail, RawRecord
 from streams.mask import Masker
 from streams.processor import Processor, Source
 from streams.route import RoutingTable
@@ -37,9 +39,11 @@ class Recorder(Outputs):
         self.reads: list[tuple[int, int, int]] = []
         self.done: list[tuple[int, int, int]] = []  # offsets handed back to faust as acked
         self.faust_committed: dict[int, int] = {}  # faust's own view, when it differs
+        self.tails: dict[int, CommittedTail] = {}  # the committed output, per partition
 
-    async def committed_head(self, kafka: Any, partition: int, decoder: Any) -> None:
-        return None  # no earlier output: the table is the only state
+    async def committed_tail(self, kafka: Any, partition: int, decoder: Any) -> CommittedTail:
+        # no earlier output unless a test says so: the table is the only state
+        return self.tails.get(partition, CommittedTail(None, []))
 
     async def resume_offset(self, kafka: Any, partition: int) -> int | None:
         return self.resume.get(partition)
@@ -112,9 +116,9 @@ def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
         loop.close()
 
 
-def raw(tenant: str, i: int) -> bytes:
+def raw(tenant: str, i: int, event_id: str | None = None) -> bytes:
     now = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
-    record = payment_event(i, tenant, now, f"{tenant}-{i}")
+    record = payment_event(i, tenant, now, event_id or f"{tenant}-{i}")
     return Encoder(RAW_ID, Catalog().event_schema("payment")).encode(record)
 
 
@@ -179,13 +183,7 @@ async def test_offsets_done_before_the_restart_are_handed_back_to_faust(harness:
     then delivered offset 4 first. Nothing is re-signed, and 2..3 go back to faust as done,
     or it never commits the partition again."""
     app, recorder, decoder = harness
-    from sealstream.integrity import ChainHead as Head
-    from streams.heads import CommittedHead
-
-    async def head(kafka: Any, partition: int, decoder: Any) -> CommittedHead:
-        return CommittedHead(Head(4, "ab" * 32), 3)
-
-    recorder.committed_head = head  # type: ignore[method-assign]
+    recorder.tails = {0: CommittedTail(CommittedHead(ChainHead(4, "ab" * 32), 3), [])}
     recorder.resume = {0: 2}
     async with app.sign_events.test_context() as agent:
         agent.sent_offset = 4
@@ -194,3 +192,67 @@ async def test_offsets_done_before_the_restart_are_handed_back_to_faust(harness:
     assert [(r["seq"], r["source_offset"]) for r in signed] == [(5, 4)]
     assert recorder.reads == []  # nothing to process again
     assert recorder.done == [(0, 2, 4)]
+
+
+def signed_records(recorder: Recorder, decoder: Decoder) -> list[dict[str, Any]]:
+    return [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "events.signed"]
+
+
+async def test_a_second_record_of_the_same_event_is_not_signed(harness: Any) -> None:
+    """A gateway killed between Kafka's ack and its 202 gets the client's retry produced
+    again: the same (tenant, event_id) twice on one partition. Only the first is signed; the
+    same id from another tenant is another event."""
+    app, recorder, decoder = harness
+    async with app.sign_events.test_context() as agent:
+        await agent.put(raw("acme", 0), key=b"k", partition=0)
+        await agent.put(raw("acme", 1), key=b"k", partition=0)
+        await agent.put(raw("acme", 0), key=b"k", partition=0)  # the retry, produced again
+        await agent.put(raw("globex", 7, event_id="acme-0"), key=b"k", partition=0)
+        await agent.put(raw("acme", 2), key=b"k", partition=0)
+    signed = signed_records(recorder, decoder)
+    assert [(r["tenant"], r["event_id"], r["seq"], r["source_offset"]) for r in signed] == [
+        ("acme", "acme-0", 1, 0),
+        ("acme", "acme-1", 2, 1),
+        ("globex", "acme-0", 3, 3),
+        ("acme", "acme-2", 4, 4),
+    ]
+    assert walk_chain(signed[0]["chain_id"], signed, KEYS, anchor=ChainHead()).ok
+    # the window is rebuilt from these headers after a restart
+    headers = [h for t, _, _, h in recorder.sent if t == "events.signed"]
+    assert (headers[2]["tenant"], headers[2]["event_id"]) == (b"globex", b"acme-0")
+
+
+async def test_the_window_comes_back_from_the_committed_output(harness: Any) -> None:
+    """After a restart the window is what the committed output signed recently: an event
+    signed before the restart is dropped, one signed before the window began is not."""
+    app, recorder, decoder = harness
+    now_ms = int(time.time() * 1000)
+    too_old = now_ms - int(WorkerSettings().dedup_window_s * 1000) - 60_000
+    recorder.tails = {
+        0: CommittedTail(
+            CommittedHead(ChainHead(2, "ab" * 32), 1),
+            [(dedup_key("acme", "acme-0"), too_old), (dedup_key("acme", "acme-1"), now_ms)],
+        )
+    }
+    recorder.resume = {0: 2}
+    async with app.sign_events.test_context() as agent:
+        agent.sent_offset = 2
+        await agent.put(raw("acme", 1), key=b"k", partition=0)  # signed before the restart
+        await agent.put(raw("acme", 0), key=b"k", partition=0)  # signed long ago
+    signed = signed_records(recorder, decoder)
+    assert [(r["event_id"], r["seq"], r["source_offset"]) for r in signed] == [("acme-0", 3, 3)]
+    assert signed[0]["prev_hash"] == "ab" * 32
+
+
+def test_seen_window_is_bounded_by_count_and_age() -> None:
+    window = SeenWindow(max_entries=3, max_age_ms=1_000)
+    for i in range(4):
+        window.add(f"k{i}", 10_000 + i)
+    assert len(window) == 3
+    assert not window.seen("k0", 10_004)  # pushed out by count
+    assert window.seen("k1", 10_004)
+    assert not window.seen("k1", 11_002)  # older than the window
+    assert window.seen("k3", 11_002)
+    off = SeenWindow(max_entries=0, max_age_ms=1_000)
+    off.add("k", 1)
+    assert not off.seen("k", 1)
