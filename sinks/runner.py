@@ -74,6 +74,14 @@ class StoreUnavailable(Exception):
     """The store refused or failed a write that may succeed later (retry the same batch)."""
 
 
+RESTART_TO_REPAIR = 75  # EX_TEMPFAIL: the sink stops so its supervisor starts it again
+CONSUMER_FATAL = 69  # EX_UNAVAILABLE: the Kafka consumer cannot go on; a new one can
+
+
+class RestartToRepair(Exception):
+    """After an outage the store found damage that only a fresh start of it repairs."""
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A record the store cannot take, with a machine-readable reason."""
@@ -115,6 +123,9 @@ class Store(Protocol):
         """Make ``batch`` durable (idempotently: the same batch may come again)."""
 
     def close(self) -> None: ...
+
+    # optional: ``after_outage(since: float)`` is called once writes succeed again after an
+    # outage that began at ``since`` (epoch s); it raises RestartToRepair to stop the sink
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,8 @@ class SinkRunner:
         self.stop_event = threading.Event()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._paused = False
+        self._outage_since: float | None = None  # epoch s of the first refused write
+        self.exit_code = 0
         self._writes = 0
         static = {"group_instance_id": settings.instance_id} if settings.instance_id else {}
         self.consumer = Consumer(
@@ -276,6 +289,9 @@ class SinkRunner:
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.fatal():
+                    self._fatal(error)
+                    return
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", error)
                 continue
@@ -314,6 +330,34 @@ class SinkRunner:
                 self.consumer.commit(offsets=done, asynchronous=False)
             except KafkaException as exc:  # the pending range makes the next owner dedupe
                 log.warning("offset commit failed after write: %s", exc)
+        if self._outage_since is not None and not self._paused:
+            self._after_outage(self._outage_since)
+
+    def _fatal(self, error: KafkaError) -> None:
+        """A fatal consumer error leaves the consumer unusable for good. Seen in the fault
+        suite: after a broker restart the static member was fenced (FENCED_INSTANCE_ID) and
+        the sink sat there, consuming nothing, until the run ended. Stop, so the supervisor
+        starts a fresh consumer; nothing uncommitted is lost (the pending ranges)."""
+        log.error("consumer failed for good, stopping (exit %d): %s", CONSUMER_FATAL, error)
+        self.exit_code = CONSUMER_FATAL
+        self.stop_event.set()
+
+    def _after_outage(self, since: float) -> None:
+        self._outage_since = None
+        check = getattr(self.store, "after_outage", None)
+        if check is None:
+            return
+        try:
+            check(since)
+        except RestartToRepair as exc:
+            log.error(
+                "store %s needs a restart after the outage, stopping (exit %d): %s",
+                self.store.name,
+                RESTART_TO_REPAIR,
+                exc,
+            )
+            self.exit_code = RESTART_TO_REPAIR
+            self.stop_event.set()
 
     def _crash_if(self, point: str) -> None:
         if (
@@ -344,6 +388,8 @@ class SinkRunner:
                 break
             except StoreUnavailable as exc:
                 UNAVAILABLE.labels(self.store.name).inc()
+                if self._outage_since is None:
+                    self._outage_since = time.time()
                 attempt += 1
                 delay = min(
                     self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)

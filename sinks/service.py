@@ -40,11 +40,18 @@ def clickhouse_runner(
     the index is rebuilt from ClickHouse first if it is not complete, then kept in step."""
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.migrations import migrate
+    from sinks.clickhouse.parts import repair_at_start
     from sinks.clickhouse.sink import ClickHouseStore, topic_ids
 
     client = connect(clickhouse)
     report = migrate(client, clickhouse)
     log.info("clickhouse %s migrations %s", clickhouse.dsn, report.as_dict())
+    if clickhouse.embedded:  # what a storage outage may have broken (sinks/clickhouse/parts.py)
+        repaired = repair_at_start(client, clickhouse.database)
+        if repaired.rebuilt or repaired.lost:
+            log.warning("clickhouse broken parts at start %s", repaired.as_dict())
+        elif repaired.set_aside:  # covered by the parts they were merged from: nothing missing
+            log.info("clickhouse broken parts at start %s", repaired.as_dict())
     topics = [
         sink.signed_topic,
         sink.decisions_topic,

@@ -69,6 +69,8 @@ def sink_clickhouse(loglevel: str = typer.Option("info", help="Log level.")) -> 
     finally:
         if server is not None:
             server.should_exit = True
+    if runner.exit_code:  # 75: a part broken during an outage, 69: the consumer failed
+        raise typer.Exit(runner.exit_code)
 
 
 @sink_app.command("objects")
@@ -82,6 +84,8 @@ def sink_objects(loglevel: str = typer.Option("info", help="Log level.")) -> Non
     runner = object_runner(KafkaSettings(), RegistrySettings(), ObjectStoreSettings(), sink)
     runner.install_signal_handlers()
     runner.run()
+    if runner.exit_code:  # e.g. 69: the consumer failed for good; a fresh start gets a new one
+        raise typer.Exit(runner.exit_code)
 
 
 @clickhouse_app.command("migrate")

@@ -20,7 +20,15 @@ from confluent_kafka import Message
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
 from sealstream.settings import ClickHouseSettings, SinkSettings
-from sinks.runner import EVENTS, Batch, Rejected, StoreUnavailable, message_headers
+from sinks.clickhouse.parts import MERGE_MARGIN_S, recent_broken_parts
+from sinks.runner import (
+    EVENTS,
+    Batch,
+    Rejected,
+    RestartToRepair,
+    StoreUnavailable,
+    message_headers,
+)
 
 log = logging.getLogger("sealstream.sink.clickhouse")
 
@@ -336,6 +344,24 @@ class ClickHouseStore:
             for (tenant, event_type), n in Counter((r[1], r[2]) for r in rows).items():
                 EVENTS.labels(self.name, tenant, event_type).inc(n)
         return rejected
+
+    def after_outage(self, since: float) -> None:
+        """Embedded engine: a part written during the outage may be broken (see
+        sinks/clickhouse/parts.py); if one is, stop so that a fresh start sets it aside."""
+        if not self.settings.embedded:
+            return  # a server checks its own storage; this sink's outage was the network
+        try:
+            broken = recent_broken_parts(
+                self.client, self.settings.database, since - MERGE_MARGIN_S
+            )
+        except (ClickHouseError, OSError) as exc:  # cannot tell: a fresh start checks them all
+            raise RestartToRepair(f"checking the parts written during the outage: {exc}") from exc
+        if broken:
+            raise RestartToRepair(
+                "broken part(s) written during the outage: "
+                + "; ".join(f"{b.table} {b.part}: {b.message[:200]}" for b in broken)
+            )
+        log.info("parts written during the outage checked: none broken")
 
     def close(self) -> None:
         self.client.close()

@@ -12,20 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from schemas.catalog import Catalog
 from schemas.samples import signed_chain
 from schemas.serde import Decoder, Encoder
 from sealstream.integrity import walk_chain
 from sealstream.keys import HmacKeyring
-from sealstream.settings import ObjectStoreSettings
+from sealstream.settings import KafkaSettings, ObjectStoreSettings, SinkSettings
 from sinks.clickhouse.query import QueryRejected, analyst, guard, operator
 from sinks.clickhouse.sink import dead_letter_row, event_row, insert_token
 from sinks.objects.files import parse_path, read_records
 from sinks.objects.retention import RetentionRules, apply_retention
 from sinks.objects.sink import ColdStore
 from sinks.objects.store import ObjectStore
-from sinks.runner import Batch, Limits, _Partition, parse_pending, pending_metadata
+from sinks.runner import (
+    CONSUMER_FATAL,
+    Batch,
+    Limits,
+    SinkRunner,
+    _Partition,
+    parse_pending,
+    pending_metadata,
+)
 
 KEYS = HmacKeyring("k1", {"k1": b"k" * 32})
 
@@ -393,3 +402,47 @@ def test_drift_ignores_what_was_in_flight_and_still_sees_the_rest() -> None:
     missing = VerifyReport()
     compare(entries("hot", 3), entries("cold", 6), missing, settled={0: 4})
     assert [(d["hot"], d["cold"]) for d in missing.drift] == [(3, 4)]
+
+
+# -- consumer errors --------------------------------------------------------------------------
+
+
+class ErrorMessage(FakeMessage):
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(None, -1)
+        self._error = error
+
+    def error(self) -> KafkaError:
+        return self._error
+
+
+def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not() -> None:
+    """Seen in the fault suite: a static member fenced after a broker restart left the sink
+    alive but consuming nothing; it must stop (exit 69) so the supervisor starts it again."""
+
+    class NoStore:
+        name = "none"
+
+        def write(self, batch: Batch) -> list[Any]:
+            raise AssertionError("nothing to write")
+
+        def close(self) -> None: ...
+
+    runner = SinkRunner(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        SinkSettings(),
+        "g",
+        ["events.signed"],
+        NoStore(),
+        Limits(10, 10_000, 1.0),
+    )
+    try:
+        transient = KafkaError(KafkaError._TRANSPORT, "broker down")
+        runner._take([ErrorMessage(transient)])  # type: ignore[list-item]
+        assert (runner.exit_code, runner.stop_event.is_set()) == (0, False)
+        fenced = KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True)
+        runner._take([ErrorMessage(fenced)])  # type: ignore[list-item]
+        assert (runner.exit_code, runner.stop_event.is_set()) == (CONSUMER_FATAL, True)
+    finally:
+        runner.consumer.close()
+        runner.producer.flush(0)
