@@ -289,7 +289,9 @@ class SinkRunner:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                # librdkafka reports a fatal error as an event of code _FATAL whose
+                # KafkaError is not flagged fatal (seen: fatal() False on the fenced member)
+                if error.fatal() or error.code() == KafkaError._FATAL:
                     self._fatal(error)
                     return
                 if error.code() != KafkaError._PARTITION_EOF:

@@ -282,3 +282,41 @@ def test_a_part_broken_during_an_outage_is_set_aside_by_a_restart(sinks: Sinks) 
     assert hot_counts(sinks) == (expected, expected)
     rollup = sinks.raw_sql("SELECT sum(events) FROM sealstream.events_minutely")
     assert int(rollup[0][0]) == expected
+
+
+def test_a_sink_fenced_for_good_exits_and_a_restart_carries_on(sinks: Sinks) -> None:
+    """What CI saw after a broker restart: the ClickHouse sink's static member was fenced
+    (FENCED_INSTANCE_ID, fatal in librdkafka) and the sink stayed up consuming nothing. Here
+    another consumer joins with the sink's group.instance.id, which fences it the same way:
+    the sink must exit 69, and once started again store every event exactly once."""
+    from confluent_kafka import Consumer
+
+    first = sinks.produce_signed(20)
+    sinks.start("clickhouse")
+    sinks.wait_caught_up("clickhouse")
+    group = sinks.env["SEALSTREAM_SINK_CLICKHOUSE_GROUP"]
+    impostor = Consumer(
+        sinks.stack.kafka_settings().client_config(
+            group_id=group,
+            group_instance_id=f"clickhouse-{sinks.topics['signed']}",  # as Sinks.start sets it
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            partition_assignment_strategy="cooperative-sticky",  # the sink's, or no join
+        )
+    )
+    impostor.subscribe([sinks.topics["signed"]])
+    try:
+        deadline = time.monotonic() + 30
+        while not impostor.assignment():
+            assert time.monotonic() < deadline, "the second member never joined"
+            impostor.poll(0.5)
+        second = sinks.produce_signed(20)  # the fenced sink's next commit fails for good
+        assert sinks.wait_exit("clickhouse", 90) == 69, sinks.log_text("clickhouse")
+    finally:
+        impostor.close()
+    assert "failed for good" in sinks.log_text("clickhouse")
+    sinks.start("clickhouse")
+    sinks.wait_caught_up("clickhouse")
+    assert sinks.stop("clickhouse") == 0
+    expected = sum(len(r) for r in first.values()) + sum(len(r) for r in second.values())
+    assert hot_counts(sinks) == (expected, expected)

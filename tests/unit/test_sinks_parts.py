@@ -440,7 +440,8 @@ def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not()
         transient = KafkaError(KafkaError._TRANSPORT, "broker down")
         runner._take([ErrorMessage(transient)])  # type: ignore[list-item]
         assert (runner.exit_code, runner.stop_event.is_set()) == (0, False)
-        fenced = KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True)
+        # as librdkafka delivers it: code _FATAL, not flagged fatal
+        fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced")
         runner._take([ErrorMessage(fenced)])  # type: ignore[list-item]
         assert (runner.exit_code, runner.stop_event.is_set()) == (CONSUMER_FATAL, True)
     finally:
