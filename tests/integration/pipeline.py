@@ -145,6 +145,14 @@ def inject_poison(pipeline: Pipeline, count: int) -> set[tuple[int, int]]:
 REPORTED: list[str] = []
 
 
+def report(case: str, text: str) -> None:
+    """A fact of a case besides its counts (restarts, copies dropped), printed and repeated in
+    the terminal summary with the outcome lines."""
+    line = f"[{case}] {text}"
+    REPORTED.append(line)
+    print(line)
+
+
 @dataclass
 class Outcome:
     sent: int

@@ -22,6 +22,7 @@ from tests.integration.pipeline import (
     diagnose,
     inject_poison,
     oracle,
+    report,
     wait_for,
 )
 
@@ -102,9 +103,10 @@ def test_sink_crash_windows(pipeline: Pipeline) -> None:
     traffic = run_with(pipeline, lambda: None, before_s=6, after_s=6)
     outcome = oracle(pipeline, traffic)
     restarts = {n: s["restarts"] for n, s in pipeline.services().items() if n.startswith("sink")}
-    print(f"sink restarts: {restarts}")
+    case = f"sinks crash {pipeline.env['SEALSTREAM_SINK_FAULT_CRASH_POINT']}"
+    report(case, f"restarts {restarts}")
     assert all(n >= 1 for n in restarts.values()), restarts
-    exactly_once(outcome, f"sinks crash {pipeline.env['SEALSTREAM_SINK_FAULT_CRASH_POINT']}")
+    exactly_once(outcome, case)
 
 
 def test_gateway_sigkill_clients_retry_with_the_same_ids(pipeline: Pipeline) -> None:
@@ -120,7 +122,7 @@ def test_gateway_sigkill_clients_retry_with_the_same_ids(pipeline: Pipeline) -> 
         for name, s in pipeline.services().items()
         if name.startswith("worker")
     )
-    print(f"copies of retried events the worker dropped: {dropped}")
+    report("gateway SIGKILL", f"copies of retried events the worker dropped: {dropped}")
     exactly_once(outcome, "gateway SIGKILL")
 
 
@@ -138,7 +140,7 @@ def test_broker_sigkill_and_restart(pipeline: Pipeline, down_s: float) -> None:
     outcome = oracle(pipeline, traffic, settle_s=150)
     # a sink whose consumer the broker restart fenced exits 69 and is started again
     restarts = {name: s["restarts"] for name, s in pipeline.services().items()}
-    print(f"restarts after the broker restart: {restarts}")
+    report(f"broker SIGKILL, down {down_s} s", f"restarts {restarts}")
     exactly_once(outcome, f"broker SIGKILL, down {down_s} s", pipeline=pipeline)
 
 
@@ -178,7 +180,8 @@ def test_store_unavailable_for_60_s(pipeline: Pipeline, sink: str) -> None:
 
     traffic = run_with(pipeline, outage, after_s=4)
     outcome = oracle(pipeline, traffic)
-    print(f"{sink} restarts after the outage: {pipeline.services()[sink]['restarts']}")
+    restarts = pipeline.services()[sink]["restarts"]  # 1 if it found a broken part (exit 75)
+    report(f"{sink} store unavailable 60 s", f"{sink} restarts {restarts}")
     exactly_once(outcome, f"{sink} store unavailable 60 s")
 
 
