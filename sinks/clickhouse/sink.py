@@ -272,6 +272,7 @@ class ClickHouseStore:
         self.topic_ids = topic_ids
         # called with (table, rows) after ClickHouse accepted them: the audit trail's index
         self.on_stored = on_stored
+        self._merges_stopped = False
         # ClickHouse 26 added ``deduplicate_insert`` ('enable' by default), which overrides
         # ``insert_deduplicate``; older servers reject the name. Set whichever exist.
         self.dedup_settings = {
@@ -337,6 +338,7 @@ class ClickHouseStore:
         try:
             self.client.insert(table.name, rows, column_names=table.columns, settings=settings)
         except (ClickHouseError, OSError) as exc:
+            self._stop_merges()
             raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
         if self.on_stored is not None:
             self.on_stored(table.name.split(".", 1)[1], rows)
@@ -345,11 +347,27 @@ class ClickHouseStore:
                 EVENTS.labels(self.name, tenant, event_type).inc(n)
         return rejected
 
+    def _stop_merges(self) -> None:
+        """Embedded engine, storage failing: start no merge that could commit a broken part
+        (the fault suite saw two: a rollup's and audit_decisions'). An in-memory switch, so
+        it works while nothing can be written; merges resume in ``after_outage``."""
+        if not self.settings.embedded or self._merges_stopped:
+            return
+        try:
+            self.client.command("SYSTEM STOP MERGES")
+            self._merges_stopped = True
+            log.warning("storage failing: background merges stopped until it recovers")
+        except (ClickHouseError, OSError) as exc:
+            log.warning("could not stop merges: %s", exc)
+
     def after_outage(self, since: float) -> None:
         """Embedded engine: a part written during the outage may be broken (see
         sinks/clickhouse/parts.py); if one is, stop so that a fresh start sets it aside."""
         if not self.settings.embedded:
             return  # a server checks its own storage; this sink's outage was the network
+        if self._merges_stopped:
+            self.client.command("SYSTEM START MERGES")
+            self._merges_stopped = False
         try:
             broken = recent_broken_parts(
                 self.client, self.settings.database, since - MERGE_MARGIN_S

@@ -302,6 +302,10 @@ c = connect(s)
 out = {"first": m.migrate(c, s).as_dict(), "second": m.migrate(c, s).as_dict()}
 out["tables"] = sorted(r[0] for r in c.query(
     "SELECT name FROM system.tables WHERE database = 'sealstream'").result_rows)
+out["short_lived_parts"] = sorted(r[0] for r in c.query(
+    "SELECT name FROM system.tables WHERE database = 'sealstream' AND engine LIKE '%MergeTree' "
+    "AND name != 'schema_migrations' AND engine_full NOT LIKE '%old_parts_lifetime = 600%'"
+).result_rows)
 edited = m.Migration(1, "edited", ("SELECT 1",))
 m.MIGRATIONS = (edited, *m.MIGRATIONS[1:])
 try:
@@ -321,14 +325,16 @@ def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     first = run(30)
-    assert first["first"] == {"applied": [1, 2, 3], "already": [], "ttl_changed": []}
-    assert first["second"] == {"applied": [], "already": [1, 2, 3], "ttl_changed": []}
+    assert first["first"] == {"applied": [1, 2, 3, 4], "already": [], "ttl_changed": []}
+    assert first["second"] == {"applied": [], "already": [1, 2, 3, 4], "ttl_changed": []}
+    # every table keeps merged-away parts (chDB's default deletes them at once)
+    assert first["short_lived_parts"] == []
     assert {"events", "events_by_id", "events_minutely", "dead_letters", "audit_decisions",
             "checkpoints", "schema_migrations"} <= set(first["tables"])  # fmt: skip
     assert "changed after it was applied" in first["edited"]
     later = run(7)
     assert later["first"] == {
-        "applied": [], "already": [1, 2, 3], "ttl_changed": ["events", "events_by_id"],
+        "applied": [], "already": [1, 2, 3, 4], "ttl_changed": ["events", "events_by_id"],
     }  # fmt: skip
     assert later["second"]["ttl_changed"] == []
 
@@ -447,3 +453,56 @@ def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not()
     finally:
         runner.consumer.close()
         runner.producer.flush(0)
+
+
+def test_merges_stop_while_the_embedded_store_fails_and_resume_after_the_check() -> None:
+    """A merge that runs while nothing can be written may commit a broken part (the fault
+    suite saw a rollup's and audit_decisions'): the first refused insert stops merges, the
+    check after the outage starts them again, and a broken part there asks for a restart."""
+    from sealstream.settings import ClickHouseSettings
+    from sinks.clickhouse.sink import ClickHouseStore
+    from sinks.runner import RestartToRepair, StoreUnavailable
+
+    class Client:
+        def __init__(self) -> None:
+            self.commands: list[str] = []
+            self.failing = True
+            self.broken: list[tuple[str, str, str]] = []
+
+        def query(self, sql: str, parameters: Any = None) -> Any:
+            rows: list[Any] = []
+            if sql.startswith("SELECT table, name FROM system.parts"):
+                rows = [("events_minutely_state", "202611_1_5_1")]
+            elif sql.startswith("CHECK TABLE"):
+                rows = self.broken or [("202611_1_5_1", "1", "")]
+            return type("Result", (), {"result_rows": rows})()
+
+        def insert(self, *args: Any, **kwargs: Any) -> None:
+            if self.failing:
+                raise OSError(27, "File too large")
+
+        def command(self, sql: str) -> None:
+            self.commands.append(sql)
+
+    client = Client()
+    _, decoder = codec()
+    store = ClickHouseStore(
+        client,  # type: ignore[arg-type]
+        ClickHouseSettings(),
+        SinkSettings(),
+        decoder,
+        "g",
+        {},
+    )
+    batch = batch_of(signed_chain(2, "c", KEYS))
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            store.write(batch)
+    assert client.commands == ["SYSTEM STOP MERGES"]  # once, at the first refusal
+    client.failing = False
+    store.write(batch)
+    store.after_outage(0.0)
+    assert client.commands == ["SYSTEM STOP MERGES", "SYSTEM START MERGES"]
+    client.broken = [("202611_1_5_1", "0", "Empty marks file")]
+    with pytest.raises(RestartToRepair, match="events_minutely_state 202611_1_5_1"):
+        store.after_outage(0.0)
