@@ -166,6 +166,9 @@ class Outcome:
     missing_cold: int
     dead_lettered: int
     verify_ok: bool
+    # broken parts whose rows the ClickHouse sink found missing at a restart, in any table
+    # (sinks/clickhouse/parts.py): the counts above only look at events
+    hot_parts_lost: int = 0
 
     def line(self, case: str) -> str:
         text = self._line(case)
@@ -178,6 +181,7 @@ class Outcome:
             f"stored cold {self.cold} / duplicates hot {self.hot_duplicates} cold "
             f"{self.cold_duplicates} / missing hot {self.missing_hot} cold {self.missing_cold} / "
             + (f"rollup lost {self.rollup_lost} / " if self.rollup_lost else "")
+            + (f"hot parts lost {self.hot_parts_lost} / " if self.hot_parts_lost else "")
             + f"dead-lettered {self.dead_lettered} / "
             + f"verify {'clean' if self.verify_ok else 'FAILED'}"
         )
@@ -243,6 +247,11 @@ def oracle(
         missing_cold=len(acked - set(cold)),
         dead_lettered=dead,
         verify_ok=verified.returncode == 0,
+        hot_parts_lost=sum(
+            Path(s["log"]).read_text(errors="replace").count("are missing from the hot store")
+            for name, s in pipeline.services().items()
+            if name == "sink-clickhouse"
+        ),
     )
 
 

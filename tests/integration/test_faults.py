@@ -59,6 +59,7 @@ def exactly_once(
     assert (outcome.missing_hot, outcome.missing_cold) == (0, 0), outcome
     assert (outcome.hot_duplicates, outcome.cold_duplicates) == (0, 0), outcome
     assert outcome.rollup_lost == 0, outcome
+    assert outcome.hot_parts_lost == 0, outcome
     assert outcome.dead_lettered == dead, outcome
     assert outcome.verify_ok, outcome
 
