@@ -124,8 +124,9 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    # optional: ``after_outage(since: float)`` is called once writes succeed again after an
-    # outage that began at ``since`` (epoch s); it raises RestartToRepair to stop the sink
+    def after_outage(self, since: float) -> None:
+        """Called once writes succeed again after an outage that began at ``since`` (epoch
+        s); raises RestartToRepair if the store needs a fresh start of the sink."""
 
 
 @dataclass(frozen=True)
@@ -346,11 +347,8 @@ class SinkRunner:
 
     def _after_outage(self, since: float) -> None:
         self._outage_since = None
-        check = getattr(self.store, "after_outage", None)
-        if check is None:
-            return
         try:
-            check(since)
+            self.store.after_outage(since)
         except RestartToRepair as exc:
             log.error(
                 "store %s needs a restart after the outage, stopping (exit %d): %s",

@@ -310,8 +310,8 @@ def create_app(
             return
         tenant, event_id = str(signed.record["tenant"]), str(signed.record["event_id"])
         window = seen.get(partition)
-        now_ms = int(time.time() * 1000)
-        if window is not None and window.seen(dedup_key(tenant, event_id), now_ms):
+        event_key, now_ms = dedup_key(tenant, event_id), int(time.time() * 1000)
+        if window is not None and window.seen(event_key, now_ms):
             # the same event produced twice (a retry the gateway could not recognize): the
             # chain stays as it is, the offset is done
             DUPLICATES.labels(tenant).inc()
@@ -340,7 +340,7 @@ def create_app(
             ],
         )
         if window is not None:
-            window.add(dedup_key(tenant, event_id), now_ms)
+            window.add(event_key, now_ms)
         PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
         if signed.head.seq % settings.checkpoint_every == 0:
             await _emit_checkpoint(outputs, source, signed.head, keys)

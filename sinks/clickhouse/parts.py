@@ -69,7 +69,7 @@ def covered(block_range: tuple[int, int], active: list[tuple[int, int]]) -> bool
         reach = max(reach, last)
         if reach >= high:
             return True
-    return reach >= high
+    return False
 
 
 @dataclass

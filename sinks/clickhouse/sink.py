@@ -366,7 +366,10 @@ class ClickHouseStore:
         if not self.settings.embedded:
             return  # a server checks its own storage; this sink's outage was the network
         if self._merges_stopped:
-            self.client.command("SYSTEM START MERGES")
+            try:
+                self.client.command("SYSTEM START MERGES")
+            except (ClickHouseError, OSError) as exc:  # a fresh start has merges on
+                raise RestartToRepair(f"merges could not be started again: {exc}") from exc
             self._merges_stopped = False
         try:
             broken = recent_broken_parts(

@@ -79,5 +79,9 @@ class ColdStore:
             EVENTS.labels(self.name, cold.key.tenant, cold.key.event_type).inc(len(cold.records))
         return rejected
 
+    def after_outage(self, since: float) -> None:
+        """Nothing to check: a put is whole or absent (obstore writes a local file through a
+        temporary one, an S3 PUT is atomic), and a batch cut short is written again whole."""
+
     def close(self) -> None:
         pass

@@ -54,6 +54,15 @@ class Pipeline(UpJob):
         assert pid is not None, f"{component} is not running"
         return int(pid)
 
+    def log_count(self, service_prefix: str, text: str) -> int:
+        """How often ``text`` occurs in the logs of the services named ``service_prefix*``
+        (each log spans the service's restarts)."""
+        return sum(
+            Path(s["log"]).read_text(errors="replace").count(text)
+            for name, s in self.services().items()
+            if name.startswith(service_prefix)
+        )
+
     # -- reading the stores ------------------------------------------------------------------
 
     def cold_occurrences(self, tenant: str = "acme") -> Counter[str]:
@@ -247,11 +256,7 @@ def oracle(
         missing_cold=len(acked - set(cold)),
         dead_lettered=dead,
         verify_ok=verified.returncode == 0,
-        hot_parts_lost=sum(
-            Path(s["log"]).read_text(errors="replace").count("are missing from the hot store")
-            for name, s in pipeline.services().items()
-            if name == "sink-clickhouse"
-        ),
+        hot_parts_lost=pipeline.log_count("sink-clickhouse", "are missing from the hot store"),
     )
 
 

@@ -118,11 +118,7 @@ def test_gateway_sigkill_clients_retry_with_the_same_ids(pipeline: Pipeline) -> 
     traffic = run_with(pipeline, kill)
     outcome = oracle(pipeline, traffic)
     # events the dead gateway had written without its client seeing the 202 come again
-    dropped = sum(
-        Path(s["log"]).read_text(errors="replace").count("duplicate event dropped")
-        for name, s in pipeline.services().items()
-        if name.startswith("worker")
-    )
+    dropped = pipeline.log_count("worker", "duplicate event dropped")
     report("gateway SIGKILL", f"copies of retried events the worker dropped: {dropped}")
     exactly_once(outcome, "gateway SIGKILL")
 

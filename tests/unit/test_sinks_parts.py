@@ -434,6 +434,8 @@ def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not()
 
         def close(self) -> None: ...
 
+        def after_outage(self, since: float) -> None: ...
+
     runner = SinkRunner(
         KafkaSettings(bootstrap_servers="127.0.0.1:1"),
         SinkSettings(),
