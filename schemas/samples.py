@@ -47,11 +47,13 @@ def signed_chain(
     routes: tuple[str, ...] = ("both",),
     start_ms: int | None = None,
     head: Any = None,
+    ages_ms: tuple[int, ...] = (0,),
 ) -> list[dict[str, Any]]:
     """``count`` signed events (the processors' output records) forming one valid hash chain.
 
-    Tenants, event types and routes cycle with the index, so a test knows exactly which
-    records each store should get. ``keys`` is a :class:`sealstream.keys.HmacKeyring`.
+    Tenants, event types, routes and ``ages_ms`` (how long before its arrival an event
+    occurred: late arrivals) cycle with the index, so a test knows exactly which records each
+    store should get. ``keys`` is a :class:`sealstream.keys.HmacKeyring`.
     """
     import json
 
@@ -67,7 +69,7 @@ def signed_chain(
             "event_id": str(uuid.uuid4()),
             "tenant": tenants[i % len(tenants)],
             "event_type": event_types[i % len(event_types)],
-            "occurred_at": base + i,
+            "occurred_at": base + i - ages_ms[i % len(ages_ms)],
             "received_at": base + i + 5,
             "producer": "sample",
             "correlation_id": f"c{i}",

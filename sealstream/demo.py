@@ -200,10 +200,10 @@ def count_cold(store: Any, prefix: str, ids: set[str], since: dt.date) -> tuple[
     return len(found), files
 
 
-def run_verify(since: dt.date) -> tuple[bool, dict[str, Any]]:
+def run_verify() -> tuple[bool, dict[str, Any]]:
+    """The full ``verify all``: a filtered one checks no chain for gaps (sinks/verify.py)."""
     done = subprocess.run(
-        [sys.executable, "-m", "sealstream.cli", "verify", "all", "--since", since.isoformat(),
-         "--json"],
+        [sys.executable, "-m", "sealstream.cli", "verify", "all", "--json"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     try:

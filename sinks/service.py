@@ -21,6 +21,7 @@ from sinks.clickhouse.trail_index import KIND_OF_TABLE, TrailIndex, entries
 from sinks.runner import Limits, SinkRunner, StoreUnavailable
 
 log = logging.getLogger("sealstream.sink")
+_CLAIMS: list[Any] = []  # the embedded engine's claim (sinks/clickhouse/client.py: reserve)
 
 
 def registry_decoder(registry: RegistrySettings) -> Decoder:
@@ -38,11 +39,15 @@ def clickhouse_runner(
 ) -> tuple[SinkRunner, Any]:
     """The ClickHouse sink's runner (after migrating) and its client. With an audit index,
     the index is rebuilt from ClickHouse first if it is not complete, then kept in step."""
-    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.client import connect, reserve
     from sinks.clickhouse.migrations import migrate
     from sinks.clickhouse.parts import repair_at_start
     from sinks.clickhouse.sink import ClickHouseStore, topic_ids
 
+    if clickhouse.embedded:  # held for the process's life: tools then use the endpoint
+        claim = reserve(clickhouse, exclusive=False)
+        assert claim is not None
+        _CLAIMS.append(claim)
     client = connect(clickhouse)
     report = migrate(client, clickhouse)
     log.info("clickhouse %s migrations %s", clickhouse.dsn, report.as_dict())

@@ -120,13 +120,17 @@ def cold_entries(
     return entries
 
 
+# The timestamps come back as Unix ms under names of their own: an alias equal to a column
+# name would shadow that column in WHERE (ClickHouse resolves aliases there), and the event-day
+# filter would compare milliseconds with a date and select every row.
 HOT_COLUMNS = (
-    "event_id, tenant, event_type, toUnixTimestamp64Milli(occurred_at) AS occurred_at, "
-    "toUnixTimestamp64Milli(received_at) AS received_at, producer, correlation_id, request_id, "
+    "event_id, tenant, event_type, toUnixTimestamp64Milli(occurred_at) AS occurred_ms, "
+    "toUnixTimestamp64Milli(received_at) AS received_ms, producer, correlation_id, request_id, "
     "source, classification, route, payload_sha256, content_sha256, hot_content_sha256, "
     "masked_fields, enrichment, chain_id, seq, prev_hash, hash, key_id, signature, payload, "
     "kafka_topic, kafka_partition, kafka_offset"
 )
+_RENAMED = {"occurred_ms": "occurred_at", "received_ms": "received_at"}
 
 
 def hot_sql(selection: Selection, after: tuple[int, int] | None = None, limit: int = 50_000) -> str:
@@ -134,11 +138,11 @@ def hot_sql(selection: Selection, after: tuple[int, int] | None = None, limit: i
     where = []
     if after is not None:
         where.append(f"(kafka_partition, kafka_offset) > ({after[0]}, {after[1]})")
+    # the event's UTC day, exactly as the cold store names its date= directories
     if selection.since is not None:
-        where.append(f"occurred_at >= toDateTime64('{selection.since.isoformat()}', 3, 'UTC')")
+        where.append(f"toDate(occurred_at, 'UTC') >= toDate('{selection.since.isoformat()}')")
     if selection.until is not None:
-        end = selection.until.isoformat()
-        where.append(f"occurred_at < toDateTime64('{end}', 3, 'UTC') + INTERVAL 1 DAY")
+        where.append(f"toDate(occurred_at, 'UTC') <= toDate('{selection.until.isoformat()}')")
     if selection.tenant is not None:
         where.append("tenant = " + quote(selection.tenant))
     if selection.event_type is not None:
@@ -172,7 +176,7 @@ def read_hot(
 def hot_entries(rows: Iterable[dict[str, Any]]) -> list[Entry]:
     entries = []
     for row in rows:
-        record = dict(row)
+        record = {_RENAMED.get(k, k): v for k, v in row.items()}
         for name in ("occurred_at", "received_at", "seq", "kafka_partition", "kafka_offset"):
             record[name] = int(record[name])
         record["masked_fields"] = list(record["masked_fields"])

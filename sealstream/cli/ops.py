@@ -222,7 +222,8 @@ def replay_cold(
     """
     from sealstream.keys import load_hmac_keyring
     from sinks.backfill import backfill
-    from sinks.clickhouse.client import EngineBusy, connect
+    from sinks.clickhouse.access import open_hot
+    from sinks.clickhouse.client import EngineBusy
     from sinks.clickhouse.migrations import migrate
     from sinks.objects.reader import Selection
     from sinks.objects.store import ObjectStore
@@ -230,10 +231,11 @@ def replay_cold(
     selection = Selection(_date(since, "since"), _date(until, "until"), tenant, event_type)
     settings = ClickHouseSettings()
     try:
-        client = connect(settings)
+        client = open_hot(settings, write=True).client
     except EngineBusy as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
+    assert client is not None
     migrate(client, settings)
     objects = ObjectStoreSettings()
     with _progress() as progress:
@@ -301,22 +303,22 @@ def audit(
     processing (enrichment, signature, chain position), where it is stored hot and cold,
     dead-letter history and replays. Exit 0 found and its signature verifies, 1 not found or
     it does not verify."""
-    import httpx
-
     from sealstream.keys import load_hmac_keyring
-    from sinks.clickhouse.access import direct_reader, local_token
-    from sinks.clickhouse.client import EngineBusy, connect
+    from sinks.clickhouse.access import (
+        HotUnavailable,
+        direct_reader,
+        endpoint_call,
+        local_token,
+        open_hot,
+    )
     from sinks.objects.store import ObjectStore
     from sinks.trail import StoreSource, audit_trail
 
     settings = ClickHouseSettings()
     objects = ObjectStoreSettings()
-    try:
-        client = connect(settings)
-    except EngineBusy:
-        client = None
-    if client is not None:
-        read = direct_reader(client, settings.database)
+    access = open_hot(settings)
+    if access.client is not None:
+        read = direct_reader(access.client, settings.database)
         # the sink is not running: ClickHouse itself (its index may be behind a backfill)
         trail = audit_trail(
             StoreSource(read),
@@ -327,17 +329,15 @@ def audit(
         )
         _audit("audit_lookup", {"event_id": event_id}, trail is not None)
     else:
-        url = f"http://{settings.query_host}:{settings.query_port}/v1/audit/{event_id}"
+        url = f"{access.base_url}/v1/audit/{event_id}"
         if from_store:
             url += "?source=store"
         try:
-            response = httpx.get(
-                url,
-                headers={"Authorization": f"Bearer {token or local_token('*', 'auditor')}"},
-                timeout=60,
+            response = endpoint_call(
+                "GET", url, token or local_token("*", "auditor"), wait_s=60, timeout_s=60
             )
-        except httpx.TransportError as exc:
-            err.print(f"[red]{url} unreachable: {exc}[/]")
+        except HotUnavailable as exc:
+            err.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
         if response.status_code not in (200, 404):
             err.print(f"[red]{response.status_code}: {response.text}[/]")

@@ -92,13 +92,16 @@ def sink_objects(loglevel: str = typer.Option("info", help="Log level.")) -> Non
 def migrate(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Apply the hot store's versioned DDL (idempotent). The ClickHouse sink also does this at
     start; in embedded mode, run this only while the sink is stopped."""
-    from sinks.clickhouse.client import EngineBusy, connect
+    from sinks.clickhouse.access import open_hot
+    from sinks.clickhouse.client import EngineBusy
     from sinks.clickhouse.migrations import MigrationError
     from sinks.clickhouse.migrations import migrate as apply
 
     settings = ClickHouseSettings()
     try:
-        report = apply(connect(settings), settings)
+        client = open_hot(settings, write=True).client
+        assert client is not None
+        report = apply(client, settings)
     except EngineBusy as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(3) from exc
@@ -170,8 +173,6 @@ def _query_endpoint(
     tenant: str | None,
     endpoint: str | None,
 ) -> dict[str, Any]:
-    import httpx
-
     if token is None:
         if tenant is None:
             err.print("[red]give --token (a JWT with the analyst role) or --tenant (dev stack)[/]")
@@ -183,19 +184,20 @@ def _query_endpoint(
         token = issue_token(
             Keyring.from_settings(auth), auth, "local-analyst", tenant, ["query"], ["analyst"], 300
         )
+    from sinks.clickhouse.access import HotUnavailable, endpoint_call
+
     url = endpoint or f"http://{settings.query_host}:{settings.query_port}/v1/query"
-    try:
-        response = httpx.post(
+    try:  # waits a little for a sink its supervisor is restarting
+        response = endpoint_call(
+            "POST",
             url,
+            token,
+            wait_s=30,
+            timeout_s=settings.query_timeout_s + 10,
             json={"sql": sql, "format": "json"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=settings.query_timeout_s + 10,
         )
-    except httpx.TransportError as exc:
-        err.print(
-            f"[red]query endpoint {url} unreachable ({exc}); is `sealstream sink clickhouse` "
-            "running?[/]"
-        )
+    except HotUnavailable as exc:
+        err.print(f"[red]{exc}; is `sealstream sink clickhouse` running?[/]")
         raise typer.Exit(3) from exc
     body = response.json()
     if response.status_code != 200:

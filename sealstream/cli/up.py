@@ -166,7 +166,7 @@ def demo_run(per_tenant: int, timeout_s: float) -> Any:
         except httpx.TransportError:
             summary.dead_lettered = None  # unknown: the endpoint is not answering
         task = progress.add_task("verify all", total=None)
-        summary.verify_ok, report = run_verify(today)
+        summary.verify_ok, report = run_verify()
         progress.update(task, total=1, completed=1)
     summary.verify_checked = dict(report.get("checked") or {})
     summary.verify_findings = dict(report.get("by_kind") or {})
@@ -237,6 +237,12 @@ def up_command(
     env = child_env(settings, up)
     os.environ.update(env)  # this process (demo, dashboard) reads the same settings
     write_env_file(settings.dir / "up.env", env)
+    # while `up` runs, the embedded engine is the sink's even between its restarts: tools go
+    # through its endpoint (sinks/clickhouse/client.py: reserve)
+    from sinks.clickhouse.client import reserve
+
+    clickhouse = ClickHouseSettings()
+    claim = reserve(clickhouse, exclusive=False) if clickhouse.embedded else None
     supervisor = Supervisor(
         services(up), settings.dir / "logs", settings.dir / "up.json", {**os.environ, **env}
     )
@@ -266,6 +272,8 @@ def up_command(
         console.print("stopping ...")
         dashboard.stop()
         codes = supervisor.stop()
+        if claim is not None:
+            claim.close()
         console.print(f"stopped: {codes}")
         if not keep_stack:
             from sealstream.stack.local import LocalStack
