@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import statistics
@@ -49,6 +50,7 @@ from sealstream.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (1, 25, 100, 250)
+NOW = dt.datetime.now(dt.UTC).isoformat()  # inside the gateway's occurred_at window
 BATCHES = (1, 10, 100)
 
 
@@ -56,7 +58,7 @@ def event(i: int) -> dict[str, Any]:
     return {
         "event_type": "page_view",
         "tenant": "acme",
-        "occurred_at": "2026-11-22T10:00:00Z",
+        "occurred_at": NOW,
         "payload": {"session_id": f"s-{i % 1000}", "url": f"/p/{i}", "user_id": f"u-{i % 97}"},
     }
 

@@ -37,9 +37,11 @@ from producers.errors import (
     GatewayError,
     NotFound,
     RequestTooLarge,
+    UnsupportedMediaType,
 )
 from producers.ids import uuid7
 from producers.kafka import AsyncProducer
+from producers.limits import record_limits
 from producers.metrics import Metrics
 from producers.policy import PolicyStore
 from producers.ratelimit import RateLimiter
@@ -117,7 +119,11 @@ def build_gateway(
         receipts.follow(kafka),
         follow_revocations(kafka, auth, verifier.revocations),
     ]
-    service = IngestService(settings, policy, limiter, producer, book, issuer, receipts, metrics)
+    limits = record_limits(kafka, [settings.raw_topic, settings.signed_topic, settings.dlq_topic])
+    log.info("largest event: %d bytes of records (%s)", limits.max_record_bytes, limits.topic)
+    service = IngestService(
+        settings, policy, limiter, producer, book, issuer, receipts, metrics, limits
+    )
     return Gateway(
         settings,
         verifier,
@@ -148,6 +154,36 @@ def _context(request: Request) -> RequestContext:
     client = request.client.host if request.client else None
     agent = request.headers.get("user-agent")
     return RequestContext(request_id, correlation, client, agent[:256] if agent else None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit``: a chunked body has no
+    Content-Length to check first, and must not be read to its end before the refusal."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(
+            f"request body is {length} bytes; the limit is {limit}", code="body_too_large"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(
+                f"request body is over the limit of {limit} bytes", code="body_too_large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (form posts and text are not events)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as JSON with 'Content-Type: application/json', not {media or 'none'!r}",
+            field="Content-Type",
+        )
 
 
 def bearer_token(request: Request) -> str:
@@ -251,7 +287,9 @@ def create_app(gateway: Gateway | None = None, **settings: Any) -> FastAPI:
             400: {"description": "Malformed JSON"},
             401: {"description": "Authentication failed"},
             403: {"description": "Not authorized"},
-            413: {"description": "Body or batch too large"},
+            409: {"description": "An event id repeated in the batch, or known with other content"},
+            413: {"description": "Body, batch or event too large"},
+            415: {"description": "The body is not declared application/json"},
             422: {"description": "Validation failed"},
             429: {"description": "Rate limited"},
             503: {"description": "Kafka unavailable; retry with the same event ids"},
@@ -262,13 +300,8 @@ def create_app(gateway: Gateway | None = None, **settings: Any) -> FastAPI:
         started = time.perf_counter()
         ctx = _context(request)
         principal = authenticate(request)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > g.settings.max_body_bytes:
-            raise RequestTooLarge(
-                f"request body is {length} bytes; the limit is {g.settings.max_body_bytes}",
-                code="body_too_large",
-            )
-        raw = await request.body()
+        require_json(request)
+        raw = await read_body(request, g.settings.max_body_bytes)
         outcome = await g.service.publish(principal, raw, ctx)
         outcome.headers["X-Request-ID"] = ctx.request_id
         outcome.headers["X-Correlation-ID"] = ctx.correlation_id

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -41,6 +42,8 @@ log = logging.getLogger("sealstream.auth")
 
 MIN_HMAC_KEY_BYTES = 32
 _KID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# as the envelope's (validation.py), or '*' (operators' and auditors' tokens)
+_TENANT_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]{0,63}|\*)$")
 _ASYMMETRIC: dict[str, Any] = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}
 
 
@@ -287,7 +290,13 @@ class TokenVerifier:
         digest = hashlib.sha256(token.encode()).digest()
         principal = self.cache.get(digest, self.keyring.generation, now, self.settings.leeway_s)
         if principal is None:
-            principal = self._verify_uncached(token, now)
+            try:
+                principal = self._verify_uncached(token, now)
+            except AuthenticationError:
+                raise
+            except (ValueError, TypeError, OverflowError, KeyError) as exc:
+                # whatever a crafted token makes a library raise is a refusal, never a 500
+                raise _fail("token_invalid", "token rejected: malformed claims") from exc
             self.cache.put(digest, principal, self.keyring.generation)
         if self.revocations.is_revoked(principal):
             raise _fail("token_revoked", "token has been revoked; obtain a new one")
@@ -363,7 +372,12 @@ class TokenVerifier:
             value = claims.get(name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not -(2**62) < value < 2**62
+            ):
                 raise _fail("token_invalid", f"token '{name}' must be a NumericDate")
             times[name] = int(value)
         if times["exp"] <= now - leeway:
@@ -380,6 +394,8 @@ class TokenVerifier:
         tenant = claims.get("tenant")
         if not isinstance(tenant, str) or not tenant:
             raise _fail("token_claim_missing", "token lacks the 'tenant' claim")
+        if not _TENANT_RE.match(tenant):  # it becomes a label, a partition key, a path segment
+            raise _fail("token_claim_invalid", "token 'tenant' is not a valid tenant id")
         raw_scope = claims.get("scope", claims.get("scp"))
         if isinstance(raw_scope, str):
             scopes = frozenset(raw_scope.split())

@@ -12,6 +12,7 @@ worker drops the second copy (``streams/dedup.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -35,17 +36,37 @@ class ReceiptStore:
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.persist_failures = 0
+        # event keys a request on this gateway is producing now (event loop thread only)
+        self._claims: dict[str, asyncio.Event] = {}
 
     @staticmethod
-    def _key(tenant: str, event_id: str) -> str:
+    def key(tenant: str, event_id: str) -> str:
         return f"{tenant}/{event_id}"
 
     def get(self, tenant: str, event_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._items.get(self._key(tenant, event_id))
+            return self._items.get(self.key(tenant, event_id))
+
+    async def wait_unclaimed(self, keys: list[str]) -> None:
+        """Until no other request of this gateway is producing any of the events ``keys``: a
+        concurrent copy then finds its receipt instead of producing a second record. The
+        caller claims them before its next ``await``."""
+        while True:
+            busy = next((self._claims[k] for k in keys if k in self._claims), None)
+            if busy is None:
+                return
+            await busy.wait()
+
+    def claim(self, key: str) -> None:
+        self._claims[key] = asyncio.Event()
+
+    def unclaim(self, key: str) -> None:
+        claim = self._claims.pop(key, None)
+        if claim is not None:
+            claim.set()
 
     def _remember(self, receipt: dict[str, Any]) -> None:
-        key = self._key(str(receipt["tenant"]), str(receipt["event_id"]))
+        key = self.key(str(receipt["tenant"]), str(receipt["event_id"]))
         with self._lock:
             if key in self._items:
                 return  # the first receipt wins
@@ -63,7 +84,7 @@ class ReceiptStore:
         """
         self._remember(receipt)
         if self.producer is not None:
-            key = self._key(str(receipt["tenant"]), str(receipt["event_id"]))
+            key = self.key(str(receipt["tenant"]), str(receipt["event_id"]))
             try:
                 self.producer.produce_nowait(
                     self.topic, orjson.dumps(receipt), key.encode(), self._failed

@@ -5,6 +5,8 @@
     ├── AuthorizationError (403)           policy said no (reason code from the policy)
     ├── NotFound (404)                     receipt or resource unknown (for this tenant)
     ├── RequestTooLarge (413)              body or batch over the configured limits
+    ├── UnsupportedMediaType (415)         the body is not JSON (Content-Type)
+    ├── RecordRefused (413)                Kafka can never take the event (too large, invalid)
     ├── RateLimited (429, retry_after)     token bucket empty
     ├── InvalidRequest (ValueError; 400)   malformed JSON, nesting too deep
     │   └── ValidationFailed (422)         envelope or payload does not match its schema
@@ -54,6 +56,18 @@ class NotFound(GatewayError):
 class RequestTooLarge(GatewayError):
     status = 413
     default_code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    default_code = "unsupported_media_type"
+
+
+class RecordRefused(GatewayError):
+    """Kafka refused the record for good: a retry of the same event cannot succeed."""
+
+    status = 413
+    default_code = "event_too_large"
 
 
 class RateLimited(GatewayError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.errors import Unavailable
+from producers.errors import RecordRefused, Unavailable
 from sealstream.settings import KafkaSettings
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -31,6 +31,24 @@ class Ack:
     topic: str
     partition: int
     offset: int
+
+
+# What Kafka answers for a record it will never take, whatever the retry: the client must
+# hear a 4xx, not a 503 that sends it into retries (an attack run saw a 1 MB string get 503).
+_REFUSED_FOR_GOOD = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_RECORD,
+}
+
+
+def delivery_error(err: KafkaError, what: str) -> Unavailable | RecordRefused:
+    if err.code() in _REFUSED_FOR_GOOD:
+        return RecordRefused(f"Kafka refused the {what} for good: {err.str()}")
+    return Unavailable(
+        f"Kafka did not acknowledge the {what}: {err.str()}", code="kafka_unavailable"
+    )
 
 
 class AsyncProducer:
@@ -70,7 +88,7 @@ class AsyncProducer:
         delivery timeout; the caller then must not report the event as accepted.
         """
         (result,) = await self.produce_batch([(topic, value, key, headers)]).wait()
-        if isinstance(result, Unavailable):
+        if isinstance(result, Unavailable | RecordRefused):
             raise result
         return result
 
@@ -101,10 +119,7 @@ class AsyncProducer:
                     ),
                 )
             except KafkaException as exc:
-                batch.refuse(
-                    index,
-                    Unavailable(f"Kafka refused the event: {exc}", code="kafka_unavailable"),
-                )
+                batch.refuse(index, delivery_error(exc.args[0], "event"))
         batch.sealed()
         return batch
 
@@ -162,16 +177,14 @@ class PendingBatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self._loop = loop
-        self._results: list[Ack | Unavailable | None] = [None] * size
+        self._results: list[Ack | Unavailable | RecordRefused | None] = [None] * size
         self._outstanding = size + 1
         self._lock = threading.Lock()
         self._future: asyncio.Future[None] = loop.create_future()
 
     def on_delivery(self, index: int, topic: str, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._results[index] = Unavailable(
-                f"Kafka did not acknowledge the event: {err.str()}", code="kafka_unavailable"
-            )
+            self._results[index] = delivery_error(err, "event")
         else:
             self._results[index] = Ack(
                 msg.topic() or topic, msg.partition() or 0, msg.offset() or 0
@@ -179,7 +192,7 @@ class PendingBatch:
         if self._count_down():
             self._loop.call_soon_threadsafe(_resolve, self._future, None)
 
-    def refuse(self, index: int, error: Unavailable) -> None:
+    def refuse(self, index: int, error: Unavailable | RecordRefused) -> None:
         self._results[index] = error
         self._count_down()  # never the last: the enqueueing guard is still counted
 
@@ -193,7 +206,7 @@ class PendingBatch:
             self._outstanding -= 1
             return self._outstanding == 0
 
-    async def wait(self, timeout_s: float | None = None) -> list[Ack | Unavailable]:
+    async def wait(self, timeout_s: float | None = None) -> list[Ack | Unavailable | RecordRefused]:
         """Each record's :class:`Ack`, or :class:`Unavailable` if Kafka refused it or had not
         acknowledged it when ``timeout_s`` ran out (later reports are ignored)."""
         if timeout_s is None:

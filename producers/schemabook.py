@@ -26,6 +26,7 @@ class EventTypeInfo:
     payload_schema: dict[str, Any]
     payload_parsed: Any
     key_field: str | None
+    pii_fields: int = 0  # masked in the hot copy: the signed record grows by a pseudonym each
 
     @cached_property
     def wire_header(self) -> bytes:
@@ -68,6 +69,7 @@ class SchemaBook:
                 payload_schema=payload,
                 payload_parsed=parse(payload),
                 key_field=catalog.key_field(event_type),
+                pii_fields=len(catalog.pii_fields(event_type)),
             )
         decision = catalog.decision_schema()
         found = client.lookup_schema(

@@ -24,9 +24,10 @@ import orjson
 
 from producers.auth import Principal
 from producers.dedup import ReceiptStore
-from producers.errors import GatewayError, RateLimited, Unavailable
+from producers.errors import GatewayError, RateLimited, RecordRefused, Unavailable
 from producers.ids import uuid7
 from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
+from producers.limits import RecordLimits
 from producers.metrics import Metrics
 from producers.policy import Decision, PolicyStore
 from producers.ratelimit import RateLimiter, Verdict
@@ -35,6 +36,7 @@ from producers.schemabook import EventTypeInfo, SchemaBook
 from producers.validation import (
     EventIn,
     FieldError,
+    TimeWindow,
     check_envelope,
     check_payload,
     parse_body,
@@ -69,6 +71,12 @@ class _Pending:
     event_id: str
     datum: dict[str, Any]
     decision: Decision
+    payload_sha256: str  # of the payload's canonical JSON, as in the receipt
+    prefix: str  # of its field paths: "events[3]" in a batch, "" for a single event
+
+    @property
+    def claim_key(self) -> str:
+        return ReceiptStore.key(self.event.tenant, self.event_id)
 
 
 def _millis(moment: dt.datetime) -> dt.datetime:
@@ -98,6 +106,7 @@ class IngestService:
         issuer: ReceiptIssuer,
         receipts: ReceiptStore,
         metrics: Metrics,
+        limits: RecordLimits,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -107,6 +116,23 @@ class IngestService:
         self.issuer = issuer
         self.receipts = receipts
         self.metrics = metrics
+        self.limits = limits
+        self.window = TimeWindow(
+            dt.timedelta(seconds=settings.occurred_at_max_age_s),
+            dt.timedelta(seconds=settings.occurred_at_max_ahead_s),
+        )
+
+    def _tenant_label(self, principal: Principal, tenant: Any) -> str:
+        """A metrics label: the caller's own tenant or a configured one, else ``unknown`` (a
+        label taken from a request body would let any client create series without end)."""
+        if tenant == principal.tenant or (
+            isinstance(tenant, str) and tenant in self.policy.policy.doc.tenants
+        ):
+            return str(tenant)
+        return "unknown"
+
+    def _type_label(self, event_type: Any) -> str:
+        return str(event_type) if self.book.get(str(event_type)) is not None else "unknown"
 
     # -- the request ----------------------------------------------------------------------
 
@@ -126,13 +152,20 @@ class IngestService:
         rejected: list[dict[str, Any]] = []
         pending: list[_Pending] = []
         decisions: list[tuple[Decision, EventIn | None, int]] = []
+        now = dt.datetime.now(dt.UTC)
+        first_index: dict[str, int] = {}  # claim key -> index of its first event in the batch
         for index, raw_event in enumerate(events):
             prefix = f"events[{index}]" if is_batch else ""
-            result = self._check(principal, raw_event, index, prefix, decisions, ctx)
-            if isinstance(result, _Pending):
-                pending.append(result)
-            else:
+            result = self._check(principal, raw_event, index, prefix, decisions, ctx, now)
+            if not isinstance(result, _Pending):
                 rejected.append(result)
+            elif result.claim_key in first_index:
+                # one event, one signature: a second copy in the same batch is refused, whatever
+                # its key or payload (an attack run got two receipts and two chain entries)
+                rejected.append(self._duplicate_in_batch(principal, result, first_index))
+            else:
+                first_index[result.claim_key] = index
+                pending.append(result)
 
         accepted, failed = await self._produce(principal, pending, decisions, ctx)
         rejected.extend(failed)
@@ -147,13 +180,16 @@ class IngestService:
         prefix: str,
         decisions: list[tuple[Decision, EventIn | None, int]],
         ctx: RequestContext,
+        now: dt.datetime,
     ) -> _Pending | dict[str, Any]:
         def reject(status: int, error: FieldError, event_type: str = "") -> dict[str, Any]:
-            tenant = raw_event.get("tenant", "") if isinstance(raw_event, dict) else ""
-            self.metrics.rejected.labels(str(tenant)[:64], event_type, error.code).inc()
+            tenant = raw_event.get("tenant") if isinstance(raw_event, dict) else None
+            self.metrics.rejected.labels(
+                self._tenant_label(principal, tenant), self._type_label(event_type), error.code
+            ).inc()
             return {"index": index, "status": status, "error": error.body()}
 
-        event = check_envelope(raw_event, index, prefix)
+        event = check_envelope(raw_event, index, prefix, self.window, now)
         if isinstance(event, FieldError):
             return reject(422, event)
         info = self.book.get(event.event_type)
@@ -169,7 +205,9 @@ class IngestService:
         decision = self.policy.decide(principal, "publish", event.event_type, event.tenant)
         decisions.append((decision, event, index))
         if not decision.allow:
-            self.metrics.denied.labels(event.tenant, event.event_type, decision.reason).inc()
+            self.metrics.denied.labels(
+                self._tenant_label(principal, event.tenant), event.event_type, decision.reason
+            ).inc()
             log.warning(
                 "authz_denied subject=%s token_tenant=%s event_tenant=%s event_type=%s "
                 "reason=%s policy=%s correlation_id=%s",
@@ -196,8 +234,61 @@ class IngestService:
         )
         if isinstance(datum, FieldError):
             return reject(422, datum, event.event_type)
+        payload_json = orjson.dumps(event.payload, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(payload_json).hexdigest()
+        too_large = self.limits.refusal(len(payload_json), info.pii_fields, principal.subject)
+        if too_large is not None:
+            err = FieldError(
+                index, f"{prefix}.payload" if prefix else "payload", "event_too_large", too_large
+            )
+            return reject(413, err, event.event_type)
         event_id = str(event.event_id) if event.event_id is not None else str(uuid7())
-        return _Pending(index, event, event_id, datum, decision)
+        return _Pending(index, event, event_id, datum, decision, digest, prefix)
+
+    def _duplicate_in_batch(
+        self, principal: Principal, item: _Pending, first_index: dict[str, int]
+    ) -> dict[str, Any]:
+        first = first_index[item.claim_key]
+        error = FieldError(
+            item.index,
+            f"{item.prefix}.event_id",
+            "duplicate_event_id",
+            f"event_id {item.event_id} is also the id of events[{first}] in this batch; "
+            "give every event its own id",
+        )
+        self.metrics.rejected.labels(
+            self._tenant_label(principal, item.event.tenant),
+            item.event.event_type,
+            error.code,
+        ).inc()
+        return {
+            "index": item.index,
+            "status": 409,
+            "event_id": item.event_id,
+            "error": error.body(),
+        }
+
+    def _conflict(
+        self, principal: Principal, item: _Pending, known: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A known event id sent with other content: not a retry, so not answered as one."""
+        error = FieldError(
+            item.index,
+            f"{item.prefix}.event_id" if item.prefix else "event_id",
+            "event_id_conflict",
+            f"event_id {item.event_id} was accepted with other content (event type "
+            f"{known.get('event_type')!r}, payload_sha256 {known.get('payload_sha256')}); a retry "
+            "must send the same event, a new event needs a new id",
+        )
+        self.metrics.rejected.labels(
+            self._tenant_label(principal, item.event.tenant), item.event.event_type, error.code
+        ).inc()
+        return {
+            "index": item.index,
+            "status": 409,
+            "event_id": item.event_id,
+            "error": {**error.body(), "receipt": known},
+        }
 
     # -- producing ------------------------------------------------------------------------
 
@@ -208,9 +299,7 @@ class IngestService:
         info: EventTypeInfo,
         received: dt.datetime,
         ctx: RequestContext,
-    ) -> tuple[bytes, bytes, str]:
-        payload_json = orjson.dumps(item.event.payload, option=orjson.OPT_SORT_KEYS)
-        digest = hashlib.sha256(payload_json).hexdigest()
+    ) -> tuple[bytes, bytes]:
         record = {
             "event_id": item.event_id,
             "tenant": item.event.tenant,
@@ -221,14 +310,16 @@ class IngestService:
             "correlation_id": item.event.correlation_id or ctx.correlation_id,
             "request_id": ctx.request_id,
             "source": item.event.source,
-            "payload_sha256": digest,
+            "payload_sha256": item.payload_sha256,
             "payload": item.datum,
         }
         buf = io.BytesIO()
         buf.write(info.wire_header)
         fastavro.schemaless_writer(buf, info.event_parsed, record)
-        key = item.event.key or info.key_for(item.datum) or item.event_id
-        return buf.getvalue(), f"{item.event.tenant}:{key}".encode(), digest
+        # The partition follows (tenant, event_id): every copy of an event (a retry the gateway
+        # could not recognize, whatever key it came with) reaches the same chain, whose worker
+        # drops it (streams/dedup.py). The entity key travels as a header.
+        return buf.getvalue(), item.claim_key.encode()
 
     async def _produce(
         self,
@@ -238,65 +329,99 @@ class IngestService:
         ctx: RequestContext,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Produce the request's events and its audit decisions as two batches, await them
-        together, then issue receipts for what Kafka acknowledged."""
+        together, then issue receipts for what Kafka acknowledged.
+
+        An event id this gateway is producing for another request right now is waited for, so
+        two concurrent requests for one event get one record and one receipt."""
         accepted: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        to_send: list[tuple[_Pending, str]] = []
+        to_send: list[_Pending] = []
         records: list[Record] = []
         duplicates: Counter[tuple[str, str]] = Counter()
+        await self.receipts.wait_unclaimed([item.claim_key for item in pending])
         received = _millis(dt.datetime.now(dt.UTC))
-        for item in pending:
-            known = self.receipts.get(item.event.tenant, item.event_id)
-            if known is not None:  # a retry of an accepted event: same receipt, nothing produced
-                duplicates[item.event.tenant, item.event.event_type] += 1
-                accepted.append(
-                    {
-                        "index": item.index,
-                        "event_id": item.event_id,
-                        "receipt": known,
-                        "duplicate": True,
-                    }
+        claimed: list[str] = []
+        try:
+            for item in pending:
+                known = self.receipts.get(item.event.tenant, item.event_id)
+                if known is not None and not _same_event(known, item):
+                    failed.append(self._conflict(principal, item, known))
+                    continue
+                if known is not None:  # a retry of an accepted event: same receipt, no record
+                    duplicates[item.event.tenant, item.event.event_type] += 1
+                    accepted.append(
+                        {
+                            "index": item.index,
+                            "event_id": item.event_id,
+                            "receipt": known,
+                            "duplicate": True,
+                        }
+                    )
+                    continue
+                self.receipts.claim(item.claim_key)
+                claimed.append(item.claim_key)
+                info = self.book.get(item.event.event_type)
+                assert info is not None
+                value, key = self._encode(principal, item, info, received, ctx)
+                records.append(
+                    (self.settings.raw_topic, value, key, self._headers(item, info, ctx))
                 )
-                continue
-            info = self.book.get(item.event.event_type)
-            assert info is not None
-            value, key, digest = self._encode(principal, item, info, received, ctx)
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("correlation_id", (item.event.correlation_id or ctx.correlation_id).encode()),
-                ("request_id", ctx.request_id.encode()),
-                ("schema_id", info.schema_id_header),
-                ("event_type", item.event.event_type.encode()),
-                ("tenant", item.event.tenant.encode()),
-                # dead letters keep their source headers: the audit trail finds them by it
-                ("event_id", item.event_id.encode()),
-            ]
-            if ctx.client_ip:
-                headers.append(("client_ip", ctx.client_ip.encode()))
-            if ctx.user_agent:
-                headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
-            records.append((self.settings.raw_topic, value, key, headers))
-            to_send.append((item, digest))
-        for (tenant, event_type), count in duplicates.items():
-            self.metrics.duplicates.labels(tenant, event_type).inc(count)
-        events = self.producer.produce_batch(records) if records else None
-        audit = self._log_decisions(principal, decisions, ctx)
-        acks = await events.wait(self.settings.produce_timeout_s) if events else []
-        if audit is not None:
-            lost = [r for r in await audit.wait() if isinstance(r, Unavailable)]
-            if lost:
-                log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
-        if not to_send:
-            return accepted, failed
+                to_send.append(item)
+            for (tenant, event_type), count in duplicates.items():
+                self.metrics.duplicates.labels(tenant, event_type).inc(count)
+            events = self.producer.produce_batch(records) if records else None
+            audit = self._log_decisions(principal, decisions, ctx)
+            acks = await events.wait(self.settings.produce_timeout_s) if events else []
+            if audit is not None:
+                lost = [r for r in await audit.wait() if not isinstance(r, Ack)]
+                if lost:
+                    log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
+            if to_send:
+                self._receipts_for(to_send, acks, received, accepted, failed)
+        finally:
+            for claim_key in claimed:
+                self.receipts.unclaim(claim_key)
+        return accepted, failed
+
+    def _headers(
+        self, item: _Pending, info: EventTypeInfo, ctx: RequestContext
+    ) -> list[tuple[str, str | bytes | None]]:
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("correlation_id", (item.event.correlation_id or ctx.correlation_id).encode()),
+            ("request_id", ctx.request_id.encode()),
+            ("schema_id", info.schema_id_header),
+            ("event_type", item.event.event_type.encode()),
+            ("tenant", item.event.tenant.encode()),
+            # dead letters keep their source headers: the audit trail finds them by it
+            ("event_id", item.event_id.encode()),
+        ]
+        entity = item.event.key or info.key_for(item.datum)
+        if entity:
+            headers.append(("entity_key", entity.encode()))
+        if ctx.client_ip:
+            headers.append(("client_ip", ctx.client_ip.encode()))
+        if ctx.user_agent:
+            headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
+        return headers
+
+    def _receipts_for(
+        self,
+        to_send: list[_Pending],
+        acks: list[Ack | Unavailable | RecordRefused],
+        received: dt.datetime,
+        accepted: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+    ) -> None:
         when = received.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         counts: Counter[tuple[str, str]] = Counter()
-        unavailable: Counter[tuple[str, str]] = Counter()
-        for (item, digest), ack in zip(to_send, acks, strict=True):
+        refused: Counter[tuple[str, str, str]] = Counter()
+        for item, ack in zip(to_send, acks, strict=True):
             if isinstance(ack, Ack):
                 receipt = self.issuer.issue(
                     event_id=item.event_id,
                     tenant=item.event.tenant,
                     event_type=item.event.event_type,
-                    payload_sha256=digest,
+                    payload_sha256=item.payload_sha256,
                     received_at=when,
                     topic=ack.topic,
                     partition=ack.partition,
@@ -307,29 +432,24 @@ class IngestService:
                 accepted.append(
                     {"index": item.index, "event_id": item.event_id, "receipt": receipt}
                 )
-            else:
-                # Not acknowledged in time: never reported accepted. If Kafka does take it
-                # later, the client's retry with the same event_id is deduplicated downstream.
-                error = Unavailable(
-                    "Kafka did not acknowledge the event in time; retry with the same event_id",
-                    self.settings.retry_after_s,
-                    code="kafka_unavailable",
-                )
-                failed.append(
-                    {
-                        "index": item.index,
-                        "status": 503,
-                        "event_id": item.event_id,
-                        "error": error.body()["error"],
-                    }
-                )
-                unavailable[item.event.tenant, item.event.event_type] += 1
+                continue
+            # Never reported accepted. Unavailable: not acknowledged in time; if Kafka does take
+            # it later, the client's retry with the same event_id is dropped downstream.
+            # RecordRefused: Kafka can never take it (too large, invalid): a retry cannot help.
+            failed.append(
+                {
+                    "index": item.index,
+                    "status": ack.status,
+                    "event_id": item.event_id,
+                    "error": ack.body()["error"],
+                }
+            )
+            refused[item.event.tenant, item.event.event_type, ack.code] += 1
         # one labelled child per (tenant, event_type) and request, not one look-up per event
         for (tenant, event_type), count in counts.items():
             self.metrics.accepted.labels(tenant, event_type).inc(count)
-        for (tenant, event_type), count in unavailable.items():
-            self.metrics.rejected.labels(tenant, event_type, "kafka_unavailable").inc(count)
-        return accepted, failed
+        for (tenant, event_type, code), count in refused.items():
+            self.metrics.rejected.labels(tenant, event_type, code).inc(count)
 
     def _log_decisions(
         self,
@@ -400,6 +520,14 @@ class IngestService:
             if status == 503:
                 headers = {**headers, "Retry-After": str(self.settings.retry_after_s)}
         return Outcome(status, {**meta, "accepted": accepted, "rejected": rejected}, headers)
+
+
+def _same_event(receipt: dict[str, Any], item: _Pending) -> bool:
+    """A retry sends the event it sent before: same type, same payload bytes."""
+    return (
+        receipt.get("event_type") == item.event.event_type
+        and receipt.get("payload_sha256") == item.payload_sha256
+    )
 
 
 def error_outcome(error: GatewayError, ctx: RequestContext | None = None) -> Outcome:

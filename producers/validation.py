@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,23 @@ from typing import Any
 import orjson
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from producers.errors import InvalidRequest, RequestTooLarge
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# RFC 3339 date-time: a date, a time and an offset; numbers and numeric strings (which
+# pydantic would read as Unix times) are not timestamps here.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _timestamp_text(value: Any) -> Any:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 timestamp with an offset, e.g. 2026-12-01T10:00:00Z")
+    return value
 
 
 class EventIn(BaseModel):
@@ -43,6 +55,8 @@ class EventIn(BaseModel):
     source: str | None = Field(default=None, max_length=256)
     correlation_id: str | None = Field(default=None, max_length=128)
     payload: dict[str, Any]
+
+    _occurred_at_text = field_validator("occurred_at", mode="before")(_timestamp_text)
 
 
 class EventBatchIn(BaseModel):
@@ -131,17 +145,67 @@ def _path(prefix: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
-def check_envelope(raw: Any, index: int, prefix: str) -> EventIn | FieldError:
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far before and after the gateway's clock an ``occurred_at`` may be."""
+
+    max_age: dt.timedelta
+    max_ahead: dt.timedelta
+
+    def refusal(self, moment: dt.datetime, now: dt.datetime) -> str | None:
+        """Why ``moment`` is outside the window (None when inside). Aware datetimes compare
+        without conversion, so a year-9999 time with an offset cannot overflow here."""
+        if moment < now - self.max_age:
+            return f"is more than {_span(self.max_age)} before the gateway's clock"
+        if moment > now + self.max_ahead:
+            return f"is more than {_span(self.max_ahead)} after the gateway's clock"
+        try:
+            moment.astimezone(dt.UTC)
+        except OverflowError:
+            return "cannot be represented in UTC"
+        return None
+
+
+def _span(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} s"
+
+
+def check_envelope(
+    raw: Any,
+    index: int,
+    prefix: str,
+    window: TimeWindow | None = None,
+    now: dt.datetime | None = None,
+) -> EventIn | FieldError:
     if not isinstance(raw, dict):
         return FieldError(index, prefix or "$", "invalid_event", "each event must be an object")
     try:
-        return EventIn.model_validate(raw)
+        event = EventIn.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
             first["type"], "invalid_field"
         )
-        return FieldError(index, _path(prefix, tuple(first["loc"])), code, first["msg"])
+        message = str(first["msg"])
+        if tuple(first["loc"]) == ("occurred_at",) and code == "invalid_field":
+            code, message = "invalid_timestamp", message.removeprefix("Value error, ")
+        return FieldError(index, _path(prefix, tuple(first["loc"])), code, message)
+    if window is not None:
+        why = window.refusal(event.occurred_at, now or dt.datetime.now(dt.UTC))
+        if why is not None:
+            return FieldError(
+                index,
+                _path(prefix, ("occurred_at",)),
+                "occurred_at_out_of_range",
+                f"occurred_at {why}; send the time the event happened (window: "
+                f"{_span(window.max_age)} back, {_span(window.max_ahead)} ahead)",
+            )
+    return event
 
 
 # -- payload: JSON -> Avro datum --------------------------------------------------------------
@@ -237,6 +301,10 @@ def _to_avro(value: Any, schema: Any, path: str) -> Any:
                 raise _Mismatch(path, "expected an ISO 8601 timestamp") from exc
             if parsed.tzinfo is None:
                 raise _Mismatch(path, "timestamp needs a UTC offset (e.g. 'Z')")
+            try:  # the worker reads it back as a UTC datetime: it must have one
+                parsed.astimezone(dt.UTC)
+            except OverflowError as exc:
+                raise _Mismatch(path, "timestamp cannot be represented in UTC") from exc
             return parsed
         if logical == "date" and isinstance(value, str):
             try:

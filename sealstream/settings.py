@@ -197,9 +197,22 @@ class GatewaySettings(BaseSettings):
     produce_timeout_s: float = Field(default=10.0, gt=0, description="Wait for Kafka, then 503.")
     retry_after_s: int = Field(default=5, ge=1)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    occurred_at_max_age_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="How long before the gateway's clock an occurred_at may be (default 30 days, "
+        "the hot store's default retention).",
+    )
+    occurred_at_max_ahead_s: float = Field(
+        default=3600.0, ge=0, description="How far after the gateway's clock (clock skew)."
+    )
     raw_topic: str = "events.raw"
     decisions_topic: str = "audit.decisions"
     receipts_topic: str = "receipts"
+    # the topics an accepted event is later written to: the largest event the gateway accepts is
+    # derived from their max.message.bytes (producers/limits.py)
+    signed_topic: str = "events.signed"
+    dlq_topic: str = "events.raw.dlq"
 
 
 class WorkerSettings(BaseSettings):
@@ -224,7 +237,13 @@ class WorkerSettings(BaseSettings):
     backoff_base_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=5.0, gt=0)
     checkpoint_every: int = Field(
-        default=500, ge=1, description="Events per chain between checkpoints."
+        default=500, ge=1, description="Events per chain between checkpoints, at most."
+    )
+    checkpoint_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A chain's newest entries get a signed checkpoint within this many seconds, "
+        "even when it goes quiet: entries after the last checkpoint could be deleted unseen.",
     )
     routes_file: Path = Path("config/routes.yaml")
     tenants_file: Path = Path("config/tenants.yaml")

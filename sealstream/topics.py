@@ -6,6 +6,7 @@ explicitly (by ``sealstream stack up`` or :func:`ensure_topics`), never auto-cre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,6 +15,13 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from sealstream.settings import KafkaSettings
 
 DAY_MS: Final = 24 * 3600 * 1000
+# The broker's default max.message.bytes, for a topic that cannot be described yet.
+BROKER_DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_588
+# What the producers send at most, whatever a topic allows: librdkafka's message.max.bytes
+# (the gateway) and faust's producer_max_request_size (the worker), both 1,000,000 by default.
+PRODUCER_MAX_REQUEST_BYTES: Final = 1_000_000
+
+log = logging.getLogger("sealstream.topics")
 
 
 @dataclass(frozen=True)
@@ -119,3 +127,31 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def max_message_bytes(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]:
+    """``max.message.bytes`` of each topic, as the broker has it (its default for a topic that
+    does not exist yet or cannot be described)."""
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+    admin = AdminClient(kafka.client_config())
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in topics]
+    found: dict[str, int] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        try:
+            entry = future.result(timeout=15).get("max.message.bytes")
+            found[resource.name] = int(entry.value) if entry is not None else 0
+        except Exception as exc:  # a missing topic: created later with the broker's default
+            log.warning("max.message.bytes of %s unknown (%s); assuming the default", resource, exc)
+        if not found.get(resource.name):
+            found[resource.name] = BROKER_DEFAULT_MAX_MESSAGE_BYTES
+    return found
+
+
+def record_limit(kafka: KafkaSettings, topics: list[str]) -> tuple[int, str]:
+    """The largest record all of ``topics`` and the producers take, and which one sets it."""
+    sizes = max_message_bytes(kafka, topics)
+    topic = min(sizes, key=lambda name: sizes[name])
+    if sizes[topic] > PRODUCER_MAX_REQUEST_BYTES:
+        return PRODUCER_MAX_REQUEST_BYTES, "the producers' request limit"
+    return sizes[topic], topic

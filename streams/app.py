@@ -26,6 +26,7 @@ from typing import Any
 
 import faust
 import yaml
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import TP
 from prometheus_client import Counter
 
@@ -34,6 +35,7 @@ from schemas.serde import Decoder, Encoder, registry_lookup
 from sealstream.integrity import ChainHead
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, RegistrySettings, WorkerSettings
+from sealstream.topics import PRODUCER_MAX_REQUEST_BYTES
 from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import (
     ClientAttributes,
@@ -69,6 +71,27 @@ DUPLICATES = Counter(
     "gateway produced twice): dropped, not signed again",
     ["tenant"],
 )
+CHECKPOINTS = Counter(
+    "sealstream_worker_checkpoints_total",
+    "Signed checkpoints of a chain's head, by what triggered them",
+    ["reason"],
+)
+# what a record costs beyond its value, key and headers in a Kafka record batch, generously
+RECORD_OVERHEAD = 512
+
+
+class SignedRecordTooLarge(ValueError):
+    """The signed record of an event exceeds what events.signed takes: dead-lettered."""
+
+
+@dataclass
+class Anchor:
+    """How far a chain is anchored by signed checkpoints: ``since`` is the monotonic time of
+    the first entry after the last checkpoint (None when the head is checkpointed)."""
+
+    since: float | None = None
+
+
 GAP_FILLED = Counter(
     "sealstream_worker_gap_filled_total",
     "Input events the consumer skipped over and the agent read back and processed in order",
@@ -177,8 +200,10 @@ def create_app(
     keys: HmacKeyring,
     checkpoint_encoder: Encoder,
     outputs: Outputs | None = None,
+    signed_limit: int = PRODUCER_MAX_REQUEST_BYTES,
 ) -> faust.App:
-    """The worker's app. ``outputs`` replaces the Kafka writers (unit tests, test_context)."""
+    """The worker's app. ``outputs`` replaces the Kafka writers (unit tests, test_context);
+    ``signed_limit`` is the largest record events.signed takes (its max.message.bytes)."""
     app = faust.App(
         settings.app_id,
         broker=_broker(kafka),
@@ -205,6 +230,7 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
     raw = app.topic(
         settings.raw_topic,
@@ -227,6 +253,8 @@ def create_app(
     faust_next: dict[int, int] = {}
     # per input partition: the events its chain signed recently (streams/dedup.py)
     seen: dict[int, SeenWindow] = {}
+    # per input partition: since when its newest entries wait for a signed checkpoint
+    anchors: dict[int, Anchor] = {}
 
     def _forget(tps: Any) -> None:
         for tp in tps:
@@ -234,6 +262,7 @@ def create_app(
             seen.pop(tp.partition, None)
             next_offset.pop(tp.partition, None)
             faust_next.pop(tp.partition, None)
+            anchors.pop(tp.partition, None)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -268,6 +297,8 @@ def create_app(
                 fresh[:1] + fresh[2:] if fresh else None,
             )
             heads[key] = fresh
+        # the committed tail may have died unanchored with the previous owner: anchor it soon
+        anchors[partition] = Anchor(time.monotonic() if committed is not None else None)
         resume = await outputs.resume_offset(kafka, partition)
         if resume is not None:
             # the output can be ahead of the committed input offset: faust acks an event only
@@ -325,25 +356,70 @@ def create_app(
             )
             heads[chain_key] = [head.seq, head.hash, offset]
             return
+        out_headers = [
+            ("correlation_id", headers.get("correlation_id", b"")),
+            # the dedup window is rebuilt from these after a restart (streams/heads.py)
+            ("tenant", tenant.encode()),
+            ("event_id", event_id.encode()),
+        ]
+        size = len(signed.value) + len(key or b"") + RECORD_OVERHEAD
+        size += sum(len(k) + len(v) for k, v in out_headers)
+        try:
+            if size > signed_limit:
+                raise SignedRecordTooLarge(
+                    f"the signed record is {size} bytes; {settings.signed_topic} takes "
+                    f"{signed_limit}"
+                )
+            await outputs.send(
+                source, settings.signed_topic, signed.value, key, partition, out_headers
+            )
+        except (SignedRecordTooLarge, MessageSizeTooLargeError) as exc:
+            # never skipped: the event goes to the dead letters with its reason, the chain
+            # stays as it is (nothing was written), the offset is done
+            now = time.time()
+            await _dead_letter(
+                outputs, value, key, source, exc, "signed_record_too_large", "sign", 1, now, now
+            )
+            heads[chain_key] = [head.seq, head.hash, offset]
+            return
         heads[chain_key] = [signed.head.seq, signed.head.hash, offset]
-        await outputs.send(
-            source,
-            settings.signed_topic,
-            signed.value,
-            key,
-            partition,
-            [
-                ("correlation_id", headers.get("correlation_id", b"")),
-                # the dedup window is rebuilt from these after a restart (streams/heads.py)
-                ("tenant", tenant.encode()),
-                ("event_id", event_id.encode()),
-            ],
-        )
         if window is not None:
             window.add(event_key, now_ms)
         PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
+        anchor = anchors.setdefault(partition, Anchor())
+        if anchor.since is None:
+            anchor.since = time.monotonic()
         if signed.head.seq % settings.checkpoint_every == 0:
-            await _emit_checkpoint(outputs, source, signed.head, keys)
+            await _anchor(source, signed.head, anchor, "count")
+        elif time.monotonic() - anchor.since >= settings.checkpoint_interval_s:
+            await _anchor(source, signed.head, anchor, "time")
+
+    async def _anchor(source: Source, head: ChainHead, anchor: Anchor, reason: str) -> None:
+        await _emit_checkpoint(outputs, source, head, keys)
+        CHECKPOINTS.labels(reason).inc()
+        now = heads.get(str(source.partition))
+        # signed on while the checkpoint was written (the quiet-chain timer): still unanchored
+        anchor.since = None if not now or int(now[0]) == head.seq else time.monotonic()
+
+    async def anchor_quiet_chains() -> None:
+        """A chain that went quiet still gets its newest entries checkpointed within the
+        interval: without it, the tail after the last checkpoint could be deleted from both
+        stores unseen, for as long as the chain stays quiet."""
+        now = time.monotonic()
+        for partition, anchor in list(anchors.items()):
+            stored = heads.get(str(partition))
+            if anchor.since is None or now - anchor.since < settings.checkpoint_interval_s:
+                continue
+            if not stored or partition not in reconciled:
+                continue
+            source = Source(settings.raw_topic, partition, int(stored[2]), {})
+            try:
+                await _anchor(source, ChainHead(stored[0], stored[1]), anchor, "quiet")
+            except Exception as exc:  # revoked meanwhile: its next owner anchors it
+                log.warning("checkpoint of quiet chain %s not written: %s", source.chain_id, exc)
+
+    # faust's timer wraps the function in its own loop; tests call the function itself
+    app.timer(interval=max(0.1, settings.checkpoint_interval_s / 2))(anchor_quiet_chains)
 
     @app.agent(raw)
     async def sign_events(stream: Any) -> None:
@@ -396,6 +472,7 @@ def create_app(
 
     app.sign_events = sign_events  # type: ignore[attr-defined]
     app.chain_heads = heads  # type: ignore[attr-defined]
+    app.anchor_quiet_chains = anchor_quiet_chains  # type: ignore[attr-defined]
     return app
 
 

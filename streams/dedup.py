@@ -5,8 +5,9 @@ first receipt, but only once that receipt is known. When a gateway dies after Ka
 acknowledged an event and before the client saw the 202 (or before the receipt reached the
 ``receipts`` topic), the client's retry is produced again: two records in ``events.raw`` with
 the same event id (the fault suite's gateway SIGKILL case found 9 of them in one CI run).
-Both carry the same partition key, so they land on the same partition, and the worker of that
-partition drops the second one before it is signed: no second chain entry, row or file.
+The gateway's partition key is ``<tenant>/<event_id>``, so both land on the same partition,
+whatever entity key each came with, and the worker of that partition drops the second one
+before it is signed: no second chain entry, row or file.
 
 The window is kept in memory, per input partition, and is rebuilt from the *committed* output
 when a partition is (re)assigned (``streams/heads.py``): a signed record and its input offset

@@ -36,5 +36,10 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, settings.metrics_host)
-    app = create_app(settings, kafka, processor, signing, checkpoint_encoder)
+    from sealstream.topics import record_limit
+
+    signed_limit, _ = record_limit(kafka, [settings.signed_topic])
+    app = create_app(
+        settings, kafka, processor, signing, checkpoint_encoder, signed_limit=signed_limit
+    )
     Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()

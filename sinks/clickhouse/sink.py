@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
+import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
 from confluent_kafka import Message
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
@@ -78,10 +80,22 @@ class RowError(ValueError):
         self.reason = reason
 
 
+# DateTime64's range: a time outside it cannot be stored (the row goes to the dead letters)
+_EARLIEST = dt.datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = dt.datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 def _ms(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    try:
+        if isinstance(value, dt.datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        else:
+            moment = dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (OverflowError, OSError) as exc:
+        raise RowError("unconvertible", f"time {value!r} is out of range") from exc
+    if not _EARLIEST <= moment <= _LATEST:
+        raise RowError("unconvertible", f"time {moment.isoformat()} is outside 1900..2299")
+    return moment
 
 
 def _coords(message: Message) -> list[Any]:
@@ -234,11 +248,64 @@ def checkpoint_row(record: dict[str, Any], message: Message) -> list[Any]:
     ]
 
 
+def _day(column: int) -> Callable[[list[Any]], str]:
+    return lambda row: row[column].strftime("%Y%m%d")
+
+
+def _month(column: int) -> Callable[[list[Any]], str]:
+    return lambda row: row[column].strftime("%Y%m")
+
+
 class _Table:
+    """A target table: its columns, how a record becomes a row, and the row's partition (as
+    the table's ``PARTITION BY`` computes it; None for unpartitioned tables)."""
+
     def __init__(
-        self, name: str, columns: list[str], row: Callable[[Message], list[Any] | None]
+        self,
+        name: str,
+        columns: list[str],
+        row: Callable[[Message], list[Any] | None],
+        partition: Callable[[list[Any]], str] | None = None,
     ) -> None:
-        self.name, self.columns, self.row = name, columns, row
+        self.name, self.columns, self.row, self.partition = name, columns, row, partition
+
+
+# A batch is inserted in blocks of at most this many partitions: ClickHouse refuses an insert
+# block that spans more than max_partitions_per_insert_block (100 by default), and a batch
+# whose events occurred on 120 days once stalled the sink for every tenant.
+PARTITIONS_PER_INSERT = 50
+# ClickHouse errors that say "this data", not "this server": a block failing with one of
+# these is split until the rows it cannot take are found (and dead-lettered), instead of being
+# retried for ever.
+DATA_ERRORS = {
+    6,  # CANNOT_PARSE_TEXT
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  # ATTEMPT_TO_READ_AFTER_EOF
+    33,  # CANNOT_READ_ALL_DATA
+    41,  # CANNOT_PARSE_DATETIME
+    53,  # TYPE_MISMATCH
+    69,  # ARGUMENT_OUT_OF_BOUND
+    70,  # CANNOT_CONVERT_TYPE
+    72,  # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    252,  # TOO_MANY_PARTS (per insert block)
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    407,  # DECIMAL_OVERFLOW
+}
+_CODE_RE = re.compile(r"Code:\s*(\d+)")
+
+
+def _error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    found = _CODE_RE.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+class _Unwritable(Exception):
+    """One block's rows were refused for what they hold."""
 
 
 def insert_token(group: str, topic_id: str, batch: Batch) -> str:
@@ -288,11 +355,13 @@ class ClickHouseStore:
             return lambda m: convert(_decode(decoder, m), m)
 
         self.tables = {
-            sink.signed_topic: _Table(f"{db}.events", EVENT_COLUMNS, decoded(event_row)),
+            sink.signed_topic: _Table(f"{db}.events", EVENT_COLUMNS, decoded(event_row), _day(3)),
             sink.decisions_topic: _Table(
-                f"{db}.audit_decisions", DECISION_COLUMNS, decoded(decision_row)
+                f"{db}.audit_decisions", DECISION_COLUMNS, decoded(decision_row), _month(0)
             ),
-            sink.dlq_topic: _Table(f"{db}.dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row),
+            sink.dlq_topic: _Table(
+                f"{db}.dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row, _month(0)
+            ),
             sink.checkpoints_topic: _Table(
                 f"{db}.checkpoints", CHECKPOINT_COLUMNS, decoded(checkpoint_row)
             ),
@@ -304,9 +373,9 @@ class ClickHouseStore:
     def topics(self) -> list[str]:
         return list(self.tables)
 
-    def rows(self, batch: Batch) -> tuple[_Table, list[list[Any]], list[Rejected]]:
+    def rows(self, batch: Batch) -> tuple[_Table, list[tuple[Message, list[Any]]], list[Rejected]]:
         table = self.tables[batch.topic]
-        rows: list[list[Any]] = []
+        rows: list[tuple[Message, list[Any]]] = []
         rejected: list[Rejected] = []
         for message in batch.records:
             try:
@@ -314,17 +383,54 @@ class ClickHouseStore:
             except RowError as exc:
                 rejected.append(Rejected(message, exc.reason, str(exc)))
                 continue
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 rejected.append(Rejected(message, "unconvertible", f"{type(exc).__name__}: {exc}"))
                 continue
             if row is not None:
-                rows.append(row)
+                rows.append((message, row))
         return table, rows, rejected
 
     def write(self, batch: Batch) -> list[Rejected]:
         table, rows, rejected = self.rows(batch)
         if not rows:
             return rejected
+        token = insert_token(self.group, self.topic_ids.get(batch.topic, ""), batch)
+        stored: list[list[Any]] = []
+        for label, block in _blocks(table, rows):
+            # the same batch always splits the same way: every block's token is deterministic
+            block_token = token if label is None else f"{token}/{label}"
+            stored += self._insert(table, block, block_token, rejected)
+        if stored and self.on_stored is not None:
+            self.on_stored(table.name.split(".", 1)[1], stored)
+        if table.columns is EVENT_COLUMNS:
+            for (tenant, event_type), n in Counter((r[1], r[2]) for r in stored).items():
+                EVENTS.labels(self.name, tenant, event_type).inc(n)
+        return rejected
+
+    def _insert(
+        self,
+        table: _Table,
+        block: list[tuple[Message, list[Any]]],
+        token: str,
+        rejected: list[Rejected],
+    ) -> list[list[Any]]:
+        """Insert ``block``; rows it cannot take for their content are found by halving the
+        block (each half with a token of its own) and go to ``rejected``. Returns the rows
+        stored."""
+        try:
+            self._insert_rows(table, [row for _, row in block], token)
+            return [row for _, row in block]
+        except _Unwritable as exc:
+            if len(block) == 1:
+                log.warning("row refused by %s for good: %s", table.name, exc)
+                rejected.append(Rejected(block[0][0], "unwritable", str(exc)[:1000]))
+                return []
+        half = len(block) // 2
+        return self._insert(table, block[:half], f"{token}/a", rejected) + self._insert(
+            table, block[half:], f"{token}/b", rejected
+        )
+
+    def _insert_rows(self, table: _Table, rows: list[list[Any]], token: str) -> None:
         settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         on = self.sink.deduplicate  # off only in the tests' negative control
         if "insert_deduplicate" in self.dedup_settings:
@@ -332,20 +438,19 @@ class ClickHouseStore:
         if "deduplicate_insert" in self.dedup_settings:
             settings["deduplicate_insert"] = "enable" if on else "disable"
         if on:
-            settings["insert_deduplication_token"] = insert_token(
-                self.group, self.topic_ids.get(batch.topic, ""), batch
-            )
+            settings["insert_deduplication_token"] = token
         try:
             self.client.insert(table.name, rows, column_names=table.columns, settings=settings)
+        except (DataError, ValueError, TypeError, OverflowError, struct.error) as exc:
+            # the client could not serialize a value (DataError is clickhouse-connect's own
+            # word for it): the data, never the server
+            cause = exc.__cause__ or exc
+            raise _Unwritable(f"{type(cause).__name__}: {cause}") from exc
         except (ClickHouseError, OSError) as exc:
+            if isinstance(exc, ClickHouseError) and _error_code(exc) in DATA_ERRORS:
+                raise _Unwritable(str(exc).split("(version")[0].strip()) from exc
             self._stop_merges()
             raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
-        if self.on_stored is not None:
-            self.on_stored(table.name.split(".", 1)[1], rows)
-        if table.columns is EVENT_COLUMNS:
-            for (tenant, event_type), n in Counter((r[1], r[2]) for r in rows).items():
-                EVENTS.labels(self.name, tenant, event_type).inc(n)
-        return rejected
 
     def _stop_merges(self) -> None:
         """Embedded engine, storage failing: start no merge that could commit a broken part
@@ -386,6 +491,26 @@ class ClickHouseStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _blocks(
+    table: _Table, rows: list[tuple[Message, list[Any]]]
+) -> Iterator[tuple[str | None, list[tuple[Message, list[Any]]]]]:
+    """The batch's rows in blocks of at most PARTITIONS_PER_INSERT partitions, in batch order
+    within each; one block labelled None when it fits whole (the usual case)."""
+    if table.partition is None:
+        yield None, rows
+        return
+    by_partition: dict[str, list[tuple[Message, list[Any]]]] = {}
+    for item in rows:
+        by_partition.setdefault(table.partition(item[1]), []).append(item)
+    if len(by_partition) <= PARTITIONS_PER_INSERT:
+        yield None, rows
+        return
+    keys = sorted(by_partition)
+    for start in range(0, len(keys), PARTITIONS_PER_INSERT):
+        chunk = keys[start : start + PARTITIONS_PER_INSERT]
+        yield f"p{chunk[0]}-{chunk[-1]}", [item for k in chunk for item in by_partition[k]]
 
 
 def topic_ids(bootstrap_config: dict[str, Any], topics: list[str]) -> dict[str, str]:

@@ -187,6 +187,34 @@ def test_claim_checks(verifier: TokenVerifier, overrides: dict[str, Any], code: 
     assert rejected(verifier, hs(claims(**overrides))) == code
 
 
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"exp": float("nan")}, "token_invalid"),
+        ({"exp": float("inf")}, "token_invalid"),
+        ({"exp": float("-inf")}, "token_invalid"),
+        ({"exp": 1e300}, "token_invalid"),
+        ({"iat": float("nan")}, "token_invalid"),
+        ({"nbf": float("inf")}, "token_invalid"),
+        ({"exp": "1800000600"}, "token_invalid"),
+        ({"exp": True}, "token_invalid"),
+        ({"tenant": "../acme"}, "token_claim_invalid"),
+        ({"tenant": "ACME"}, "token_claim_invalid"),
+        ({"tenant": "a" * 65}, "token_claim_invalid"),
+        ({"tenant": ["acme"]}, "token_claim_missing"),
+        ({"scope": 7}, "token_claim_missing"),
+    ],
+)
+def test_correctly_signed_tokens_with_hostile_claims_are_refused_never_a_crash(
+    verifier: TokenVerifier, overrides: dict[str, Any], code: str
+) -> None:
+    """NaN and Infinity are JSON to Python's parser (and so to PyJWT): an ``exp`` of NaN once
+    made ``int()`` raise and the gateway answer 500."""
+    header = {"alg": "HS256", "kid": "k2", "typ": "JWT"}
+    token = sign_raw(header, claims(**overrides), SECRET_B.encode())
+    assert rejected(verifier, token) == code
+
+
 def test_issuer_as_list_is_refused(verifier: TokenVerifier) -> None:
     header = {"alg": "HS256", "kid": "k2", "typ": "JWT"}
     token = sign_raw(header, claims(iss=["sealstream-dev"]), SECRET_B.encode())

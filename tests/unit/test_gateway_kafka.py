@@ -6,7 +6,9 @@ import asyncio
 import threading
 from typing import Any
 
-from producers.errors import Unavailable
+from confluent_kafka import KafkaError
+
+from producers.errors import RecordRefused, Unavailable
 from producers.kafka import Ack, PendingBatch
 
 
@@ -25,8 +27,14 @@ class _Msg:
 
 
 class _Err:
+    def __init__(self, code: int = KafkaError._TRANSPORT, text: str = "broker down") -> None:
+        self._code, self._text = code, text
+
+    def code(self) -> int:
+        return self._code
+
     def str(self) -> str:
-        return "broker down"
+        return self._text
 
 
 def test_batch_resolves_once_every_record_is_reported_from_another_thread() -> None:
@@ -61,3 +69,21 @@ def test_records_not_reported_in_time_are_unavailable() -> None:
     ok, late = asyncio.run(main())
     assert ok == Ack("events.raw", 0, 7)
     assert isinstance(late, Unavailable) and late.code == "kafka_unavailable"
+
+
+def test_a_record_kafka_can_never_take_is_refused_for_good_not_unavailable() -> None:
+    """A 503 would send the client into retries of a permanent failure (an attack run saw a
+    1 MB string answered 503 with Retry-After)."""
+
+    async def main() -> list[Any]:
+        batch = PendingBatch(asyncio.get_running_loop(), 2)
+        batch.sealed()
+        too_large = _Err(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+        batch.on_delivery(0, "events.raw", too_large, _Msg(0, 0))  # type: ignore[arg-type]
+        batch.on_delivery(1, "events.raw", _Err(), _Msg(0, 0))  # type: ignore[arg-type]
+        return await batch.wait(5)
+
+    refused, transient = asyncio.run(main())
+    assert isinstance(refused, RecordRefused) and refused.status == 413
+    assert refused.code == "event_too_large"
+    assert isinstance(transient, Unavailable) and transient.status == 503

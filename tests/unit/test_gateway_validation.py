@@ -14,6 +14,7 @@ from producers.errors import InvalidRequest, RequestTooLarge
 from producers.validation import (
     EventIn,
     FieldError,
+    TimeWindow,
     check_envelope,
     check_payload,
     parse_body,
@@ -102,7 +103,7 @@ def test_split_events() -> None:
             "missing_field",
         ),
         (envelope(tenant="Acme Corp"), "events[3].tenant", "invalid_field"),
-        (envelope(occurred_at="2026-11-22T10:00:00"), "events[3].occurred_at", "invalid_field"),
+        (envelope(occurred_at="2026-11-22T10:00:00"), "events[3].occurred_at", "invalid_timestamp"),
         (envelope(event_id="not-a-uuid"), "events[3].event_id", "invalid_field"),
         (envelope(payload=[1]), "events[3].payload", "invalid_field"),
         ("text", "events[3]", "invalid_event"),
@@ -159,3 +160,42 @@ def test_valid_payload_encodes() -> None:
     fastavro.schemaless_writer(buf, PARSED, datum)
     assert fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), PARSED)["note"] == "hi"
     assert orjson.dumps(GOOD)
+
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+WINDOW = TimeWindow(dt.timedelta(days=30), dt.timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "code"),
+    [
+        (1764590400, "invalid_timestamp"),  # a Unix time: pydantic would take it
+        (1764590400.5, "invalid_timestamp"),
+        ("1764590400", "invalid_timestamp"),  # a numeric string, too
+        ("2026-12-01", "invalid_timestamp"),
+        ("2026-12-01T12:00:00", "invalid_timestamp"),  # no offset
+        (None, "invalid_timestamp"),
+        (True, "invalid_timestamp"),
+        ("9999-12-31T23:59:59-01:00", "occurred_at_out_of_range"),  # was a 500 (OverflowError)
+        ("0001-01-01T00:00:00+01:00", "occurred_at_out_of_range"),
+        ("2026-12-01T13:00:01Z", "occurred_at_out_of_range"),
+        ("2026-10-31T11:59:59Z", "occurred_at_out_of_range"),
+        ("2026-12-01T14:00:00+02:00", "invalid_timestamp_ok"),  # 12:00 UTC: inside
+        ("2026-11-01T12:00:01Z", "invalid_timestamp_ok"),  # 30 days minus a second
+    ],
+)
+def test_occurred_at_is_an_rfc3339_time_inside_the_window(occurred_at: Any, code: str) -> None:
+    result = check_envelope(envelope(occurred_at=occurred_at), 0, "", WINDOW, NOW)
+    if code.endswith("_ok"):
+        assert isinstance(result, EventIn)
+        return
+    assert isinstance(result, FieldError)
+    assert (result.field, result.code) == ("occurred_at", code)
+    assert "Value error" not in result.message
+
+
+def test_a_payload_timestamp_that_has_no_utc_time_is_refused_not_a_crash() -> None:
+    payload = {**GOOD, "paid_at": "9999-12-31T23:59:59-01:00"}
+    result = check_payload(payload, PAYMENT, PARSED, 0, "")
+    assert isinstance(result, FieldError) and result.field == "payload.paid_at"
+    assert result.code == "schema_mismatch" and "UTC" in result.message

@@ -4,6 +4,7 @@ and dead letters, with the Kafka writers replaced by a recorder."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -72,6 +73,12 @@ class Recorder(Outputs):
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
+    yield from make_harness(tmp_path)
+
+
+def make_harness(
+    tmp_path: Path, signed_limit: int = 1_000_000, **settings_overrides: Any
+) -> Iterator[tuple[Any, Recorder, Decoder]]:
     catalog = Catalog()
     schemas = {
         RAW_ID: catalog.event_schema("payment"),
@@ -94,7 +101,13 @@ def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
         Encoder(SIGNED_ID, schemas[SIGNED_ID]),
     )
     settings = WorkerSettings(
-        processing_guarantee="at_least_once", partitions=2, checkpoint_every=3, data_dir=tmp_path
+        **{
+            "processing_guarantee": "at_least_once",
+            "partitions": 2,
+            "checkpoint_every": 3,
+            "data_dir": tmp_path,
+            **settings_overrides,
+        }
     )
     recorder = Recorder(settings, Encoder(CHECKPOINT_ID, schemas[CHECKPOINT_ID]))
     app = create_app(
@@ -104,6 +117,7 @@ def harness(tmp_path: Path) -> Iterator[tuple[Any, Recorder, Decoder]]:
         KEYS,
         recorder.checkpoint_encoder,
         outputs=recorder,
+        signed_limit=signed_limit,
     )
     app.finalize()
     app.conf.store = "memory://"
@@ -256,3 +270,62 @@ def test_seen_window_is_bounded_by_count_and_age() -> None:
     off = SeenWindow(max_entries=0, max_age_ms=1_000)
     off.add("k", 1)
     assert not off.seen("k", 1)
+
+
+def raw_with_note(tenant: str, i: int, note_bytes: int) -> bytes:
+    now = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
+    record = payment_event(i, tenant, now, f"{tenant}-{i}")
+    record["payload"]["merchant_id"] = "m" * note_bytes
+    return Encoder(RAW_ID, Catalog().event_schema("payment")).encode(record)
+
+
+async def test_an_event_whose_signed_record_is_too_large_is_dead_lettered_not_skipped(
+    tmp_path: Path,
+) -> None:
+    """An attack run got a 202 for an event whose signed record (the payload twice) the
+    worker could not produce: it was skipped, in neither store, its chain with a gap."""
+    for app, recorder, decoder in make_harness(tmp_path, signed_limit=6000):
+        async with app.sign_events.test_context() as agent:
+            await agent.put(raw("acme", 0), key=b"k", partition=0)
+            await agent.put(raw_with_note("acme", 1, 4000), key=b"k", partition=0)
+            await agent.put(raw("acme", 2), key=b"k", partition=0)
+        signed = signed_records(recorder, decoder)
+        assert [(r["event_id"], r["seq"]) for r in signed] == [("acme-0", 1), ("acme-2", 2)]
+        assert walk_chain(signed[0]["chain_id"], signed, KEYS, anchor=ChainHead()).ok
+        dead = [(v, h) for t, v, _, h in recorder.sent if t == "events.raw.dlq"]
+        assert len(dead) == 1
+        value, headers = dead[0]
+        assert value == raw_with_note("acme", 1, 4000)  # the original bytes, for a replay
+        assert headers["dlq.reason"] == b"signed_record_too_large"
+        assert headers["dlq.stage"] == b"sign" and headers["dlq.offset"] == b"1"
+        assert b"6000" in headers["dlq.message"]
+
+
+def checkpoints_of(recorder: Recorder, decoder: Decoder) -> list[tuple[str, int]]:
+    records = [decoder.decode(v)[1] for t, v, _, _ in recorder.sent if t == "audit.checkpoints"]
+    return [(c["chain_id"], c["seq"]) for c in records]
+
+
+async def test_a_quiet_chain_gets_its_newest_entries_checkpointed(tmp_path: Path) -> None:
+    """Checkpoints every N entries left a quiet chain's newest entries unanchored for good:
+    deleted from both stores, nothing would tell. Now within the interval, even when idle."""
+    for app, recorder, decoder in make_harness(
+        tmp_path, checkpoint_every=1000, checkpoint_interval_s=0.05
+    ):
+        checkpoints = functools.partial(checkpoints_of, recorder, decoder)
+        async with app.sign_events.test_context() as agent:
+            for i in range(2):
+                await agent.put(raw("acme", i), key=b"k", partition=0)
+            await agent.put(raw("acme", 9), key=b"k", partition=1)
+            assert checkpoints() == []  # the interval has not passed yet at the first entry
+            await app.anchor_quiet_chains()
+            assert checkpoints() == []
+            time.sleep(0.06)  # the interval itself is the fault here: the chains went quiet
+            await app.anchor_quiet_chains()
+            assert sorted(checkpoints()) == [("events.raw/0", 2), ("events.raw/1", 1)]
+            await app.anchor_quiet_chains()  # nothing new: no second checkpoint
+            assert len(checkpoints()) == 2
+            await agent.put(raw("acme", 2), key=b"k", partition=0)  # unanchored from now
+            time.sleep(0.06)
+            await agent.put(raw("acme", 3), key=b"k", partition=0)  # busy chain: at once
+            assert checkpoints()[-1] == ("events.raw/0", 4)
