@@ -115,9 +115,10 @@ class UpJob:
         self,
         tenant: str = "*",
         roles: tuple[str, ...] = ("auditor",),
-        scopes: Sequence[str] = ("analytics:read",),
+        scopes: Sequence[str] = ("audit:read", "analytics:read"),
     ) -> str:
-        """A token from the job's own keyring (``keys`` under its stack directory)."""
+        """A token from the job's own keyring (``keys`` under its stack directory); the
+        default is an auditor's, which reads every tenant through the query endpoint."""
         from producers.auth import Keyring, issue_token
         from sealstream.cli.gateway import auth_settings
         from sealstream.settings import KeySettings

@@ -10,7 +10,6 @@ from its path and hash, so an interrupted or repeated backfill inserts nothing t
 from __future__ import annotations
 
 import io
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import fastavro
 
-from sealstream.integrity import Problem, check_entry
+from sealstream.integrity import CONTENT_HASH, HOT_CONTENT_HASH, Problem, check_entry
 from sealstream.keys import HmacKeyring
 from sinks.clickhouse.sink import EVENT_COLUMNS, event_row
 from sinks.objects.reader import Selection, iter_cold
@@ -110,9 +109,11 @@ def backfill(
         for index, (record, offset) in enumerate(
             zip(content.records, content.offsets, strict=True)
         ):
-            payload = json.loads(record["payload_json"])
-            hot = json.loads(record["hot_payload_json"])
-            problems = check_entry(record, keys, payload, hot)
+            copies = {
+                CONTENT_HASH: record.get("payload_json"),
+                HOT_CONTENT_HASH: record.get("hot_payload_json"),
+            }
+            problems = check_entry(record, keys, stored_copies=copies)
             if problems:
                 report.bad_records.append(
                     {

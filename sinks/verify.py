@@ -6,39 +6,71 @@ which both sinks keep). Routing leaves legitimate holes: an event routed ``cold`
 ClickHouse. Such a hole is filled, for the walk, by the entry from the other store when that
 entry's route excludes this store; anything else missing is reported ``missing``.
 
+Payload copies are hashed exactly as stored (the canonical JSON text the processor hashed),
+never parsed first, so an edit that leaves text which is no JSON at all is found like any other.
+
 Chain completeness (``missing``, ``reordered``, checkpoint coverage) is checked on unfiltered
 runs only; with ``--since/--until/--tenant/--event-type`` the chains are cut by the filter, so
 every entry's payload hashes and signature and the links between consecutive entries are
-checked, not the holes.
+checked, not the holes. Unfiltered, each chain's summary also says how far it is anchored:
+the entries after its last signed checkpoint could be cut off unnoticed, so their count and
+the signing time of the first of them are reported (information, not a finding).
+
+Hot against cold, in both kinds of run: per tenant and day a digest of the entries routed to
+both; where the digests differ, each such entry one store holds and the other does not is a
+``missing`` finding naming the copy that is left.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import json
+import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sealstream.integrity import ChainHead, Problem, canonical_json, walk_chain
+from sealstream.integrity import (
+    CONTENT_HASH,
+    HOT_CONTENT_HASH,
+    ChainHead,
+    Problem,
+    canonical_json,
+    entry_seq,
+    walk_chain,
+)
 from sealstream.keys import HmacKeyring
 from sinks.clickhouse.access import quote
 from sinks.objects.reader import Selection, iter_cold
 from sinks.objects.store import ObjectStore
 
-HOT_ROUTES = ("hot", "both")
-COLD_ROUTES = ("cold", "both")
-
 
 @dataclass
 class Entry:
+    """One stored entry. The loaders (``cold_entries``, ``hot_entries``) fill ``stored`` with the
+    payload copies as stored, which ``verify`` hashes byte for byte; in-memory callers may give
+    parsed ``payload``/``hot_payload`` instead (hashed in canonical form)."""
+
     record: dict[str, Any]
     store: str  # "hot" or "cold"
     location: str
     order: tuple[int, int]  # (Kafka partition, offset) of events.signed
-    payload: Any | None = None  # the original payload (cold copies)
-    hot_payload: Any | None = None
+    payload: Any | None = None  # the original payload, parsed (cold copies)
+    hot_payload: Any | None = None  # the masked payload, parsed
+    stored: dict[str, object] | None = None  # hash field -> the copy it covers, as stored
+    seq: int | None = field(init=False)  # None: not an integer (the walk reports it)
+    chain_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seq = entry_seq(self.record)
+        self.chain_id = str(self.record.get("chain_id"))
+
+    @property
+    def where(self) -> str:
+        """The location with its store named (hot locations already start with it)."""
+        prefix = f"{self.store}:"
+        return self.location if self.location.startswith(prefix) else prefix + self.location
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,15 @@ class VerifyReport:
 # -- loading --------------------------------------------------------------------------------
 
 
+def cold_entry(record: dict[str, Any], location: str, order: tuple[int, int]) -> Entry:
+    """A cold record: both payload copies are Avro strings of the record itself."""
+    stored = {
+        CONTENT_HASH: record.get("payload_json"),
+        HOT_CONTENT_HASH: record.get("hot_payload_json"),
+    }
+    return Entry(record, "cold", location, order, stored=stored)
+
+
 def cold_entries(
     store: ObjectStore,
     prefix: str,
@@ -103,18 +144,24 @@ def cold_entries(
             report.findings.append(
                 Located("cold", kind.value, None, None, None, content.path, detail)
             )
-        partition = int((content.manifest or {}).get("partition", -1))
+        partition = _integer((content.manifest or {}).get("partition", -1))
+        if partition is None:
+            partition = -1
+            report.findings.append(
+                Located(
+                    "cold",
+                    Problem.MODIFIED.value,
+                    None,
+                    None,
+                    None,
+                    content.path,
+                    "the manifest's partition is not a number",
+                )
+            )
         for index, (record, offset) in enumerate(
             zip(content.records, content.offsets, strict=True)
         ):
-            try:
-                payload = json.loads(record["payload_json"])
-                hot = json.loads(record["hot_payload_json"])
-            except (ValueError, KeyError):
-                payload = hot = None
-            entries.append(
-                Entry(record, "cold", f"{content.path}#{index}", (partition, offset), payload, hot)
-            )
+            entries.append(cold_entry(record, f"{content.path}#{index}", (partition, offset)))
         if progress is not None:
             progress(len(content.records))
     return entries
@@ -125,12 +172,16 @@ def cold_entries(
 # filter would compare milliseconds with a date and select every row.
 HOT_COLUMNS = (
     "event_id, tenant, event_type, toUnixTimestamp64Milli(occurred_at) AS occurred_ms, "
-    "toUnixTimestamp64Milli(received_at) AS received_ms, producer, correlation_id, request_id, "
+    "toUnixTimestamp64Milli(received_at) AS received_ms, "
+    "toUnixTimestamp64Milli(signed_at) AS signed_ms, producer, correlation_id, request_id, "
     "source, classification, route, payload_sha256, content_sha256, hot_content_sha256, "
     "masked_fields, enrichment, chain_id, seq, prev_hash, hash, key_id, signature, payload, "
     "kafka_topic, kafka_partition, kafka_offset"
 )
-_RENAMED = {"occurred_ms": "occurred_at", "received_ms": "received_at"}
+_RENAMED = {"occurred_ms": "occurred_at", "received_ms": "received_at", "signed_ms": "signed_at"}
+_HOT_INTEGERS = (
+    "occurred_at", "received_at", "signed_at", "seq", "kafka_partition", "kafka_offset",
+)  # fmt: skip
 
 
 def hot_sql(selection: Selection, after: tuple[int, int] | None = None, limit: int = 50_000) -> str:
@@ -174,30 +225,41 @@ def read_hot(
 
 
 def hot_entries(rows: Iterable[dict[str, Any]]) -> list[Entry]:
+    """Hot rows as entries. Values come back in the transport's types (64-bit integers may be
+    text) and are converted; a value that does not convert is left as it is, for the checks to
+    report, never a crash."""
     entries = []
     for row in rows:
         record = {_RENAMED.get(k, k): v for k, v in row.items()}
-        for name in ("occurred_at", "received_at", "seq", "kafka_partition", "kafka_offset"):
-            record[name] = int(record[name])
-        record["masked_fields"] = list(record["masked_fields"])
-        record["enrichment"] = dict(record["enrichment"])
-        try:
-            hot_payload = json.loads(record["payload"])
-        except ValueError:
-            hot_payload = None
-        coords = f"{record['kafka_topic']}/{record['kafka_partition']}@{record['kafka_offset']}"
-        location = f"hot:events {coords}"
-        entries.append(
-            Entry(
-                record,
-                "hot",
-                location,
-                (record["kafka_partition"], record["kafka_offset"]),
-                None,
-                hot_payload,
-            )
+        for name in _HOT_INTEGERS:
+            number = _integer(record.get(name), text=True)
+            if number is not None:
+                record[name] = number
+        if isinstance(record.get("masked_fields"), list | tuple):
+            record["masked_fields"] = list(record["masked_fields"])
+        if isinstance(record.get("enrichment"), Mapping):
+            record["enrichment"] = dict(record["enrichment"])
+        partition, offset = record.get("kafka_partition"), record.get("kafka_offset")
+        location = f"hot:events {record.get('kafka_topic')}/{partition}@{offset}"
+        order = (
+            partition if isinstance(partition, int) else -1,
+            offset if isinstance(offset, int) else -1,
         )
+        stored: dict[str, object] = {HOT_CONTENT_HASH: record.get("payload")}
+        entries.append(Entry(record, "hot", location, order, stored=stored))
     return entries
+
+
+def _integer(value: Any, text: bool = False) -> int | None:
+    """``value`` as an integer if it is one (or, with ``text``, decimal digits), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if text and isinstance(value, str | bytes):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
 
 
 # -- checking -------------------------------------------------------------------------------
@@ -211,24 +273,30 @@ def _walk_store(
     anchors: dict[str, list[ChainHead]],
     complete: bool,
     report: VerifyReport,
+    settled_seq: dict[str, int] | None = None,
 ) -> None:
-    accepted = HOT_ROUTES if store == "hot" else COLD_ROUTES
+    elsewhere = "cold" if store == "hot" else "hot"  # the route of entries not meant for here
     by_chain: dict[str, list[Entry]] = defaultdict(list)
     for entry in mine:
-        by_chain[str(entry.record.get("chain_id"))].append(entry)
+        by_chain[entry.chain_id].append(entry)
+    if complete:  # a chain with signed checkpoints or committed records, nothing stored here
+        for chain_id in [*anchors, *(settled_seq or {})]:
+            by_chain.setdefault(chain_id, [])
     for chain_id, entries in sorted(by_chain.items()):
-        present = {int(e.record["seq"]) for e in entries}
-        # holes the routing explains: the other store's entries not meant for this store
+        present = {e.seq for e in entries}
+        # holes the routing explains: the other store's entries routed to it alone (a route
+        # that is missing or unknown explains nothing)
         fillers = [
             e
             for seq, e in others.get(chain_id, {}).items()
-            if seq not in present and e.record.get("route") not in accepted
+            if seq not in present and e.record.get("route") == elsewhere
         ]
         ordered = _interleave(sorted(entries, key=lambda e: e.order), fillers)
         own = {id(e) for e in entries}
-        where = {str(e.record.get("event_id")): e.location for e in entries}
+        where = {(e.seq, str(e.record.get("event_id"))): e.location for e in entries}
+        where_id = {str(e.record.get("event_id")): e.location for e in entries}
         heads = sorted(anchors.get(chain_id, []), key=lambda h: h.seq)
-        first = min((int(e.record["seq"]) for e in ordered), default=0)
+        first = min((s for s in (e.seq for e in ordered) if s is not None), default=0)
         # Unfiltered, a chain is walked from its last signed checkpoint before the first stored
         # entry, or from its genesis: deleting a chain's first entries is a gap like any other.
         # (After retention removed old entries, verify with --since.)
@@ -240,16 +308,28 @@ def _walk_store(
             keys,
             anchor,
             {
-                str(e.record["event_id"]): (e.payload, e.hot_payload)
+                str(e.record.get("event_id")): (e.payload, e.hot_payload)
                 for e in ordered
                 if id(e) in own
             },
+            [e.stored if id(e) in own else None for e in ordered],
         )
-        filler_ids = {str(e.record.get("event_id")) for e in fillers}
+        # fillers by position and id: an entry of this store never has a filler's seq
+        filler_keys = {(e.seq, str(e.record.get("event_id"))) for e in fillers}
+        # the last sequence number both sinks had committed: a gap past it is in flight
+        horizon = None if settled_seq is None else settled_seq.get(chain_id)
         for finding in chain.findings:
-            if finding.event_id in filler_ids and finding.kind != Problem.MISSING:
+            if (finding.seq, finding.event_id) in filler_keys and finding.kind != Problem.MISSING:
                 continue  # the other store's own problems are reported when it is walked
             if not complete and finding.kind in (Problem.MISSING, Problem.REORDERED):
+                continue
+            if (
+                finding.kind == Problem.MISSING
+                and horizon is not None
+                and finding.seq is not None
+                and finding.seq > horizon
+            ):
+                report.in_flight += 1
                 continue
             report.findings.append(
                 Located(
@@ -258,58 +338,106 @@ def _walk_store(
                     chain_id,
                     finding.seq,
                     finding.event_id,
-                    where.get(str(finding.event_id), "-"),
+                    where.get(
+                        (finding.seq, str(finding.event_id)),
+                        where_id.get(str(finding.event_id), "-"),
+                    ),
                     finding.detail,
                 )
             )
-        by_seq = {int(e.record["seq"]): e for e in ordered}
+        by_seq = {e.seq: e for e in ordered if e.seq is not None}
+        report.checked[store] += len(entries)
+        summary = report.chains.setdefault(f"{store}:{chain_id}", {})
+        summary.update(entries=len(entries), first_seq=chain.first_seq, last_seq=chain.last_seq)
         if complete:
-            for head in heads:
-                stored = by_seq.get(head.seq)
-                if stored is None and chain.last_seq is not None and head.seq > chain.last_seq:
-                    report.findings.append(
-                        Located(
-                            store,
-                            Problem.MISSING.value,
-                            chain_id,
-                            (chain.last_seq or 0) + 1,
-                            None,
-                            "-",
-                            f"a signed checkpoint covers sequence {head.seq}; the store ends "
-                            f"at {chain.last_seq}",
-                        )
+            end = chain.last_seq or 0
+            beyond = [h for h in heads if h.seq > end]
+            if horizon is not None and beyond and beyond[-1].seq > horizon:
+                # checkpointed, but past what the sinks had committed: in flight, unless an
+                # entry the sinks did commit is gone as well
+                report.in_flight += 1
+                beyond = [h for h in beyond if h.seq <= horizon]
+            evidence = []
+            if horizon is not None and horizon > end:  # Kafka still has what they committed
+                evidence.append(f"both sinks committed its entries up to sequence {horizon}")
+            if beyond:
+                evidence.append(f"a signed checkpoint covers sequence {beyond[-1].seq}")
+            if evidence:
+                report.findings.append(
+                    Located(
+                        store,
+                        Problem.MISSING.value,
+                        chain_id,
+                        end + 1,
+                        None,
+                        "-",
+                        "; ".join(evidence) + f"; the store ends at {end}",
                     )
-                elif stored is not None and stored.record["hash"] != head.hash:
+                )
+            for head in heads:  # the other store's entries are checked when it is walked
+                stored = by_seq.get(head.seq)
+                if stored is None or id(stored) not in own:
+                    continue
+                if stored.record.get("hash") != head.hash:
                     report.findings.append(
                         Located(
                             store,
                             Problem.MODIFIED.value,
                             chain_id,
                             head.seq,
-                            str(entry.record.get("event_id")),
-                            entry.location,
+                            str(stored.record.get("event_id")),
+                            stored.location,
                             "entry hash differs from the signed checkpoint",
                         )
                     )
-        report.checked[store] += len(entries)
-        summary = report.chains.setdefault(f"{store}:{chain_id}", {})
-        bad = [f.seq for f in report.findings if f.store == store and f.chain_id == chain_id]
-        summary.update(
-            entries=len(entries),
-            first_seq=chain.first_seq,
-            last_seq=chain.last_seq,
-            first_bad_seq=min((s for s in bad if s is not None), default=None),
-        )
+            summary.update(_anchoring(heads, by_seq, anchor))
+
+
+def _anchoring(
+    heads: list[ChainHead], by_seq: dict[int, Entry], start: ChainHead | None
+) -> dict[str, Any]:
+    """How far a chain is anchored: its last signed checkpoint that the stored entries match,
+    and the entries after it (nothing proves those are all there: cutting them off leaves a
+    valid chain), with the signing time of the first of them."""
+    verified = [
+        h.seq
+        for h in heads
+        if (e := by_seq.get(h.seq)) is not None and e.record.get("hash") == h.hash
+    ]
+    # the walk's start (a checkpoint before the first stored entry) counts if the entry links
+    if start is not None and start.seq > 0:
+        after_start = by_seq.get(start.seq + 1)
+        if after_start is not None and after_start.record.get("prev_hash") == start.hash:
+            verified.append(start.seq)
+    checkpoint = max(verified, default=None)
+    tail = sorted(seq for seq in by_seq if seq > (checkpoint or 0))
+    return {
+        "checkpoint_seq": checkpoint,
+        "after_checkpoint": len(tail),
+        "unanchored_since": _utc(by_seq[tail[0]].record.get("signed_at")) if tail else None,
+    }
+
+
+def _utc(ms: Any) -> str | None:
+    """Unix ms as an RFC 3339 UTC time, or None if it is not a time."""
+    if not isinstance(ms, int) or isinstance(ms, bool):
+        return None
+    try:
+        when = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _interleave(own: list[Entry], fillers: list[Entry]) -> list[Entry]:
     """Own entries in stored order, each filler placed by its sequence number (fillers only
     link the chain; where the other store keeps them is that store's business)."""
-    fill = sorted(fillers, key=lambda e: int(e.record["seq"]))
+    fill = sorted(fillers, key=lambda e: e.seq or 0)
     out: list[Entry] = []
     i = 0
     for entry in own:
-        while i < len(fill) and int(fill[i].record["seq"]) < int(entry.record["seq"]):
+        seq = entry.seq
+        while seq is not None and i < len(fill) and (fill[i].seq or 0) < seq:
             out.append(fill[i])
             i += 1
         out.append(entry)
@@ -322,43 +450,88 @@ def compare(
     report: VerifyReport,
     settled: dict[int, int] | None = None,
 ) -> None:
-    """Per (tenant, day): counts and a digest of the entry hashes of events meant for both.
+    """Per (tenant, day): counts and a digest of the entry hashes of events meant for both;
+    where they differ, each of those entries one store holds and the other does not at all is
+    a ``missing`` finding of the store without it, located at the copy that is left.
 
     ``settled`` (events.signed partition -> offset) is where both sinks had committed before
     the stores were read: entries at or above it may be in one store and not yet in the other
     while the pipeline runs, so they are counted as in flight, not compared."""
 
-    def digests(entries: list[Entry]) -> dict[tuple[str, str], tuple[int, str]]:
-        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    def groups(entries: list[Entry]) -> dict[tuple[str, str], list[Entry]]:
+        out: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         for e in entries:
             if e.record.get("route") != "both":
                 continue
-            if settled is not None and int(e.order[1]) >= settled.get(int(e.order[0]), 0):
+            if settled is not None and e.order[1] >= settled.get(e.order[0], 0):
                 report.in_flight += 1
                 continue
-            day = _day(int(e.record["occurred_at"]))
-            groups[(str(e.record["tenant"]), day)].append(str(e.record["hash"]))
-        return {k: (len(v), merkle_root(sorted(v))) for k, v in groups.items()}
+            out[(str(e.record.get("tenant")), _day(e.record.get("occurred_at")))].append(e)
+        return out
 
-    hot_d, cold_d = digests(hot), digests(cold)
-    for key in sorted(set(hot_d) | set(cold_d)):
-        h, c = hot_d.get(key, (0, "")), cold_d.get(key, (0, ""))
-        if h != c:
-            report.drift.append(
-                {
-                    "tenant": key[0],
-                    "day": key[1],
-                    "hot": h[0],
-                    "cold": c[0],
-                    "hot_root": h[1],
-                    "cold_root": c[1],
-                }
-            )
+    def digest(entries: list[Entry]) -> tuple[int, str]:
+        if not entries:
+            return 0, ""
+        return len(entries), merkle_root(sorted(str(e.record.get("hash")) for e in entries))
+
+    # every position each store holds, whatever its route, day or horizon: an entry edited
+    # into another group, or past the horizon, is still there (its edit is found by the walk)
+    held = {
+        "hot": {(e.chain_id, e.seq) for e in hot},
+        "cold": {(e.chain_id, e.seq) for e in cold},
+    }
+    holes = {
+        (f.store, f.chain_id, f.seq): i
+        for i, f in enumerate(report.findings)
+        if f.kind == Problem.MISSING.value
+    }
+    hot_g, cold_g = groups(hot), groups(cold)
+    for key in sorted(set(hot_g) | set(cold_g)):
+        h, c = digest(hot_g.get(key, [])), digest(cold_g.get(key, []))
+        if h == c:
+            continue
+        report.drift.append(
+            {
+                "tenant": key[0],
+                "day": key[1],
+                "hot": h[0],
+                "cold": c[0],
+                "hot_root": h[1],
+                "cold_root": c[1],
+            }
+        )
+        for entries, absent in ((hot_g.get(key, []), "cold"), (cold_g.get(key, []), "hot")):
+            for e in entries:
+                if e.seq is not None and (e.chain_id, e.seq) not in held[absent]:
+                    _one_store_only(report, holes, e, absent)
 
 
-def _day(ms: int) -> str:
-    import datetime as dt
+def _one_store_only(
+    report: VerifyReport,
+    holes: dict[tuple[str, str | None, int | None], int],
+    entry: Entry,
+    absent: str,
+) -> None:
+    finding = Located(
+        absent,
+        Problem.MISSING.value,
+        entry.chain_id,
+        entry.seq,
+        str(entry.record.get("event_id")),
+        entry.where,
+        f"routed to both stores, held by {entry.store} only",
+    )
+    at = holes.get((absent, entry.chain_id, entry.seq))
+    if at is None:
+        report.findings.append(finding)
+    else:  # the chain walk saw this hole too: one finding, with both details
+        seen = report.findings[at]
+        report.findings[at] = replace(finding, detail=f"{finding.detail}; {seen.detail}")
 
+
+def _day(ms: Any) -> str:
+    if not isinstance(ms, int) or isinstance(ms, bool):
+        return "invalid-time"
     try:
         return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date().isoformat()
     except (OverflowError, ValueError, OSError):
@@ -397,21 +570,45 @@ def verify(
     complete: bool,
     report: VerifyReport,
     settled: dict[int, int] | None = None,
+    settled_seq: dict[str, int] | None = None,
 ) -> VerifyReport:
+    """``settled``: per events.signed partition, the offset below which both sinks had
+    committed when the stores were read; ``settled_seq``: per chain, the last sequence number
+    below it (``settled_seqs``). What lies beyond them may be in one store and not yet in the
+    other while the pipeline runs: counted in flight, not reported missing."""
+
     def index(entries: list[Entry] | None) -> dict[str, dict[int, Entry]]:
         out: dict[str, dict[int, Entry]] = defaultdict(dict)
         for e in entries or []:
-            out[str(e.record.get("chain_id"))][int(e.record["seq"])] = e
+            if e.seq is not None:  # one without is a finding of its own store's walk
+                out[e.chain_id][e.seq] = e
         return out
 
+    hot_index, cold_index = index(hot), index(cold)
     if hot is not None:
-        _walk_store("hot", hot, index(cold), keys, anchors, complete, report)
+        _walk_store("hot", hot, cold_index, keys, anchors, complete, report, settled_seq)
     if cold is not None:
-        _walk_store("cold", cold, index(hot), keys, anchors, complete, report)
+        _walk_store("cold", cold, hot_index, keys, anchors, complete, report, settled_seq)
     if hot is not None and cold is not None:
-        _attribute_shared_holes(report, index(hot), index(cold))
+        _attribute_shared_holes(report, hot_index, cold_index)
         compare(hot, cold, report, settled)
+    _first_bad_seqs(report)
     return report
+
+
+def _first_bad_seqs(report: VerifyReport) -> None:
+    """Each chain summary's first sequence number with a finding (``hot+cold`` counts for
+    both stores)."""
+    first: dict[tuple[str, str], int] = {}
+    for f in report.findings:
+        if f.chain_id is None or f.seq is None:
+            continue
+        for store in f.store.split("+"):
+            key = (store, f.chain_id)
+            first[key] = min(first.get(key, f.seq), f.seq)
+    for name, summary in report.chains.items():
+        store, _, chain_id = name.partition(":")
+        summary["first_bad_seq"] = first.get((store, chain_id))
 
 
 def settled_offsets(kafka: Any, sink: Any) -> dict[int, int] | None:
@@ -436,6 +633,47 @@ def settled_offsets(kafka: Any, sink: Any) -> dict[int, int] | None:
         return settled
     except Exception:  # an unreachable broker: compare everything, as offline
         return None
+
+
+def settled_seqs(
+    kafka: Any, topic: str, settled: dict[int, int], decoder: Any, look_back: int = 200
+) -> dict[str, int]:
+    """Per chain, the sequence number of the last signed record below ``settled`` (what both
+    sinks had committed), read back from ``topic``. A chain whose records there cannot be read
+    (expired, or none yet) has no horizon: everything of it is compared."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    out: dict[str, int] = {}
+    consumer = Consumer(
+        kafka.client_config(
+            group_id=f"sealstream-verify-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            enable_partition_eof=True,
+        )
+    )
+    try:
+        for partition, end in settled.items():
+            if end <= 0:
+                continue
+            consumer.assign([TopicPartition(topic, partition, max(0, end - look_back))])
+            last: tuple[str, int] | None = None
+            while True:
+                message = consumer.poll(10)
+                if message is None or message.error() is not None:
+                    break  # end of the partition (an EOF event), or unreadable
+                if int(message.offset() or 0) >= end:
+                    break
+                try:
+                    record = decoder.decode(message.value() or b"")[1]
+                    last = (str(record["chain_id"]), int(record["seq"]))
+                except Exception:  # not a signed record: the stores' business, not ours
+                    continue
+            if last is not None:
+                out[last[0]] = max(out.get(last[0], 0), last[1])
+    finally:
+        consumer.close()
+    return out
 
 
 def _attribute_shared_holes(
@@ -464,7 +702,7 @@ def _attribute_shared_holes(
                         f.seq,
                         None,
                         "-",
-                        f"sequence {f.seq} is in neither store",
+                        f"sequence {f.seq} is in neither store ({f.detail})",
                     )
                 )
             continue
@@ -479,30 +717,31 @@ def checkpoint_anchors(
     anchor."""
     anchors: dict[str, list[ChainHead]] = defaultdict(list)
     for record in records:
-        body = {k: record[k] for k in ("chain_id", "seq", "head_hash", "created_at", "key_id")}
+        seq, head_hash = _integer(record.get("seq")), record.get("head_hash")
         try:
-            bytes.fromhex(str(record["signature"]))
-        except ValueError:
-            record = {**record, "signature": ""}  # malformed: fails below as a bad signature
-        verdict = keys.verify(
-            str(record["key_id"]), canonical_json(body), bytes.fromhex(str(record["signature"]))
-        )
-        if not verdict:
-            kind = Problem.UNKNOWN_KEY if verdict is None else Problem.BAD_SIGNATURE
+            body = {k: record[k] for k in ("chain_id", "seq", "head_hash", "created_at", "key_id")}
+            verdict = keys.verify(
+                str(record["key_id"]), canonical_json(body), bytes.fromhex(str(record["signature"]))
+            )
+        except (KeyError, TypeError, ValueError):
+            verdict = False  # malformed: a bad signature
+        if not verdict or seq is None or not isinstance(head_hash, str):
+            kind, detail = Problem.MODIFIED, "a signed checkpoint with a malformed seq or head"
+            if not verdict:
+                kind = Problem.UNKNOWN_KEY if verdict is None else Problem.BAD_SIGNATURE
+                detail = "checkpoint signature does not verify"
             report.findings.append(
                 Located(
                     "checkpoints",
                     kind.value,
-                    str(record["chain_id"]),
-                    int(record["seq"]),
+                    str(record.get("chain_id")),
+                    seq,
                     None,
                     "audit.checkpoints",
-                    "checkpoint signature does not verify",
+                    detail,
                 )
             )
             continue
-        anchors[str(record["chain_id"])].append(
-            ChainHead(int(record["seq"]), str(record["head_hash"]))
-        )
+        anchors[str(record["chain_id"])].append(ChainHead(seq, head_hash))
         report.checkpoints += 1
     return anchors

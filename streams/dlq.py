@@ -63,6 +63,7 @@ class DeadLetter:
             "stage": self.stage,
             "tenant": self.tenant,
             "event_type": self.event_type,
+            "event_id": self.headers.get("event_id", ""),
             "failed_at_ms": self.failed_ms,
             "source": "{}/{}@{}".format(
                 self.headers.get("dlq.topic", "?"),

@@ -134,9 +134,15 @@ def verify(
         read_checkpoints(kafka, registry, sink.checkpoints_topic), keys, report
     )
     objects = ObjectStoreSettings()
-    from sinks.verify import settled_offsets
+    from sinks.service import registry_decoder
+    from sinks.verify import settled_offsets, settled_seqs
 
     settled = settled_offsets(kafka, sink)  # before reading: what both sinks had stored
+    horizon = (
+        None
+        if settled is None
+        else settled_seqs(kafka, sink.signed_topic, settled, registry_decoder(registry))
+    )
     with _progress() as progress:
         hot = cold = None
         try:
@@ -156,9 +162,10 @@ def verify(
             report,
             lambda n: progress.advance(task, n),
         )
-        run_verify(hot, cold, keys, anchors, complete, report, settled)
+        run_verify(hot, cold, keys, anchors, complete, report, settled, horizon)
     if target != "all":
         report.findings = [f for f in report.findings if f.store in (target, "checkpoints")]
+        report.chains = {k: v for k, v in report.chains.items() if k.startswith(f"{target}:")}
         if target == "hot":
             report.checked["cold"] = 0
         report.drift = []
@@ -178,25 +185,29 @@ def verify(
 
 
 def _print_report(report: Any) -> None:
+    from rich.markup import escape
+
     if report.findings:
         table = Table(title="problems")
         for name in ("store", "kind", "chain", "seq", "event_id", "where", "detail"):
             table.add_column(name)
-        for f in report.findings[:200]:
-            table.add_row(
-                f.store,
-                f.kind,
-                f.chain_id or "-",
-                str(f.seq or "-"),
-                f.event_id or "-",
-                f.location,
-                f.detail,
-            )
+        for f in report.findings[:200]:  # stored values: never markup
+            cells = (f.store, f.kind, f.chain_id, f.seq, f.event_id, f.location, f.detail)
+            table.add_row(*(escape("-" if c is None else str(c)) for c in cells))
         console.print(table)
         if len(report.findings) > 200:
             console.print(f"... and {len(report.findings) - 200} more (--json for all)")
     for drift in report.drift:
-        console.print(f"[yellow]drift[/] {drift}")
+        console.print(f"[yellow]drift[/] {escape(str(drift))}")
+    for name, chain in sorted(report.chains.items()):
+        if chain.get("after_checkpoint"):  # unfiltered runs: what no checkpoint vouches for
+            since = chain["unanchored_since"] or "an unknown time"
+            after = chain["checkpoint_seq"]
+            anchor = f"after checkpoint {after}" if after is not None else "no checkpoint yet"
+            console.print(
+                f"[yellow]{escape(name)}[/]: tail unanchored since {since} "
+                f"({chain['after_checkpoint']} entries {anchor})"
+            )
     if report.in_flight:
         console.print(f"{report.in_flight} entries in flight (not yet in both stores) not compared")
     verdict = "[green]clean[/]" if report.ok else "[red]PROBLEMS[/]"

@@ -36,3 +36,36 @@ def list_topics() -> None:
             spec.name, str(spec.partitions), spec.config.get("cleanup.policy", ""), spec.purpose
         )
     console.print(table)
+
+
+@app.command("limits")
+def limits(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The largest event the gateway accepts: derived from max.message.bytes of the topics an
+    accepted event is written to (docs/gateway.md, "Limits")."""
+    import json
+
+    from producers.limits import RecordLimits
+    from sealstream.settings import GatewaySettings
+    from sealstream.topics import max_message_bytes, record_limit
+
+    gateway, kafka = GatewaySettings(), KafkaSettings()
+    topics = [gateway.raw_topic, gateway.signed_topic, gateway.dlq_topic]
+    sizes = max_message_bytes(kafka, topics)
+    found = RecordLimits(*record_limit(kafka, topics))
+    result = {
+        "max_message_bytes": sizes,
+        "max_record_bytes": found.max_record_bytes,
+        "set_by": found.topic,
+        "max_payload_bytes": found.max_payload_bytes,
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table("topic", "max.message.bytes")
+    for name, size in sizes.items():
+        table.add_row(name, str(size))
+    console.print(table)
+    console.print(
+        f"largest event payload accepted: about {found.max_payload_bytes} bytes of JSON "
+        f"(records up to {found.max_record_bytes} bytes, set by {found.topic})"
+    )

@@ -66,11 +66,16 @@ def load_file(store: ObjectStore, path: str) -> ColdFileContent:
     data = store.get(path)
     content = ColdFileContent(path, None, size=len(data))
     try:
-        content.manifest = json.loads(store.get(path + MANIFEST_SUFFIX))
+        manifest = json.loads(store.get(path + MANIFEST_SUFFIX))
     except FileNotFoundError:
         content.problems.append((Problem.MISSING, "the file's manifest is missing"))
     except ValueError:
         content.problems.append((Problem.MODIFIED, "the manifest is not valid JSON"))
+    else:
+        if isinstance(manifest, dict):
+            content.manifest = manifest
+        else:
+            content.problems.append((Problem.MODIFIED, "the manifest is not a JSON object"))
     manifest = content.manifest or {}
     if manifest and hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         content.problems.append(
