@@ -342,6 +342,30 @@ class ClickHouseSettings(BaseSettings):
     )
     query_max_rows: int = Field(default=100_000, ge=1)
     query_timeout_s: int = Field(default=30, ge=1)
+    query_max_memory_bytes: int = Field(
+        default=1024**3, ge=16 * 1024**2, description="Memory one analyst query may use."
+    )
+    query_max_result_bytes: int = Field(
+        default=512 * 1024**2, ge=1024**2, description="Uncompressed result bytes per query."
+    )
+    query_max_rows_to_read: int = Field(
+        default=0, ge=0, description="Rows one query may read; 0 = no limit (time bounds it)."
+    )
+    query_max_bytes_to_read: int = Field(
+        default=0, ge=0, description="Bytes one query may read; 0 = no limit (time bounds it)."
+    )
+    query_max_concurrent: int = Field(
+        default=4, ge=1, le=64, description="Queries the endpoint runs at once (engine handles)."
+    )
+    query_max_concurrent_per_tenant: int = Field(
+        default=2, ge=1, le=64, description="Queries one tenant (or the auditors) runs at once."
+    )
+    query_queue_timeout_s: float = Field(
+        default=2.0, ge=0, le=60, description="How long a query waits for a slot before 429."
+    )
+    query_queue_depth: int = Field(
+        default=8, ge=0, le=1024, description="Queries one tenant may have waiting; more: 429."
+    )
     audit_index: str = Field(
         default="",
         description="The audit trail's local index (SQLite file) kept by the ClickHouse sink; "

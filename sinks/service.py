@@ -173,7 +173,7 @@ def start_query_endpoint(
     keys = KeyringFile(KeySettings())  # follows `sealstream keys rotate signing`
     app = create_query_app(
         connect(clickhouse, database=clickhouse.database),
-        threading.Lock(),
+        None,
         verifier,
         audit.record,
         clickhouse.database,
@@ -187,6 +187,7 @@ def start_query_endpoint(
             cold,
             objects.prefix,
         ),
+        settings=clickhouse,
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -182,7 +182,13 @@ def _query_endpoint(
 
         auth = auth_settings()
         token = issue_token(
-            Keyring.from_settings(auth), auth, "local-analyst", tenant, ["query"], ["analyst"], 300
+            Keyring.from_settings(auth),
+            auth,
+            "local-analyst",
+            tenant,
+            ["analytics:read"],
+            ["analyst"],
+            300,
         )
     from sinks.clickhouse.access import HotUnavailable, endpoint_call
 
@@ -210,7 +216,7 @@ def _query_endpoint(
 def _query_server(settings: ClickHouseSettings, sql: str, tenant: str | None) -> dict[str, Any]:
     from sealstream.audit import AuditLog, local_operator
     from sinks.clickhouse.client import connect
-    from sinks.clickhouse.query import QueryRejected, analyst, guard, operator, run
+    from sinks.clickhouse.query import QueryLimits, QueryRejected, analyst, guard, operator, run
 
     scope = analyst(tenant) if tenant else operator()
     audit = AuditLog(KafkaSettings(), RegistrySettings())
@@ -233,6 +239,7 @@ def _query_server(settings: ClickHouseSettings, sql: str, tenant: str | None) ->
         safe,
         settings.query_max_rows,
         settings.query_timeout_s,
+        limits=QueryLimits.from_settings(settings),
     )
     audit.record(
         subject=who,

@@ -32,12 +32,15 @@ def quote(value: str) -> str:
 
 
 def local_token(tenant: str, role: str, ttl_s: int = 600) -> str:
+    """A token from the local keyring with ``role`` and the scope that role reads with."""
     from producers.auth import Keyring, issue_token
     from sealstream.cli.gateway import auth_settings
 
+    # the scope each reading role needs (config/policy.yaml: action_scopes query, read_audit)
+    scopes = {"analyst": ["analytics:read"], "auditor": ["audit:read"]}.get(role, [])
     auth = auth_settings()
     return issue_token(
-        Keyring.from_settings(auth), auth, f"local-{role}", tenant, ["query"], [role], ttl_s
+        Keyring.from_settings(auth), auth, f"local-{role}", tenant, scopes, [role], ttl_s
     )
 
 

@@ -2,34 +2,61 @@
 
 chDB opens its data directory in one process only, so in embedded mode the sink is the only
 process that can read the hot store; it serves ``POST /v1/query`` for ``sealstream query`` and
-for analysts' tools. Callers present a JWT (the gateway's keyring) with the ``analyst`` role
-(their tenant only) or the ``auditor`` role (every tenant). Every query, refused or run, is an
-audit record on ``audit.decisions`` before any row is returned.
+for analysts' tools, and ``GET /v1/audit/{event_id}`` for auditors. Callers present a JWT (the
+gateway's keyring): the ``analyst`` role with the ``analytics:read`` scope queries its own
+tenant's rows, the ``auditor`` role with ``audit:read`` every tenant's. Every query, refused or
+run, is an audit record on ``audit.decisions`` before any row is returned.
+
+Queries run concurrently on a small pool of engine handles (one chDB handle runs one query at
+a time; several handles on the one engine run in parallel). ``Admission`` bounds them: a few
+at once per tenant (auditors: per subject), a bounded total, a short wait for a slot and then
+429 with ``Retry-After``, so one tenant's slow queries never hold up another's. Bodies are read
+as a stream and refused with 413 as soon as they pass ``MAX_SQL_BYTES``. Every failure is JSON
+``{"error": {"code", "message", "field"?}}`` with a 4xx, or 503 when retrying may help.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import logging
+import math
+import queue
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from producers.app import bearer_token
 from producers.auth import Principal, TokenVerifier
 from producers.errors import AuthenticationError
+from sealstream.settings import ClickHouseSettings
 from sinks.clickhouse.access import direct_reader
-from sinks.clickhouse.query import QueryRejected, Scope, analyst, guard, operator, run
+from sinks.clickhouse.query import (
+    QueryLimits,
+    QueryRejected,
+    QueryResult,
+    Scope,
+    analyst,
+    guard,
+    operator,
+    run,
+)
 
 log = logging.getLogger("sealstream.sink.query")
 
@@ -37,27 +64,61 @@ QUERIES = Counter(
     "sealstream_analyst_queries_total", "Analyst queries by outcome", ["tenant", "outcome"]
 )
 QUERY_SECONDS = Histogram("sealstream_analyst_query_seconds", "Analyst query time")
+RUNNING = Gauge("sealstream_analyst_queries_running", "Queries running on the engine now")
 
 ANALYST_ROLE = "analyst"
 AUDITOR_ROLE = "auditor"
+ANALYST_SCOPE = "analytics:read"  # config/policy.yaml: action_scopes.query
+AUDITOR_SCOPE = "audit:read"  # config/policy.yaml: action_scopes.read_audit
 MAX_SQL_BYTES = 64 * 1024
+# ClickHouse error codes of a query stopped by its limits (rows, time, memory, bytes)
+LIMIT_CODES = {158, 159, 160, 241, 307, 396}
 
 Audit = Callable[..., None]
+Trail = Callable[[Callable[[str], list[dict[str, Any]]], str, bool], dict[str, Any] | None]
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        error["field"] = field
-    return JSONResponse({"error": error}, status_code=status)
+class EndpointError(Exception):
+    """A request this endpoint refuses or cannot serve, as the JSON error it answers with."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.field, self.headers = field, headers
+
+    def response(self) -> JSONResponse:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            error["field"] = self.field
+        return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
 
 
-def scope_for(principal: Principal) -> Scope | None:
-    if AUDITOR_ROLE in principal.roles:
+def access_for(principal: Principal, audit_only: bool = False) -> Scope:
+    """What ``principal`` may read (the role and its scope, as the gateway's policy names
+    them), or EndpointError 403. ``audit_only``: the audit trail, auditors only."""
+    roles, scopes = principal.roles, principal.scopes
+    if AUDITOR_ROLE in roles and AUDITOR_SCOPE in scopes:
         return operator()
-    if ANALYST_ROLE in principal.roles:
+    if not audit_only and ANALYST_ROLE in roles and ANALYST_SCOPE in scopes:
         return analyst(principal.tenant)
-    return None
+    if AUDITOR_ROLE in roles:
+        raise EndpointError(
+            403, "scope_required", f"the auditor role needs the {AUDITOR_SCOPE!r} scope"
+        )
+    if audit_only:
+        raise EndpointError(403, "role_required", "the audit trail needs the 'auditor' role")
+    if ANALYST_ROLE in roles:
+        raise EndpointError(
+            403, "scope_required", f"the analyst role needs the {ANALYST_SCOPE!r} scope"
+        )
+    raise EndpointError(403, "role_required", "queries need the 'analyst' or 'auditor' role")
 
 
 def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
@@ -68,142 +129,405 @@ def to_csv(columns: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
+async def read_body(request: Request, limit: int = MAX_SQL_BYTES) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (a declared
+    Content-Length before reading, a chunked body at the chunk that crosses it)."""
+    too_large = EndpointError(413, "query_too_large", f"send at most {limit} bytes of SQL")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise EndpointError(400, "invalid_request", "Content-Length is not a number")
+        if int(length) > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise EndpointError(400, "invalid_request", "the client went away") from exc
+    return b"".join(chunks)
+
+
+class ClientPool:
+    """Engine handles for concurrent queries. One chDB handle runs one call at a time (the
+    driver locks it), several handles on the one engine run in parallel; handles are opened
+    on demand up to ``size`` with ``factory``."""
+
+    def __init__(self, first: Any, size: int, factory: Callable[[], Any] | None) -> None:
+        self.size = size if factory is not None else 1
+        self._factory = factory
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._idle.put(first)
+        self._opened = 1
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def client(self, wait_s: float = 30) -> Iterator[Any]:
+        handle = self._take(wait_s)
+        try:
+            yield handle
+        finally:
+            self._idle.put(handle)
+
+    def _take(self, wait_s: float) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            opening = self._factory is not None and self._opened < self.size
+            if opening:
+                self._opened += 1
+        if opening:
+            assert self._factory is not None
+            try:
+                return self._factory()
+            except Exception as exc:  # the engine refused another handle: use the ones open
+                with self._lock:
+                    self._opened -= 1
+                    self.size = self._opened
+                log.warning("cannot open another engine handle (%s); using %d", exc, self.size)
+        try:
+            return self._idle.get(timeout=wait_s)
+        except queue.Empty as exc:
+            raise EndpointError(503, "engine_busy", "no engine handle is free; retry") from exc
+
+
+def chdb_siblings(client: Any) -> Callable[[], Any] | None:
+    """A factory of more handles on ``client``'s embedded engine (None for other clients)."""
+    uri = str(getattr(client, "uri", ""))
+    if not uri.startswith("chdb://"):
+        return None
+    import clickhouse_connect
+
+    database = getattr(client, "database", None)
+    return lambda: clickhouse_connect.get_client(dsn=uri, database=database)
+
+
+class Admission:
+    """Query slots: ``per_key`` at once per tenant (or auditor), ``total`` at once overall; a
+    query waits at most ``wait_s`` (``depth`` waiting per key) and is then refused with 429."""
+
+    def __init__(self, per_key: int, total: int, wait_s: float, depth: int) -> None:
+        self.per_key, self.total, self.wait_s, self.depth = per_key, total, wait_s, depth
+        self.retry_after = str(max(1, math.ceil(wait_s)))
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
+        self._busy = 0
+        self._changed = asyncio.Condition()
+
+    def waiting(self, key: str) -> int:
+        """How many queries of ``key`` wait for a slot now."""
+        return self._waiting.get(key, 0)
+
+    def _free(self, key: str) -> bool:
+        return self._busy < self.total and self._running.get(key, 0) < self.per_key
+
+    def _refuse(self, key: str) -> EndpointError:
+        return EndpointError(
+            429,
+            "query_concurrency_limited",
+            f"{self._running.get(key, 0)} queries of yours are running; retry in "
+            f"{self.retry_after} s",
+            headers={"Retry-After": self.retry_after},
+        )
+
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        async with self._changed:
+            if not self._free(key):
+                if self._waiting.get(key, 0) >= self.depth:
+                    raise self._refuse(key)
+                self._waiting[key] = self._waiting.get(key, 0) + 1
+                try:
+                    while not self._free(key):
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            raise self._refuse(key)
+                        with contextlib.suppress(TimeoutError):  # checked again above
+                            await asyncio.wait_for(self._changed.wait(), remaining)
+                finally:
+                    self._waiting[key] -= 1
+                    if not self._waiting[key]:
+                        del self._waiting[key]
+            self._running[key] = self._running.get(key, 0) + 1
+            self._busy += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._running[key] -= 1
+                if not self._running[key]:
+                    del self._running[key]
+                self._busy -= 1
+                self._changed.notify_all()
+
+
+@dataclass
+class QueryService:
+    """The endpoint's state and its requests (routes in ``create_query_app``)."""
+
+    pool: ClientPool
+    admission: Admission
+    verifier: TokenVerifier
+    audit: Audit
+    database: str
+    max_rows: int
+    timeout_s: int
+    limits: QueryLimits
+    health: Callable[[], dict[str, Any]] | None = None
+    trail: Trail | None = None
+
+    def _principal(self, request: Request) -> Principal:
+        try:
+            return self.verifier.verify(bearer_token(request))
+        except AuthenticationError as exc:
+            raise EndpointError(401, exc.code, exc.message) from exc
+
+    async def _record(self, principal: Principal, request: Request, **record: Any) -> None:
+        agent = request.headers.get("user-agent")
+        await run_in_threadpool(
+            self.audit,
+            subject=principal.subject,
+            tenant=principal.tenant,
+            client_ip=request.client.host if request.client else None,
+            user_agent=agent[:256] if agent else None,
+            **record,
+        )
+
+    async def _deny(
+        self, principal: Principal, request: Request, action: str, reason: str, detail: Any
+    ) -> None:
+        """Record a refusal; if the record fails, the refusal stands all the same (it returns
+        no rows)."""
+        try:
+            await self._record(
+                principal, request, action=action, allow=False, reason=reason, detail=detail
+            )
+        except Exception as exc:
+            log.error("audit record for a refusal failed: %s", exc)
+
+    async def _access(
+        self, principal: Principal, request: Request, action: str, detail: dict[str, Any]
+    ) -> Scope:
+        """The caller's scope, or its refusal recorded and raised."""
+        try:
+            return access_for(principal, audit_only=action == "audit_lookup")
+        except EndpointError as exc:
+            reason = "DENY_SCOPE" if exc.code == "scope_required" else "DENY_ROLE"
+            roles, scopes = sorted(principal.roles), sorted(principal.scopes)
+            await self._deny(
+                principal, request, action, reason, {**detail, "roles": roles, "scopes": scopes}
+            )
+            if action == "query":
+                QUERIES.labels(principal.tenant, "denied").inc()
+            raise
+
+    @staticmethod
+    def slot_key(principal: Principal) -> str:
+        if AUDITOR_ROLE in principal.roles and AUDITOR_SCOPE in principal.scopes:
+            return f"auditor:{principal.subject}"
+        return f"tenant:{principal.tenant}"
+
+    async def query(self, request: Request) -> Response:
+        principal = self._principal(request)
+        scope = await self._access(principal, request, "query", {})
+        sql, fmt = _payload(await read_body(request))
+        try:
+            async with self.admission.slot(self.slot_key(principal)):
+                result = await self._guarded(principal, request, scope, sql)
+        except EndpointError as exc:
+            if exc.status == 429:  # refused too: recorded as every refusal is
+                await self._deny(principal, request, "query", "QUERY_LIMITED", {"sql": sql[:4000]})
+                QUERIES.labels(principal.tenant, "limited").inc()
+            raise
+        try:
+            await self._record(
+                principal,
+                request,
+                action="query",
+                allow=True,
+                reason="QUERY_OK",
+                detail={
+                    "sql": sql[:4000],
+                    "rows": len(result.rows),
+                    "elapsed_ms": result.elapsed_ms,
+                },
+            )
+        except Exception as exc:  # no audit record, no answer
+            log.error("audit record for a query failed: %s", exc)
+            raise EndpointError(
+                503, "audit_unavailable", "the audit trail cannot be written; retry"
+            ) from exc
+        QUERIES.labels(principal.tenant, "ok").inc()
+        if fmt == "csv":
+            return PlainTextResponse(to_csv(result.columns, result.rows), media_type="text/csv")
+        return Response(_json(result.as_dict()), media_type="application/json")
+
+    async def _guarded(
+        self, principal: Principal, request: Request, scope: Scope, sql: str
+    ) -> QueryResult:
+        try:
+            safe = await run_in_threadpool(guard, sql, scope, self.database)
+        except QueryRejected as exc:
+            detail = {"sql": sql[:4000], "code": exc.code}
+            await self._deny(principal, request, "query", "QUERY_REJECTED", detail)
+            QUERIES.labels(principal.tenant, "rejected").inc()
+            raise EndpointError(400, exc.code, str(exc), "sql") from exc
+        started = time.perf_counter()
+        try:
+            return await run_in_threadpool(self._run, safe)
+        except ClickHouseError as exc:  # ClickHouse's own refusals: unknown column, limits, ...
+            message = str(exc).split("(version")[0].strip()[:2000]
+            found = re.search(r"Code: (\d+)", message)
+            if found is None:  # no answer from the engine at all
+                log.error("query failed without an engine error: %s", message)
+                raise EndpointError(
+                    503, "engine_unavailable", "the engine did not answer; retry"
+                ) from exc
+            detail = {"sql": sql[:4000], "error": message}
+            await self._deny(principal, request, "query", "QUERY_FAILED", detail)
+            QUERIES.labels(principal.tenant, "failed").inc()
+            code = "query_limit_exceeded" if int(found.group(1)) in LIMIT_CODES else "query_failed"
+            raise EndpointError(400, code, message, "sql") from exc
+        finally:
+            QUERY_SECONDS.observe(time.perf_counter() - started)
+
+    def _run(self, sql: str) -> QueryResult:
+        with self.pool.client() as client:
+            RUNNING.inc()
+            try:
+                return run(client, sql, self.max_rows, self.timeout_s, self.limits)
+            finally:
+                RUNNING.dec()
+
+    def read(self, sql: str) -> list[dict[str, Any]]:
+        """The audit trail's reads (SQL with ``{db}.`` prefixes), on a pooled handle."""
+        with self.pool.client() as client:
+            return direct_reader(client, self.database)(sql)
+
+    async def audit_lookup(self, request: Request) -> Response:
+        principal = self._principal(request)
+        event_id = request.path_params["event_id"]
+        await self._access(principal, request, "audit_lookup", {"event_id": event_id})
+        await self._record(
+            principal,
+            request,
+            action="audit_lookup",
+            allow=True,
+            reason="AUDIT_OK",
+            detail={"event_id": event_id},
+        )
+        if self.trail is None:
+            raise EndpointError(404, "not_configured", "this process serves no audit trail")
+        # ?source=store: read ClickHouse itself instead of the sink's audit index
+        from_store = request.query_params.get("source") == "store"
+        async with self.admission.slot(self.slot_key(principal)):
+            found = await run_in_threadpool(self.trail, self.read, event_id, from_store)
+        if found is None:
+            raise EndpointError(404, "event_not_found", f"no stored event {event_id!r}", "event_id")
+        return Response(_json(found), media_type="application/json")
+
+    async def healthz(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok", **(self.health() if self.health else {})})
+
+    async def metrics(self, _: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _payload(body: bytes) -> tuple[str, str]:
+    try:
+        payload = orjson.loads(body)
+        sql = payload["sql"]
+        fmt = payload.get("format", "json")
+        if not isinstance(sql, str) or fmt not in ("json", "csv"):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EndpointError(
+            400, "invalid_request", 'send JSON {"sql": "...", "format": "json"|"csv"}', "sql"
+        ) from exc
+    return sql, fmt
+
+
+def _json_errors(
+    handler: Callable[[Request], Any],
+) -> Callable[[Request], Any]:
+    """Every failure of ``handler`` as a JSON error: its refusals as they are, anything else
+    as 503 (logged), never a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except EndpointError as exc:
+            return exc.response()
+        except Exception:
+            log.exception("query endpoint failure on %s", request.url.path)
+            return EndpointError(503, "unavailable", "the query endpoint failed; retry").response()
+
+    return endpoint
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request")
+    detail = exc.detail if isinstance(exc, HTTPException) else "bad request"
+    return EndpointError(status if status < 500 else 503, code, str(detail)).response()
+
+
 def create_query_app(
     client: Any,
-    lock: threading.Lock,
+    lock: threading.Lock | None,
     verifier: TokenVerifier,
     audit: Audit,
     database: str,
     max_rows: int,
     timeout_s: int,
     health: Callable[[], dict[str, Any]] | None = None,
-    trail: Callable[[Callable[[str], list[dict[str, Any]]], str, bool], dict[str, Any] | None]
-    | None = None,
+    trail: Trail | None = None,
+    *,
+    settings: ClickHouseSettings | None = None,
+    clients: Callable[[], Any] | None = None,
 ) -> Starlette:
-    """``client`` is this process's clickhouse-connect client; ``lock`` serializes its use."""
-
-    async def query(request: Request) -> Response:
-        try:
-            principal = verifier.verify(bearer_token(request))
-        except AuthenticationError as exc:
-            return _error(401, exc.code, exc.message)
-        peer = request.client.host if request.client else None
-        agent = request.headers.get("user-agent")
-
-        async def record(allow: bool, reason: str, detail: dict[str, Any]) -> None:
-            # Kafka acknowledges in a few ms; off the event loop all the same.
-            await run_in_threadpool(
-                audit,
-                subject=principal.subject,
-                tenant=principal.tenant,
-                action="query",
-                allow=allow,
-                reason=reason,
-                detail=detail,
-                client_ip=peer,
-                user_agent=agent[:256] if agent else None,
-            )
-
-        scope = scope_for(principal)
-        body = await request.body()
-        if scope is None:
-            await record(False, "DENY_ROLE", {"roles": sorted(principal.roles)})
-            QUERIES.labels(principal.tenant, "denied").inc()
-            return _error(403, "role_required", "queries need the 'analyst' or 'auditor' role")
-        if len(body) > MAX_SQL_BYTES:
-            return _error(413, "query_too_large", f"send at most {MAX_SQL_BYTES} bytes of SQL")
-        try:
-            payload = await request.json()
-            sql = payload["sql"]
-            fmt = payload.get("format", "json")
-            if not isinstance(sql, str) or fmt not in ("json", "csv"):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            return _error(
-                400, "invalid_request", 'send JSON {"sql": "...", "format": "json"|"csv"}', "sql"
-            )
-        try:
-            safe = guard(sql, scope, database)
-        except QueryRejected as exc:
-            await record(False, "QUERY_REJECTED", {"sql": sql[:4000], "code": exc.code})
-            QUERIES.labels(principal.tenant, "rejected").inc()
-            return _error(400, exc.code, str(exc), "sql")
-        started = time.perf_counter()
-        try:
-            result = await run_in_threadpool(_locked_run, lock, client, safe, max_rows, timeout_s)
-        except Exception as exc:  # ClickHouse's own errors (unknown column, limits, ...)
-            message = str(exc).split("(version")[0].strip()[:2000]
-            await record(False, "QUERY_FAILED", {"sql": sql[:4000], "error": message})
-            QUERIES.labels(principal.tenant, "failed").inc()
-            return _error(400, "query_failed", message, "sql")
-        finally:
-            QUERY_SECONDS.observe(time.perf_counter() - started)
-        try:
-            await record(
-                True,
-                "QUERY_OK",
-                {"sql": sql[:4000], "rows": len(result.rows), "elapsed_ms": result.elapsed_ms},
-            )
-        except Exception as exc:  # no audit record, no answer
-            log.error("audit record for a query failed: %s", exc)
-            return _error(503, "audit_unavailable", "the audit trail cannot be written; retry")
-        QUERIES.labels(principal.tenant, "ok").inc()
-        if fmt == "csv":
-            return PlainTextResponse(to_csv(result.columns, result.rows), media_type="text/csv")
-        return Response(_json(result.as_dict()), media_type="application/json")
-
-    unlocked = direct_reader(client, database)
-
-    def read(sql: str) -> list[dict[str, Any]]:
-        with lock:  # one chDB handle: one query at a time
-            return unlocked(sql)
-
-    async def audit_lookup(request: Request) -> Response:
-        try:
-            principal = verifier.verify(bearer_token(request))
-        except AuthenticationError as exc:
-            return _error(401, exc.code, exc.message)
-        event_id = request.path_params["event_id"]
-        allowed = AUDITOR_ROLE in principal.roles
-        await run_in_threadpool(
-            audit,
-            subject=principal.subject,
-            tenant=principal.tenant,
-            action="audit_lookup",
-            allow=allowed,
-            reason="AUDIT_OK" if allowed else "DENY_ROLE",
-            detail={"event_id": event_id},
-        )
-        if not allowed:
-            return _error(403, "role_required", "the audit trail needs the 'auditor' role")
-        if trail is None:
-            return _error(404, "not_configured", "this process serves no audit trail")
-        # ?source=store: read ClickHouse itself instead of the sink's audit index
-        from_store = request.query_params.get("source") == "store"
-        found = await run_in_threadpool(trail, read, event_id, from_store)
-        if found is None:
-            return _error(404, "event_not_found", f"no stored event {event_id!r}", "event_id")
-        return Response(_json(found), media_type="application/json")
-
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok", **(health() if health else {})})
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return Starlette(
-        routes=[
-            Route("/v1/query", query, methods=["POST"]),
-            Route("/v1/audit/{event_id}", audit_lookup),
-            Route("/healthz", healthz),
-            Route("/metrics", metrics),
-        ]
+    """``client`` is this process's clickhouse-connect client; more handles on its engine come
+    from ``clients`` (default: siblings of an embedded client). ``lock`` is not used: each
+    pooled handle serves one query at a time. ``settings`` gives the limits and the concurrency
+    (default: ``ClickHouseSettings()`` from the environment, as the sink loaded them)."""
+    del lock
+    config = settings or ClickHouseSettings()
+    service = QueryService(
+        pool=ClientPool(client, config.query_max_concurrent, clients or chdb_siblings(client)),
+        admission=Admission(
+            config.query_max_concurrent_per_tenant,
+            config.query_max_concurrent,
+            config.query_queue_timeout_s,
+            config.query_queue_depth,
+        ),
+        verifier=verifier,
+        audit=audit,
+        database=database,
+        max_rows=max_rows,
+        timeout_s=timeout_s,
+        limits=QueryLimits.from_settings(config),
+        health=health,
+        trail=trail,
     )
-
-
-def _locked_run(lock: threading.Lock, client: Any, sql: str, max_rows: int, timeout: int) -> Any:
-    with lock:  # one chDB handle: one query at a time
-        return run(client, sql, max_rows, timeout)
+    app = Starlette(
+        routes=[
+            Route("/v1/query", _json_errors(service.query), methods=["POST"]),
+            Route("/v1/audit/{event_id}", _json_errors(service.audit_lookup)),
+            Route("/healthz", _json_errors(service.healthz)),
+            Route("/metrics", _json_errors(service.metrics)),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.query_service = service
+    return app
 
 
 def _json(value: Any) -> bytes:

@@ -310,14 +310,16 @@ class Sinks:
         )
 
     def token(self, tenant: str, roles: list[str], scopes: list[str] | None = None) -> str:
+        """A token with ``roles`` and, unless given, the scope each role needs."""
         from producers.auth import Keyring, issue_token
         from sealstream.cli.gateway import auth_settings
         from sealstream.settings import KeySettings
+        from sinks.clickhouse.endpoint import ANALYST_SCOPE, AUDITOR_SCOPE
 
+        needed = {"analyst": ANALYST_SCOPE, "auditor": AUDITOR_SCOPE}
+        scopes = scopes if scopes is not None else [needed.get(r, "query") for r in roles]
         auth = auth_settings(KeySettings(dir=self.keys_dir))
-        return issue_token(
-            Keyring.from_settings(auth), auth, "tester", tenant, scopes or ["query"], roles, 600
-        )
+        return issue_token(Keyring.from_settings(auth), auth, "tester", tenant, scopes, roles, 600)
 
     def raw_sql(self, sql: str) -> list[list[Any]]:
         """Run SQL on the embedded engine in a separate process (the sink must be stopped:

@@ -1,5 +1,5 @@
-"""Sink parts without Kafka: batches and pending ranges, rows, cold files, retention, the query
-guard, and the ClickHouse migrations on the embedded engine."""
+"""Sink parts without Kafka: batches and pending ranges, rows, cold files, retention, and the
+ClickHouse migrations on the embedded engine (the query guard: test_query_guard.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from schemas.serde import Decoder, Encoder
 from sealstream.integrity import walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, ObjectStoreSettings, SinkSettings
-from sinks.clickhouse.query import QueryRejected, analyst, guard, operator
 from sinks.clickhouse.sink import dead_letter_row, event_row, insert_token
 from sinks.objects.files import parse_path, read_records
 from sinks.objects.retention import RetentionRules, apply_retention
@@ -243,51 +242,6 @@ def test_retention_reports_then_deletes_expired_files_per_rule(tmp_path: Path) -
     assert done.as_dict()["removed"] == dry.as_dict()["removed"] and done.kept_files == 2
     left = sorted(p.path for p in store.store.listing())
     assert len(left) == 4 and all("event_type=payment" in p for p in left)
-
-
-# -- the query guard -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sql", "code"),
-    [
-        ("", "query_empty"),
-        ("SELEC 1 FROM", "query_syntax"),
-        ("SELECT 1; SELECT 2", "query_multiple"),
-        ("DROP TABLE events", "query_not_read_only"),
-        ("INSERT INTO events (event_id) VALUES ('x')", "query_not_read_only"),
-        ("ALTER TABLE events DELETE WHERE 1", "query_not_read_only"),
-        ("SELECT 1 SETTINGS readonly = 0", "query_clause_forbidden"),
-        ("SELECT * FROM events FORMAT CSV", "query_clause_forbidden"),
-        ("SELECT file('/etc/passwd')", "query_function_forbidden"),
-        ("SELECT * FROM url('http://x/y', CSV)", "query_function_forbidden"),
-        ("SELECT * FROM numbers(10)", "query_table_function"),
-        ("SELECT * FROM system.tables", "query_table_forbidden"),
-        ("SELECT * FROM other.events", "query_table_forbidden"),
-        ("SELECT * FROM checkpoints", "query_table_forbidden"),
-        (
-            "SELECT * FROM events WHERE event_id IN (SELECT name FROM system.users)",
-            "query_table_forbidden",
-        ),
-    ],
-)
-def test_the_guard_refuses_what_an_analyst_may_not_run(sql: str, code: str) -> None:
-    with pytest.raises(QueryRejected) as caught:
-        guard(sql, analyst("acme"), "sealstream")
-    assert caught.value.code == code
-
-
-def test_the_guard_scopes_every_table_to_the_tenant_and_reads_final() -> None:
-    sql = guard(
-        "WITH x AS (SELECT event_id FROM events) SELECT count() FROM x "
-        "JOIN dead_letters AS d ON 1 = 1",
-        analyst("o'hara"),
-        "sealstream",
-    )
-    assert "FROM sealstream.events FINAL WHERE tenant = 'o''hara'" in sql
-    assert "FROM sealstream.dead_letters WHERE tenant = 'o''hara') AS d" in sql
-    unscoped = guard("SELECT * FROM checkpoints", operator(), "sealstream")
-    assert "tenant" not in unscoped and "FINAL" not in unscoped  # auditors see rows as stored
 
 
 # -- migrations on the embedded engine (in a child: one chDB engine per process) -----------
