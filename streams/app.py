@@ -92,6 +92,10 @@ class Anchor:
     since: float | None = None
 
 
+STALE = Counter(
+    "sealstream_worker_revoked_events_skipped_total",
+    "Buffered events of partitions revoked from this worker: left to their next owner",
+)
 GAP_FILLED = Counter(
     "sealstream_worker_gap_filled_total",
     "Input events the consumer skipped over and the agent read back and processed in order",
@@ -114,11 +118,21 @@ class Outputs:
     checkpoint_encoder: Encoder
 
     def _transactional_id(self, source: Source) -> str | None:
+        """The transactional id of the input partition, as faust's TransactionManager forms it
+        (``{app id}-{topic group}-{partition}``), whether or not faust still counts the
+        partition as assigned.
+
+        It once came from faust's view of the assignment, and for a partition revoked while its
+        buffered events were still being processed that view was empty: the record then went
+        out on the *non-transactional* producer, committed at once, outside any transaction,
+        while the partition's next owner signed the same input again (two committed records at
+        one chain position: the SIGKILL test's seqs 601 and 901). Now such a send finds no
+        producer for the id and fails instead (ProducerSendError), and a fenced zombie's fails
+        with ProducerFenced: nothing leaves a worker outside its partition's transaction."""
         if not self.app.in_transaction:
             return None
-        tp = TP(source.topic, source.partition)
-        ids = self.app.consumer.transactions._tps_to_transactional_ids({tp})
-        return next(iter(ids)) if ids else None
+        group = self.app.assignor.group_for_topic(source.topic)
+        return f"{self.app.conf.id}-{group}-{source.partition}"
 
     async def committed_tail(
         self, kafka: KafkaSettings, partition: int, decoder: Decoder
@@ -256,6 +270,10 @@ def create_app(
     # per input partition: since when its newest entries wait for a signed checkpoint
     anchors: dict[int, Anchor] = {}
 
+    # input partitions revoked from this worker and not assigned again: their events still
+    # buffered in the stream are the next owner's to process, not ours
+    lost: set[int] = set()
+
     def _forget(tps: Any) -> None:
         for tp in tps:
             reconciled.discard(tp.partition)
@@ -267,10 +285,12 @@ def create_app(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         _forget(revoked)
+        lost.update(tp.partition for tp in revoked if tp.topic == settings.raw_topic)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         _forget(assigned)
+        lost.difference_update(tp.partition for tp in assigned if tp.topic == settings.raw_topic)
 
     async def _reconcile(partition: int) -> None:
         """The committed output is the truth; the recovered table may lag it or, after an
@@ -426,6 +446,10 @@ def create_app(
         async for event in stream.events():
             message = event.message
             partition = message.partition
+            if partition in lost:
+                # revoked while buffered: the next owner resumes from the committed offsets
+                STALE.inc()
+                continue
             if partition not in reconciled:
                 await _reconcile(partition)
                 reconciled.add(partition)

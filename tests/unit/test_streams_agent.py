@@ -329,3 +329,47 @@ async def test_a_quiet_chain_gets_its_newest_entries_checkpointed(tmp_path: Path
             time.sleep(0.06)
             await agent.put(raw("acme", 3), key=b"k", partition=0)  # busy chain: at once
             assert checkpoints()[-1] == ("events.raw/0", 4)
+
+
+def test_output_always_goes_through_the_input_partitions_transactional_producer() -> None:
+    """The id once came from faust's view of the assignment; for a partition revoked while
+    its buffered events were processed that view was empty and the record went out on the
+    non-transactional producer, committed outside any transaction (a SIGKILL test saw two
+    committed records at one chain position). The id is now formed as faust forms it."""
+    from types import SimpleNamespace
+
+    def revoked_view(tps: Any) -> set[str]:
+        return set()  # what faust's assignment-based lookup answered for a revoked partition
+
+    app = SimpleNamespace(
+        in_transaction=True,
+        conf=SimpleNamespace(id="sealstream-processor"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: 0),
+        consumer=SimpleNamespace(
+            transactions=SimpleNamespace(_tps_to_transactional_ids=revoked_view)
+        ),
+    )
+    outputs = Outputs(app, WorkerSettings(), None)  # type: ignore[arg-type]
+    source = Source("events.raw", 4, 600, {})
+    assert outputs._transactional_id(source) == "sealstream-processor-0-4"
+    app.in_transaction = False  # at least once: the plain producer
+    assert outputs._transactional_id(source) is None
+
+
+async def test_buffered_events_of_a_revoked_partition_are_left_to_its_next_owner(
+    harness: Any,
+) -> None:
+    from faust.types import TP
+
+    app, recorder, decoder = harness
+    async with app.sign_events.test_context() as agent:
+        await agent.put(raw("acme", 0), key=b"k", partition=0)
+        await app.on_partitions_revoked.send(revoked={TP("events.raw", 0)})
+        await agent.put(raw("acme", 1), key=b"k", partition=0)  # still in the stream's buffer
+        await agent.put(raw("acme", 7), key=b"k", partition=1)  # a partition still ours
+        await app.on_partitions_assigned.send(assigned={TP("events.raw", 0)})
+        await agent.put(raw("acme", 2), key=b"k", partition=0)  # ours again
+    signed = signed_records(recorder, decoder)
+    assert [(r["event_id"], r["source_partition"]) for r in signed] == [
+        ("acme-0", 0), ("acme-7", 1), ("acme-2", 0),
+    ]  # fmt: skip
