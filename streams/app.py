@@ -96,6 +96,10 @@ STALE = Counter(
     "sealstream_worker_revoked_events_skipped_total",
     "Buffered events of partitions revoked from this worker: left to their next owner",
 )
+STALE_TRANSACTIONS = Counter(
+    "sealstream_worker_stale_transactions_aborted_total",
+    "Transactions of an earlier ownership of a partition aborted at a rebalance",
+)
 GAP_FILLED = Counter(
     "sealstream_worker_gap_filled_total",
     "Input events the consumer skipped over and the agent read back and processed in order",
@@ -133,6 +137,29 @@ class Outputs:
             return None
         group = self.app.assignor.group_for_topic(source.topic)
         return f"{self.app.conf.id}-{group}-{source.partition}"
+
+    async def restart_transaction(self, partition: int, begin: bool) -> bool:
+        """Abort this process's open transaction of input ``partition``, if it has one, and
+        (``begin``) start a fresh one. True if one was aborted.
+
+        A transaction left open by an earlier ownership of the partition must never commit:
+        faust does not always stop the producer of a partition it loses (seen in the
+        zombie-worker case: lost at one rebalance, assigned back at the next, its producer
+        still in the old transaction), and the chain is reconciled from the *committed*
+        output, which does not hold what that transaction signed."""
+        if not self.app.in_transaction:
+            return False
+        tid = self._transactional_id(Source(self.settings.raw_topic, partition, 0, {}))
+        assert tid is not None
+        producer = self.app.producer
+        found = getattr(producer, "_transaction_producers", {}).get(tid)
+        manager = getattr(found, "_txn_manager", None)
+        if manager is None or not manager.is_in_transaction():
+            return False
+        await producer.abort_transaction(tid)
+        if begin:
+            await producer.maybe_begin_transaction(tid)
+        return True
 
     async def committed_tail(
         self, kafka: KafkaSettings, partition: int, decoder: Decoder
@@ -224,6 +251,7 @@ def create_app(
         processing_guarantee=settings.processing_guarantee,
         store="memory://",
         topic_partitions=settings.partitions,
+        topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=True,
         topic_disable_leader=True,
         web_enabled=settings.web_port > 0,
@@ -273,24 +301,45 @@ def create_app(
     # input partitions revoked from this worker and not assigned again: their events still
     # buffered in the stream are the next owner's to process, not ours
     lost: set[int] = set()
+    # input partitions of this worker's last assignment
+    owned: set[int] = set()
 
-    def _forget(tps: Any) -> None:
-        for tp in tps:
-            reconciled.discard(tp.partition)
-            seen.pop(tp.partition, None)
-            next_offset.pop(tp.partition, None)
-            faust_next.pop(tp.partition, None)
-            anchors.pop(tp.partition, None)
+    def _forget(partitions: set[int]) -> None:
+        for partition in partitions:
+            reconciled.discard(partition)
+            seen.pop(partition, None)
+            next_offset.pop(partition, None)
+            faust_next.pop(partition, None)
+            anchors.pop(partition, None)
+
+    def _inputs(tps: Any) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == settings.raw_topic}
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        _forget(revoked)
-        lost.update(tp.partition for tp in revoked if tp.topic == settings.raw_topic)
+        # A rebalance revokes every partition first (eager); which ones come back is known
+        # only at the assignment. Until then nothing of them is processed.
+        lost.update(_inputs(revoked))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        _forget(assigned)
-        lost.difference_update(tp.partition for tp in assigned if tp.topic == settings.raw_topic)
+        """Forget the partitions this worker lost or just gained; keep the state of those it
+        kept. faust keeps a kept partition's transactional producer and its open transaction
+        (it neither commits nor aborts it at a rebalance), so the output signed before the
+        rebalance is still to be committed with what comes after: reconciling such a
+        partition from the *committed* output signed that output a second time in the same
+        transaction (the zombie-worker fault case: 30 events twice). A partition lost or
+        gained has any transaction of an earlier ownership aborted before it is reconciled."""
+        now = _inputs(assigned)
+        gone, gained = owned - now, now - owned
+        for partition in sorted(gone | gained):
+            if await outputs.restart_transaction(partition, begin=partition in gained):
+                STALE_TRANSACTIONS.inc()
+                log.warning("aborted a transaction left open on events.raw[%s]", partition)
+        _forget(gone | gained)
+        owned.clear()
+        owned.update(now)
+        lost.difference_update(now)
 
     async def _reconcile(partition: int) -> None:
         """The committed output is the truth; the recovered table may lag it or, after an

@@ -41,6 +41,7 @@ class Recorder(Outputs):
         self.done: list[tuple[int, int, int]] = []  # offsets handed back to faust as acked
         self.faust_committed: dict[int, int] = {}  # faust's own view, when it differs
         self.tails: dict[int, CommittedTail] = {}  # the committed output, per partition
+        self.restarted: list[tuple[int, bool]] = []  # transactions aborted at assignments
 
     async def committed_tail(self, kafka: Any, partition: int, decoder: Any) -> CommittedTail:
         # no earlier output unless a test says so: the table is the only state
@@ -54,6 +55,10 @@ class Recorder(Outputs):
 
     async def mark_done(self, partition: int, start: int, end: int) -> None:
         self.done.append((partition, start, end))
+
+    async def restart_transaction(self, partition: int, begin: bool) -> bool:
+        self.restarted.append((partition, begin))
+        return False
 
     async def read_range(self, kafka: Any, partition: int, start: int, end: int) -> list[Any]:
         self.reads.append((partition, start, end))
@@ -373,3 +378,66 @@ async def test_buffered_events_of_a_revoked_partition_are_left_to_its_next_owner
     assert [(r["event_id"], r["source_partition"]) for r in signed] == [
         ("acme-0", 0), ("acme-7", 1), ("acme-2", 0),
     ]  # fmt: skip
+
+
+async def test_a_partition_kept_across_a_rebalance_keeps_its_chain_and_open_transaction(
+    harness: Any,
+) -> None:
+    """A rebalance revokes every partition, then assigns some back. faust keeps a kept
+    partition's producer and its open transaction, so what was signed before is still to be
+    committed: re-reading the committed output (which does not have it yet) signed it again
+    in the same transaction (the zombie-worker fault case stored 30 events twice)."""
+    from faust.types import TP
+
+    app, recorder, decoder = harness
+    raw0, raw1 = TP("events.raw", 0), TP("events.raw", 1)
+    async with app.sign_events.test_context() as agent:
+        await app.on_partitions_assigned.send(assigned={raw0, raw1})
+        for i in range(2):
+            await agent.put(raw("acme", i), key=b"k", partition=0)
+        await agent.put(raw("acme", 9), key=b"k", partition=1)
+        # the committed output still has nothing of partition 0: its transaction is open
+        await app.on_partitions_revoked.send(revoked={raw0, raw1})
+        await app.on_partitions_assigned.send(assigned={raw0})  # 0 kept, 1 went elsewhere
+        await agent.put(raw("acme", 2), key=b"k", partition=0)
+    signed = [r for r in signed_records(recorder, decoder) if r["source_partition"] == 0]
+    assert [(r["event_id"], r["seq"]) for r in signed] == [
+        ("acme-0", 1), ("acme-1", 2), ("acme-2", 3),
+    ]  # fmt: skip
+    assert walk_chain(signed[0]["chain_id"], signed, KEYS, anchor=ChainHead()).ok
+    # the first assignment gained both, the second lost 1: their stale transactions aborted,
+    # partition 0's (kept) left alone
+    assert recorder.restarted == [(0, True), (1, True), (1, False)]
+
+
+async def test_a_transaction_left_open_by_an_earlier_ownership_is_aborted() -> None:
+    from types import SimpleNamespace
+
+    calls: list[tuple[str, str]] = []
+
+    class Producer:
+        def __init__(self, open_tids: set[str]) -> None:
+            self._transaction_producers = {
+                tid: SimpleNamespace(
+                    _txn_manager=SimpleNamespace(is_in_transaction=lambda t=tid: t in open_tids)
+                )
+                for tid in ("p-0-3", "p-0-4")
+            }
+
+        async def abort_transaction(self, tid: str) -> None:
+            calls.append(("abort", tid))
+
+        async def maybe_begin_transaction(self, tid: str) -> None:
+            calls.append(("begin", tid))
+
+    app = SimpleNamespace(
+        in_transaction=True,
+        conf=SimpleNamespace(id="p"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: 0),
+        producer=Producer({"p-0-3"}),
+    )
+    outputs = Outputs(app, WorkerSettings(), None)  # type: ignore[arg-type]
+    assert await outputs.restart_transaction(3, begin=True) is True
+    assert await outputs.restart_transaction(4, begin=True) is False  # nothing open
+    assert await outputs.restart_transaction(5, begin=False) is False  # no producer at all
+    assert calls == [("abort", "p-0-3"), ("begin", "p-0-3")]
