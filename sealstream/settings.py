@@ -124,18 +124,52 @@ class StackSettings(BaseSettings):
     kafka_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$")
     start_timeout_s: float = Field(default=120.0, gt=0)
     default_partitions: int = Field(default=6, ge=1)
+    brokers: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Kafka brokers, each also a KRaft controller; 3 gives a replicated cluster "
+        "(replication factor 3, min.insync.replicas 2).",
+    )
+    more_kafka_ports: list[int] = Field(
+        default_factory=list,
+        description="Ports of brokers 2..n (JSON list); default kafka_port + 10, + 20, ...",
+    )
+    more_controller_ports: list[int] = Field(
+        default_factory=list,
+        description="Controller ports of brokers 2..n; default controller_port + 10, + 20, ...",
+    )
+
+    def _ports(self, first: int, more: list[int]) -> list[int]:
+        rest = more[: self.brokers - 1]
+        rest += [first + 10 * i for i in range(len(rest) + 1, self.brokers)]
+        return [first, *rest]
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        return self._ports(self.kafka_port, self.more_kafka_ports)
+
+    @property
+    def controller_ports(self) -> list[int]:
+        return self._ports(self.controller_port, self.more_controller_ports)
+
+    @property
+    def replication_factor(self) -> int:
+        return min(3, self.brokers)
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return ",".join(f"{self.host}:{port}" for port in self.kafka_ports)
 
     @property
     def registry_url(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
 
     def kafka_settings(self) -> KafkaSettings:
-        """Client settings pointing at this stack's broker."""
-        return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+        """Client settings pointing at this stack's brokers."""
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers, replication_factor=self.replication_factor
+        )
 
     def registry_settings(self) -> RegistrySettings:
         """Registry settings for the registry server this stack runs."""

@@ -29,6 +29,13 @@ ControllerPort = typer.Option(
     None, help="KRaft controller port [SEALSTREAM_STACK_CONTROLLER_PORT]."
 )
 RegistryPort = typer.Option(None, help="Registry port [env SEALSTREAM_STACK_REGISTRY_PORT].")
+Brokers = typer.Option(
+    None,
+    min=1,
+    max=5,
+    help="Kafka brokers: 3 runs a replicated cluster (replication factor 3, "
+    "min.insync.replicas 2) [env SEALSTREAM_STACK_BROKERS].",
+)
 
 
 def stack_settings(
@@ -36,6 +43,7 @@ def stack_settings(
     kafka_port: int | None = None,
     controller_port: int | None = None,
     registry_port: int | None = None,
+    brokers: int | None = None,
     *,
     saved_first: bool = False,
 ) -> StackSettings:
@@ -53,6 +61,7 @@ def stack_settings(
         "kafka_port": kafka_port,
         "controller_port": controller_port,
         "registry_port": registry_port,
+        "brokers": brokers,
     }
     merged = {**saved, **{k: v for k, v in explicit.items() if v is not None}}
     return StackSettings.model_validate({**base.model_dump(), **merged}) if merged else base
@@ -98,9 +107,10 @@ def up(
     kafka_port: int | None = KafkaPort,
     controller_port: int | None = ControllerPort,
     registry_port: int | None = RegistryPort,
+    brokers: int | None = Brokers,
 ) -> None:
     """Start Kafka and the registry (if not running), create the topics, wait until healthy."""
-    start_stack(stack_settings(directory, kafka_port, controller_port, registry_port))
+    start_stack(stack_settings(directory, kafka_port, controller_port, registry_port, brokers))
 
 
 @app.command()

@@ -44,6 +44,8 @@ def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
     env = {**defaults, **{k: v for k, v in os.environ.items() if k.startswith("SEALSTREAM_")}}
     env["SEALSTREAM_STACK_DIR"] = str(d)  # `restart`, `stack status` find this stack
     env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap_servers
+    # topics a process creates itself (the worker's changelog) are replicated like the stack's
+    env["SEALSTREAM_KAFKA_REPLICATION_FACTOR"] = str(stack.replication_factor)
     env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
     return env
 

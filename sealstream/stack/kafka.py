@@ -108,40 +108,66 @@ def java() -> str:
     return path
 
 
-def server_properties(settings: StackSettings, data_dir: Path) -> str:
+def server_properties(settings: StackSettings, data_dir: Path, node: int = 1) -> str:
+    """Broker ``node`` (1-based) of the stack: broker and KRaft controller in one process.
+
+    One broker: a single-voter quorum found through ``controller.quorum.bootstrap.servers``
+    (formatted ``--standalone``). Several: a static quorum of every node's controller,
+    replication factor 3 for Kafka's own topics and ``min.insync.replicas`` 2, so an
+    ``acks=all`` write survives the loss of any one broker."""
     host = settings.host
+    port = settings.kafka_ports[node - 1]
+    controller = settings.controller_ports[node - 1]
+    replicas = settings.replication_factor
+    min_isr = 2 if replicas >= 3 else 1
     lines = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{host}:{settings.controller_port}",
-        "listeners": (
-            f"PLAINTEXT://{host}:{settings.kafka_port},CONTROLLER://{host}:{settings.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://{host}:{settings.kafka_port}",
+        "node.id": str(node),
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": str(settings.default_partitions),
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
         "transaction.state.log.num.partitions": "10",
         "group.initial.rebalance.delay.ms": "0",
         "log.cleaner.min.compaction.lag.ms": "0",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
     }
+    if settings.brokers == 1:
+        lines["controller.quorum.bootstrap.servers"] = f"{host}:{controller}"
+    else:
+        lines["controller.quorum.voters"] = ",".join(
+            f"{i}@{host}:{p}" for i, p in enumerate(settings.controller_ports, start=1)
+        )
+        # a broker that comes back catches up as a follower before it leads again
+        lines["unclean.leader.election.enable"] = "false"
+        # a broker that dies loses its leaderships after 3 s, not the default 9 (the gateway's
+        # writes to its partitions wait that long)
+        lines["broker.session.timeout.ms"] = "3000"
+        lines["broker.heartbeat.interval.ms"] = "1000"
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def format_storage(libs: Path, properties: Path, data_dir: Path) -> bool:
-    """Format the KRaft log directory once; False if it already was (data is kept)."""
+def format_storage(
+    libs: Path, properties: Path, data_dir: Path, cluster_id: str | None = None
+) -> bool:
+    """Format the KRaft log directory once; False if it already was (data is kept).
+
+    ``cluster_id``: the id every node of a cluster shares (a static quorum); None for one
+    broker, formatted as a standalone controller."""
     if (data_dir / "meta.properties").exists():
         return False
-    cluster_id = _random_cluster_id()
+    mode = ["--standalone"] if cluster_id is None else []
     result = subprocess.run(
         [
             java(),
@@ -151,10 +177,10 @@ def format_storage(libs: Path, properties: Path, data_dir: Path) -> bool:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            cluster_id,
+            cluster_id or _random_cluster_id(),
             "-c",
             str(properties),
-            "--standalone",
+            *mode,
         ],
         capture_output=True,
         text=True,
@@ -164,6 +190,17 @@ def format_storage(libs: Path, properties: Path, data_dir: Path) -> bool:
     if result.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
     return True
+
+
+def cluster_id(stack_dir: Path) -> str:
+    """The id the stack's brokers share, made once and kept in the stack directory."""
+    path = stack_dir / "kafka" / "cluster.id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = _random_cluster_id()
+    path.write_text(made + "\n")
+    return made
 
 
 def _random_cluster_id() -> str:

@@ -1,10 +1,12 @@
-"""The local stack: one Kafka broker (KRaft) and the schema registry as detached processes.
+"""The local stack: Kafka (KRaft; one broker, or a cluster of several with ``brokers``) and the
+schema registry as detached processes.
 
 Layout of the stack directory::
 
-    kafka/server.properties  kafka/data/      the broker's configuration and log dirs
-    logs/kafka.log  logs/registry.log         process output
-    run/kafka.pid   run/registry.pid          pid files
+    kafka/server.properties  kafka/data/      broker 1's configuration and log dirs
+    kafka-2/..., kafka-3/...                  the other brokers' (a cluster), kafka/cluster.id
+    logs/kafka.log  logs/registry.log         process output (logs/kafka-2.log, ...)
+    run/kafka.pid   run/registry.pid          pid files (run/kafka-2.pid, ...)
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class LocalStack:
         self.dir = settings.dir.resolve()
         self.progress = progress or (lambda message: None)
         run, logs = self.dir / "run", self.dir / "logs"
-        self.kafka = ManagedProcess(
-            "kafka", run / "kafka.pid", logs / "kafka.log", "kafka.Kafka", self.dir
-        )
+        self.brokers = [
+            ManagedProcess(name, run / f"{name}.pid", logs / f"{name}.log", "kafka.Kafka", self.dir)
+            for name in (broker_name(node) for node in range(1, settings.brokers + 1))
+        ]
+        self.kafka = self.brokers[0]
         self.registry = ManagedProcess(
             "registry", run / "registry.pid", logs / "registry.log", "schemas.registry", self.dir
         )
@@ -69,6 +73,9 @@ class LocalStack:
                 "registry_port",
                 "kafka_heap",
                 "default_partitions",
+                "brokers",
+                "more_kafka_ports",
+                "more_controller_ports",
             },
         )
         (self.dir / self.STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
@@ -105,7 +112,8 @@ class LocalStack:
 
     # -- health -------------------------------------------------------------------------
 
-    def kafka_healthy(self, timeout_s: float = 2.0) -> bool:
+    def live_brokers(self, timeout_s: float = 2.0) -> set[int] | None:
+        """The node ids in the cluster's metadata, or None if no broker answers."""
         try:
             # librdkafka reports "connection refused" through the logger: while waiting for the
             # broker to start that is expected, so it goes to a logger that drops it.
@@ -114,10 +122,24 @@ class LocalStack:
                     socket_timeout_ms=int(timeout_s * 1000), logger=_QUIET
                 )
             )
-            admin.list_topics(timeout=timeout_s)
+            return set(admin.list_topics(timeout=timeout_s).brokers)
         except KafkaException:
-            return False
-        return True
+            return None
+
+    def kafka_healthy(self, timeout_s: float = 2.0) -> bool:
+        """Every broker of the stack is in the cluster's metadata."""
+        live = self.live_brokers(timeout_s)
+        return live is not None and set(range(1, len(self.brokers) + 1)) <= live
+
+    def partition_leaders(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """Per broker node id, how many partitions it leads (for fault tests)."""
+        admin = AdminClient(self.settings.kafka_settings().client_config(logger=_QUIET))
+        counts: dict[int, int] = {}
+        for topic in admin.list_topics(timeout=timeout_s).topics.values():
+            for partition in topic.partitions.values():
+                if partition.leader >= 0:
+                    counts[partition.leader] = counts.get(partition.leader, 0) + 1
+        return counts
 
     def registry_healthy(self, timeout_s: float = 2.0) -> bool:
         try:
@@ -126,11 +148,23 @@ class LocalStack:
             return False
 
     def status(self) -> list[ComponentStatus]:
-        kafka_pid, registry_pid = self.kafka.pid(), self.registry.pid()
-        return [
+        registry_pid = self.registry.pid()
+        live = self.live_brokers() or set()
+        host = self.settings.host
+        brokers = [
             ComponentStatus(
-                "kafka", kafka_pid, self.bootstrap, kafka_pid is not None and self.kafka_healthy()
-            ),
+                process.name,
+                pid,
+                f"{host}:{port}",
+                pid is not None and node in live,
+            )
+            for node, (process, port) in enumerate(
+                zip(self.brokers, self.settings.kafka_ports, strict=True), start=1
+            )
+            for pid in [process.pid()]
+        ]
+        return [
+            *brokers,
             ComponentStatus(
                 "registry",
                 registry_pid,
@@ -158,17 +192,18 @@ class LocalStack:
 
     def running(self) -> bool:
         """Whether any of the stack's processes is alive (healthy or not)."""
-        return self.kafka.pid() is not None or self.registry.pid() is not None
+        return any(p.pid() is not None for p in self.brokers) or self.registry.pid() is not None
 
     def down(self) -> bool:
         """Stop the registry, then Kafka (controlled shutdown). True if anything was running."""
         stopped_registry = self.registry.stop(timeout_s=15)
-        stopped_kafka = self.kafka.stop(timeout_s=60)
-        return stopped_registry or stopped_kafka
+        stopped_kafka = [b.stop(timeout_s=60) for b in reversed(self.brokers)]
+        return stopped_registry or any(stopped_kafka)
 
-    def restart_broker(self) -> None:
-        """Controlled shutdown of the broker (if it runs), start it, wait until it answers."""
-        self.kafka.stop(timeout_s=60)
+    def restart_broker(self, node: int = 1) -> None:
+        """Controlled shutdown of broker ``node`` (if it runs), start it, wait until the
+        cluster has every broker again."""
+        self.brokers[node - 1].stop(timeout_s=60)
         self._start_kafka()
 
     def restart_registry(self) -> None:
@@ -176,9 +211,10 @@ class LocalStack:
         self.registry.stop(timeout_s=15)
         self._start_registry()
 
-    def kill_broker(self) -> None:
-        """SIGKILL the broker, no controlled shutdown (a crash); ``restart_broker`` recovers."""
-        self.kafka.kill()
+    def kill_broker(self, node: int = 1) -> None:
+        """SIGKILL broker ``node``, no controlled shutdown (a crash); ``restart_broker``
+        recovers."""
+        self.brokers[node - 1].kill()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -205,30 +241,36 @@ class LocalStack:
                 ) from None
 
     def _start_kafka(self) -> None:
-        if self.kafka.pid() is not None:
-            self._wait("kafka", self.kafka, self.kafka_healthy)
-            return
+        """Start every broker that is not running; wait until all are in the cluster."""
+        stopped = [n for n, p in enumerate(self.brokers, start=1) if p.pid() is None]
+        if stopped:
+            if not runtime.jars_cached(self.settings):
+                self.progress(f"resolving Apache Kafka {runtime.kafka_version()} jars with Maven")
+            libs = runtime.resolve_jars(self.settings, self.progress)
+            shared = runtime.cluster_id(self.dir) if len(self.brokers) > 1 else None
+            for node in stopped:
+                self._start_broker(node, libs, shared)
+        self._wait("kafka", self.kafka, self.kafka_healthy, self.brokers)
+
+    def _start_broker(self, node: int, libs: Path, cluster_id: str | None) -> None:
+        name = broker_name(node)
         for port, owner in (
-            (self.settings.kafka_port, "Kafka"),
-            (self.settings.controller_port, "the KRaft controller"),
+            (self.settings.kafka_ports[node - 1], f"Kafka ({name})"),
+            (self.settings.controller_ports[node - 1], f"the KRaft controller of {name}"),
         ):
             self._check_port_free(port, owner)
-        if not runtime.jars_cached(self.settings):
-            self.progress(f"resolving Apache Kafka {runtime.kafka_version()} jars with Maven")
-        libs = runtime.resolve_jars(self.settings, self.progress)
-        kafka_dir = self.dir / "kafka"
+        kafka_dir = self.dir / name
         data = kafka_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         properties = kafka_dir / "server.properties"
-        properties.write_text(runtime.server_properties(self.settings, data))
-        if runtime.format_storage(libs, properties, data):
-            self.progress("formatted a new KRaft log directory")
-        self.progress("starting Kafka")
-        self.kafka.start(
+        properties.write_text(runtime.server_properties(self.settings, data, node))
+        if runtime.format_storage(libs, properties, data, cluster_id):
+            self.progress(f"formatted a new KRaft log directory for {name}")
+        self.progress(f"starting Kafka ({name})")
+        self.brokers[node - 1].start(
             runtime.broker_command(self.settings, libs, properties, self.dir / "logs"),
             env={**os.environ},
         )
-        self._wait("kafka", self.kafka, self.kafka_healthy)
 
     def _start_registry(self) -> None:
         if self.registry.pid() is not None:
@@ -251,21 +293,34 @@ class LocalStack:
         self.registry.start([sys.executable, "-m", "schemas.registry"], env=env)
         self._wait("registry", self.registry, self.registry_healthy)
 
-    def _wait(self, name: str, process: ManagedProcess, healthy: Callable[[], bool]) -> None:
+    def _wait(
+        self,
+        name: str,
+        process: ManagedProcess,
+        healthy: Callable[[], bool],
+        processes: list[ManagedProcess] | None = None,
+    ) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if healthy():
                 return
-            if process.exited():
-                raise StackError(
-                    f"{name} exited during start-up; see {process.log_file}:\n"
-                    + _tail(process.log_file)
-                )
+            for each in processes or [process]:
+                if each.exited():
+                    raise StackError(
+                        f"{each.name} exited during start-up; see {each.log_file}:\n"
+                        + _tail(each.log_file)
+                    )
             time.sleep(0.25)
         raise StackError(
             f"{name} did not answer within {self.settings.start_timeout_s:.0f} s; "
             f"see {process.log_file}"
         )
+
+
+def broker_name(node: int) -> str:
+    """``kafka`` for the first broker (as a one-broker stack has always called it), then
+    ``kafka-2``, ``kafka-3``, ..."""
+    return "kafka" if node == 1 else f"kafka-{node}"
 
 
 _QUIET = logging.getLogger("sealstream.stack.probe")

@@ -6,6 +6,8 @@ acknowledged event ended up."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import signal
 import threading
@@ -68,9 +70,10 @@ class Pipeline(UpJob):
     def cold_occurrences(self, tenant: str = "acme") -> Counter[str]:
         from sinks.objects.files import read_records
 
+        root = Path(self.settings_env.get("SEALSTREAM_OBJECTS_URL") or self.dir / "objects")
         return Counter(
             str(r["event_id"])
-            for path in (self.dir / "objects").rglob(f"tenant={tenant}/**/*.avro")
+            for path in root.rglob(f"tenant={tenant}/**/*.avro")
             for r in read_records(path.read_bytes())
         )
 
@@ -86,6 +89,7 @@ class Traffic:
     acked: set[str] = field(default_factory=set)
     sent: int = 0
     gave_up: int = 0
+    ack_times: list[float] = field(default_factory=list)  # monotonic, one per answered batch
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -116,6 +120,8 @@ class Traffic:
                 try:
                     result = client.publish(events)
                     self.acked.update(r["event_id"] for r in result.receipts)
+                    if result.receipts:
+                        self.ack_times.append(time.monotonic())
                 except PublishError:
                     self.gave_up += len(events)
                 self._stop.wait(self.pause_s)
@@ -124,6 +130,11 @@ class Traffic:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(120)
+
+    def longest_gap_s(self) -> float:
+        """The longest time between two answered batches (how long acceptance stalled)."""
+        times = self.ack_times
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def inject_poison(pipeline: Pipeline, count: int) -> set[tuple[int, int]]:
@@ -178,6 +189,7 @@ class Outcome:
     # broken parts whose rows the ClickHouse sink found missing at a restart, in any table
     # (sinks/clickhouse/parts.py): the counts above only look at events
     hot_parts_lost: int = 0
+    verify_detail: str = ""  # what verify found, when it was not clean
 
     def line(self, case: str) -> str:
         text = self._line(case)
@@ -257,7 +269,20 @@ def oracle(
         dead_lettered=dead,
         verify_ok=verified.returncode == 0,
         hot_parts_lost=pipeline.log_count("sink-clickhouse", "are missing from the hot store"),
+        verify_detail="" if verified.returncode == 0 else _verify_detail(verified),
     )
+
+
+def _verify_detail(done: Any) -> str:
+    """The first findings and the drift of a failed verify, for the assertion message."""
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return (done.stdout + done.stderr)[-2000:]
+    return json.dumps(
+        {"by_kind": report.get("by_kind"), "findings": report.get("findings", [])[:10],
+         "drift": report.get("drift", [])[:5]}, default=str
+    )[:4000]  # fmt: skip
 
 
 def diagnose(pipeline: Pipeline) -> str:

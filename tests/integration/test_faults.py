@@ -7,14 +7,20 @@ write and the commit: the oracle must see the duplicates."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import free_ports
 from tests.integration.pipeline import (
     Outcome,
     Pipeline,
@@ -61,7 +67,7 @@ def exactly_once(
     assert outcome.rollup_lost == 0, outcome
     assert outcome.hot_parts_lost == 0, outcome
     assert outcome.dead_lettered == dead, outcome
-    assert outcome.verify_ok, outcome
+    assert outcome.verify_ok, outcome.verify_detail
 
 
 def run_with(pipeline: Pipeline, fault: object, before_s: float = 4, after_s: float = 6) -> Traffic:
@@ -215,6 +221,187 @@ def test_negative_control_the_oracle_sees_duplicates(pipeline: Pipeline) -> None
     # and an event that was acknowledged but never stored is reported missing
     lost = oracle(pipeline, traffic, acked=traffic.acked | {"00000000-lost"}, settle_s=5)
     assert lost.missing_hot == lost.missing_cold == 1
+
+
+# -- faults that timing brings: pauses, starvation, full disks, a broker of three ------------
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """SIGSTOP ``pid`` (a hypervisor pause, a long GC) for the block; SIGCONT after it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("pipeline", [{"SEALSTREAM_UP_WORKERS": "2"}], indirect=True)
+def test_zombie_worker_paused_past_its_session_is_fenced(pipeline: Pipeline) -> None:
+    """worker-1 stops for longer than its group session (15 s); worker-2 takes its partitions
+    (and their transactional ids, which fences worker-1's producers); then worker-1 resumes
+    with what it had in flight. None of its output may commit after the new owner's."""
+
+    def zombie() -> None:
+        pid = int(pipeline.services()["worker-1"]["pid"])
+        with paused(pid):
+            time.sleep(30)  # the fault: twice the session; the group moves on without it
+        # it either finds itself fenced and crashes (the supervisor starts it again) or
+        # rejoins; give it the time to do either under traffic
+        time.sleep(10)
+
+    traffic = run_with(pipeline, zombie, after_s=6)
+    outcome = oracle(pipeline, traffic, settle_s=180)
+    restarts = {n: s["restarts"] for n, s in pipeline.services().items() if n.startswith("w")}
+    report("zombie worker", f"restarts {restarts}")
+    exactly_once(outcome, "zombie worker (SIGSTOP 30 s)", pipeline=pipeline)
+
+
+@pytest.mark.parametrize("name", ["sink-clickhouse", "sink-objects", "gateway"])
+def test_a_process_paused_past_its_timeouts_resumes_without_loss(
+    pipeline: Pipeline, name: str
+) -> None:
+    """A sink stopped past its group session (its partitions' pending ranges must fence it),
+    or the gateway stopped while clients wait for their 202 (they time out and retry with the
+    same ids), then resumed."""
+
+    def pause() -> None:
+        with paused(int(pipeline.services()[name]["pid"])):
+            time.sleep(25)
+
+    traffic = run_with(pipeline, pause, after_s=8)
+    outcome = oracle(pipeline, traffic, settle_s=180)
+    report(f"{name} paused 25 s", f"longest gap between 202s {traffic.longest_gap_s():.1f} s")
+    exactly_once(outcome, f"{name} paused 25 s", pipeline=pipeline)
+
+
+def test_worker_killed_and_restarted_while_the_cpu_is_starved(pipeline: Pipeline) -> None:
+    """Two processes keep both cores busy for the whole case while a worker is killed."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+
+        def kill() -> None:
+            old = pipeline.kill("worker-1")
+            pipeline.wait_restarted("worker-1", old, timeout_s=240)
+
+        traffic = run_with(pipeline, kill, before_s=8, after_s=8)
+        outcome = oracle(pipeline, traffic, settle_s=300)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    exactly_once(outcome, "worker SIGKILL, CPU starved", pipeline=pipeline)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 MB filesystem of the test's own (tmpfs): a disk that can be filled."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m,mode=0755", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write into ``directory`` until its filesystem is full; the filler file."""
+    filler = directory / "filler.bin"
+    block = b"\0" * (1 << 20)
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(block)
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+@pytest.mark.parametrize("store", ["cold", "hot"])
+def test_disk_full_under_a_store(tmp_path: Path, small_disk: Path, store: str) -> None:
+    """The store's filesystem fills up under traffic (writes fail with ENOSPC); space comes
+    back 30 s later. No acknowledged event is lost; the sink carries on by itself."""
+    env = (
+        {"SEALSTREAM_OBJECTS_URL": str(small_disk / "objects")}
+        if store == "cold"
+        else {
+            "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(small_disk / "clickhouse"),
+            "SEALSTREAM_CLICKHOUSE_AUDIT_INDEX": str(tmp_path / "audit-index.sqlite3"),
+        }
+    )
+    pipe = Pipeline(tmp_path, **env)
+    try:
+        pipe.start()
+
+        def full() -> None:
+            filler = fill(small_disk)
+            time.sleep(30)  # the fault: no space for 30 s
+            filler.unlink()
+
+        traffic = run_with(pipe, full, before_s=6, after_s=8)
+        outcome = oracle(pipe, traffic, settle_s=240)
+        restarts = {n: s["restarts"] for n, s in pipe.services().items() if n.startswith("sink")}
+        report(f"{store} store disk full 30 s", f"restarts {restarts}")
+        exactly_once(outcome, f"{store} store disk full 30 s", pipeline=pipe)
+    finally:
+        pipe.stop()
+
+
+def test_three_brokers_lose_the_leader_of_most_partitions(tmp_path: Path) -> None:
+    """`stack up --brokers 3` (replication factor 3, min.insync.replicas 2): the broker that
+    leads most partitions is SIGKILLed under traffic, stays down 20 s, comes back and catches
+    up. No acknowledged event is lost and the gateway keeps accepting."""
+    from sealstream.settings import StackSettings
+    from sealstream.stack.local import LocalStack, broker_name
+
+    more = free_ports(4)
+    pipe = Pipeline(
+        tmp_path,
+        SEALSTREAM_STACK_BROKERS="3",
+        SEALSTREAM_STACK_MORE_KAFKA_PORTS=json.dumps(more[:2]),
+        SEALSTREAM_STACK_MORE_CONTROLLER_PORTS=json.dumps(more[2:]),
+    )
+    try:
+        pipe.start(timeout_s=360)
+        local = LocalStack(
+            StackSettings.model_validate({"dir": pipe.dir, **LocalStack.saved_overrides(pipe.dir)})
+        )
+
+        def in_sync() -> bool:
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": local.bootstrap})
+            topics = admin.list_topics(timeout=10).topics.values()
+            return all(len(p.isrs) == 3 for t in topics for p in t.partitions.values())
+
+        leaders: dict[int, int] = {}
+
+        def kill_leader() -> None:
+            leaders.update(local.partition_leaders())
+            node = max(leaders, key=lambda n: leaders[n])
+            os.kill(pipe.stack_pid(broker_name(node)), signal.SIGKILL)
+            time.sleep(20)  # the fault: one broker of three down under traffic
+            pipe.cli("stack", "up", "--dir", str(pipe.dir), timeout=240)
+            wait_for(in_sync, 180, "every partition back to three in-sync replicas")
+
+        traffic = run_with(pipe, kill_leader, before_s=8, after_s=8)
+        outcome = oracle(pipe, traffic, settle_s=240)
+        gap = traffic.longest_gap_s()
+        report(
+            "3 brokers, leader SIGKILL",
+            f"leaders before {dict(sorted(leaders.items()))}, longest gap between 202s {gap:.1f} s",
+        )
+        exactly_once(outcome, "3 brokers, leader of most partitions SIGKILL", pipeline=pipe)
+        assert gap < 15, f"the gateway stopped accepting for {gap:.1f} s"
+    finally:
+        pipe.stop()
 
 
 def test_wait_for_reports_what_it_waited_for() -> None:

@@ -24,6 +24,35 @@ def test_server_properties_use_configured_ports(tmp_path: Path) -> None:
     assert props["log.dirs"] == str(tmp_path / "data")
 
 
+def test_a_three_broker_stack_is_a_replicated_kraft_quorum(tmp_path: Path) -> None:
+    settings = StackSettings(
+        dir=tmp_path, kafka_port=29092, controller_port=29093, brokers=3, more_kafka_ports=[29500]
+    )
+    assert settings.kafka_ports == [29092, 29500, 29112]  # given, then kafka_port + 10 * n
+    assert settings.controller_ports == [29093, 29103, 29113]
+    assert settings.bootstrap_servers == "127.0.0.1:29092,127.0.0.1:29500,127.0.0.1:29112"
+    assert settings.kafka_settings().replication_factor == 3
+    lines = dict(
+        line.split("=", 1)
+        for line in runtime.server_properties(settings, tmp_path / "d", node=2).splitlines()
+    )
+    assert lines["node.id"] == "2"
+    assert lines["listeners"] == "PLAINTEXT://127.0.0.1:29500,CONTROLLER://127.0.0.1:29103"
+    assert lines["controller.quorum.voters"] == (
+        "1@127.0.0.1:29093,2@127.0.0.1:29103,3@127.0.0.1:29113"
+    )
+    assert "controller.quorum.bootstrap.servers" not in lines
+    for name in ("default.replication.factor", "offsets.topic.replication.factor",
+                 "transaction.state.log.replication.factor"):  # fmt: skip
+        assert lines[name] == "3", name
+    assert lines["min.insync.replicas"] == lines["transaction.state.log.min.isr"] == "2"
+    assert lines["unclean.leader.election.enable"] == "false"
+    single = StackSettings(dir=tmp_path)
+    one = runtime.server_properties(single, tmp_path / "d")
+    assert "controller.quorum.bootstrap.servers" in one and "quorum.voters" not in one
+    assert "min.insync.replicas=1" in one and single.kafka_settings().replication_factor == 1
+
+
 def test_kafka_version_is_pinned_in_the_pom() -> None:
     version = runtime.kafka_version()
     assert version.split(".")[0] in {"3", "4"} and version.count(".") == 2
