@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-DASHBOARD_WEB := sealstream/dashboard/web
+DASHBOARD_WEB := ops/dashboard/web
 
 .PHONY: run test lint unit integration stop clean browser
 
@@ -38,7 +38,8 @@ stop: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy sealstream schemas producers streams sinks
+	$(BIN)/mypy sealstream schemas producers streams sinks ops
+	$(BIN)/lint-imports
 
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/unit

@@ -38,8 +38,8 @@ from benchmarks.common import (
     start_service,
 )
 from benchmarks.gateway import BATCHES, CLIENTS, matrix, table_lines
+from ops.stack.local import LocalStack
 from sealstream.settings import KeySettings
-from sealstream.stack.local import LocalStack
 
 TOPIC = "bench.baseline"
 
@@ -53,9 +53,8 @@ def create_app(bootstrap: str, registry_url: str, keys_dir: Path) -> Any:
     from fastapi import Body, FastAPI, Header, HTTPException
     from fastavro.validation import ValidationError, validate
 
-    from producers.auth import Keyring
     from schemas.catalog import Catalog, full_name
-    from sealstream.cli.gateway import auth_settings
+    from sealstream.auth import Keyring, auth_settings
 
     auth = auth_settings(KeySettings(dir=keys_dir))
     _, secret = Keyring.from_settings(auth).signing_secret()
@@ -146,8 +145,7 @@ def run(
     port: int = BASELINE_PORT,
 ) -> dict[str, Any]:
     """The gateway's matrix against the naive service; medians per cell."""
-    from producers.auth import Keyring, issue_token
-    from sealstream.cli.gateway import auth_settings
+    from sealstream.auth import Keyring, auth_settings, issue_token
 
     work = RESULTS / "tmp" / "baseline"
     work.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from ops.stack.local import LocalStack
 from sealstream.settings import StackSettings
-from sealstream.stack.local import LocalStack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
@@ -130,7 +130,7 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
         [
             sys.executable,
             "-m",
-            "sealstream.cli",
+            "ops.cli",
             "schemas",
             "register",
             "--registry-url",

@@ -39,10 +39,10 @@ from benchmarks.common import (
     save,
     task,
 )
-from sealstream.upjob import UpJob
+from ops.upjob import UpJob
 
 WORK = RESULTS / "tmp" / "e2e"
-# per sealstream.upjob.PORTS: Kafka, controller, registry, gateway, query endpoint, dashboard,
+# per ops.upjob.PORTS: Kafka, controller, registry, gateway, query endpoint, dashboard,
 # worker metrics (one worker), object sink metrics
 PORTS = (E2E_KAFKA_PORT, E2E_KAFKA_PORT + 1, *(E2E_HTTP_PORT + i for i in range(6)))
 # what `sealstream up` runs with, except the gateway's rate limits (the load would measure

@@ -40,13 +40,12 @@ from benchmarks.common import (
     start_service,
     task,
 )
-from producers.auth import Keyring, TokenVerifier, issue_token
+from ops.stack.local import LocalStack
 from producers.policy import PolicyStore
 from producers.receipts import ReceiptIssuer
-from sealstream.cli.gateway import auth_settings
+from sealstream.auth import Keyring, TokenVerifier, auth_settings, issue_token
 from sealstream.keys import load_hmac_keyring, load_receipt_signer
 from sealstream.settings import KeySettings
-from sealstream.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (1, 25, 100, 250)
@@ -179,7 +178,7 @@ def start_gateway(
         "SEALSTREAM_GATEWAY_CLIENT_BURST": "1000000",
         "SEALSTREAM_KEYS_DIR": str(keys.dir),
     }
-    argv = [sys.executable, "-m", "sealstream.cli", "gateway"]
+    argv = [sys.executable, "-m", "ops.cli", "gateway"]
     return start_service(argv, env, f"http://127.0.0.1:{port}/readyz", log, "gateway")
 
 

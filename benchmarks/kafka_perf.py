@@ -4,7 +4,7 @@ can be read against what the broker takes from a client that does nothing else.
 
     python -m benchmarks.kafka_perf [--records 200000] [--record-size 512] [--runs 3]
 
-The jars are the ones the local stack runs (``sealstream.stack.kafka.libs_dir``). Writes
+The jars are the ones the local stack runs (``ops.stack.kafka.libs_dir``). Writes
 benchmarks/results/kafka.json and .md.
 """
 
@@ -28,8 +28,8 @@ from benchmarks.common import (
     save,
     task,
 )
-from sealstream.stack.kafka import LOG4J2, java, libs_dir
-from sealstream.stack.local import LocalStack
+from ops.stack.kafka import LOG4J2, java, libs_dir
+from ops.stack.local import LocalStack
 
 # "200000 records sent, 91324.2 records/sec (44.59 MB/sec), 333.43 ms avg latency, 800.00 ms
 #  max latency, 300 ms 50th, 700 ms 95th, 780 ms 99th, 795 ms 99.9th."

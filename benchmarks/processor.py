@@ -35,6 +35,7 @@ from benchmarks.common import (
     save,
     task,
 )
+from ops.stack.local import LocalStack
 from schemas.catalog import Catalog, subject_for
 from schemas.samples import payment_event
 from schemas.serde import Encoder
@@ -45,7 +46,6 @@ from sealstream.settings import (
     RegistrySettings,
     WorkerSettings,
 )
-from sealstream.stack.local import LocalStack
 from streams.app import build_processor
 from streams.processor import Source
 
@@ -108,7 +108,7 @@ def run_worker(
     }
     with (work / f"{app_id}.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream.cli", "worker"],
+            [sys.executable, "-m", "ops.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

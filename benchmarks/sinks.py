@@ -37,6 +37,7 @@ from benchmarks.common import (
     save,
     task,
 )
+from ops.stack.local import LocalStack
 from schemas.catalog import Catalog, subject_for
 from schemas.samples import signed_chain
 from schemas.serde import Encoder
@@ -48,7 +49,6 @@ from sealstream.settings import (
     RegistrySettings,
     SinkSettings,
 )
-from sealstream.stack.local import LocalStack
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.lookup import find_event
 from sinks.clickhouse.migrations import migrate

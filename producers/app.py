@@ -14,43 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from producers.auth import Keyring, Principal, TokenVerifier
+from producers import http, routes
 from producers.dedup import ReceiptStore
-from producers.errors import (
-    AuthenticationError,
-    AuthorizationError,
-    GatewayError,
-    NotFound,
-    RequestTooLarge,
-    UnsupportedMediaType,
-)
-from producers.ids import uuid7
+from producers.errors import GatewayError
 from producers.kafka import AsyncProducer
 from producers.limits import record_limits
 from producers.metrics import Metrics
 from producers.policy import PolicyStore
 from producers.ratelimit import RateLimiter
 from producers.receipts import ReceiptIssuer
-from producers.revocation import follow as follow_revocations
 from producers.schemabook import SchemaBook
-from producers.service import IngestService, Outcome, RequestContext, error_outcome
+from producers.service import IngestService
 from producers.validation import EventBatchIn, EventIn
 from schemas.catalog import Catalog
+from sealstream.auth import AuthenticationError, BearerBackend, Keyring, TokenVerifier
+from sealstream.auth.revocation import follow as follow_revocations
 from sealstream.follow import TopicFollower
 from sealstream.keys import load_hmac_keyring, load_receipt_signer
 from sealstream.settings import (
@@ -62,7 +53,6 @@ from sealstream.settings import (
 )
 
 log = logging.getLogger("sealstream.gateway")
-_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
 
 @dataclass
@@ -138,64 +128,6 @@ def build_gateway(
     )
 
 
-def _json(outcome: Outcome) -> Response:
-    return Response(
-        orjson.dumps(outcome.body),
-        status_code=outcome.status,
-        headers=outcome.headers,
-        media_type="application/json",
-    )
-
-
-def _context(request: Request) -> RequestContext:
-    request_id = str(uuid7())
-    given = request.headers.get("x-correlation-id")
-    correlation = given if given and _CORRELATION_RE.match(given) else request_id
-    client = request.client.host if request.client else None
-    agent = request.headers.get("user-agent")
-    return RequestContext(request_id, correlation, client, agent[:256] if agent else None)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes ``limit``: a chunked body has no
-    Content-Length to check first, and must not be read to its end before the refusal."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise RequestTooLarge(
-            f"request body is {length} bytes; the limit is {limit}", code="body_too_large"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(
-                f"request body is over the limit of {limit} bytes", code="body_too_large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def require_json(request: Request) -> None:
-    """415 unless the body is declared JSON (form posts and text are not events)."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType(
-            f"send the body as JSON with 'Content-Type: application/json', not {media or 'none'!r}",
-            field="Content-Type",
-        )
-
-
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if not header:
-        raise AuthenticationError("send 'Authorization: Bearer <JWT>'", code="token_missing")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("use the Bearer scheme", code="token_malformed")
-    return token.strip()
-
-
 EVENTS_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -211,159 +143,118 @@ EVENTS_BODY: dict[str, Any] = {
         },
     }
 }
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted: Kafka has every accepted event; receipts inside"},
+    400: {"description": "Malformed JSON"},
+    401: {"description": "Authentication failed"},
+    403: {"description": "Not authorized"},
+    409: {"description": "An event id repeated in the batch, or known with other content"},
+    413: {"description": "Body, batch or event too large"},
+    415: {"description": "The body is not declared application/json"},
+    422: {"description": "Validation failed"},
+    429: {"description": "Rate limited"},
+    503: {"description": "Kafka unavailable; retry with the same event ids"},
+}
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.gateway is None:
+        app.state.gateway = await asyncio.to_thread(
+            build_gateway,
+            GatewaySettings(),
+            AuthSettings(),
+            KafkaSettings(),
+            RegistrySettings(),
+            KeySettings(),
+        )
+    yield
+    await asyncio.to_thread(app.state.gateway.close)
+
+
+def _count_auth_failure(conn: HTTPConnection, error: AuthenticationError) -> None:
+    gateway = conn.app.state.gateway
+    if gateway is not None:
+        gateway.metrics.auth_failures.labels(error.code).inc()
+
+
+def _refused(conn: HTTPConnection, error: Exception) -> Response:
+    """A token the shared backend refused (its ``on_error``), or a route's ``token_missing``."""
+    assert isinstance(error, AuthenticationError)
+    _count_auth_failure(conn, error)
+    return http.error_response(error, http.context(conn))
+
+
+async def _gateway_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, GatewayError | AuthenticationError)
+    if isinstance(error, AuthenticationError):
+        return _refused(request, error)
+    return http.error_response(error, http.context(request))
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    refused = GatewayError(str(first.get("msg")), code="invalid_request", field=field)
+    return http.json_response(422, refused.body())
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    body = {"error": {"code": code, "message": str(error.detail)}}
+    return http.json_response(error.status_code, body, getattr(error, "headers", None))
+
+
+async def _receipt(event_id: str, request: Request) -> Response:
+    """The receipt of an accepted event (the path parameter, for the OpenAPI document)."""
+    return await routes.receipt(request)
 
 
 def create_app(gateway: Gateway | None = None, **settings: Any) -> FastAPI:
     """The ASGI app. Without ``gateway`` it builds one from the environment at start-up."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.gateway is None:
-            app.state.gateway = await asyncio.to_thread(
-                build_gateway,
-                GatewaySettings(),
-                AuthSettings(),
-                KafkaSettings(),
-                RegistrySettings(),
-                KeySettings(),
-            )
-        yield
-        await asyncio.to_thread(app.state.gateway.close)
-
     app = FastAPI(
         title="Sealstream ingest gateway",
         version="1",
         description="Publish events; every accepted event gets a signed receipt.",
-        lifespan=lifespan,
+        lifespan=_lifespan,
         **settings,
     )
     app.state.gateway = gateway
-
-    def gw(request: Request) -> Gateway:
-        return request.app.state.gateway  # type: ignore[no-any-return]
-
-    def authenticate(request: Request) -> Principal:
-        g = gw(request)
-        try:
-            principal = g.verifier.verify(bearer_token(request))
-        except AuthenticationError as exc:
-            g.metrics.auth_failures.labels(exc.code).inc()
-            raise
-        g.metrics.token_cache.set(len(g.verifier.cache))
-        return principal
-
-    @app.exception_handler(GatewayError)
-    async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        outcome = error_outcome(exc, _context(request))
-        if exc.status == 401:
-            outcome.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", code="{exc.code}"'
-        return _json(outcome)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in first.get("loc", ()))
-        error = GatewayError(str(first.get("msg")), code="invalid_request", field=field)
-        return _json(Outcome(422, error.body()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = {"error": {"code": code, "message": str(exc.detail)}}
-        return Response(
-            orjson.dumps(body),
-            status_code=exc.status_code,
-            media_type="application/json",
-            headers=getattr(exc, "headers", None),
-        )
-
-    @app.post(
-        "/v1/events",
-        status_code=202,
-        openapi_extra=EVENTS_BODY,
-        summary="Publish one event or a batch",
-        responses={
-            202: {"description": "Accepted: Kafka has every accepted event; receipts inside"},
-            400: {"description": "Malformed JSON"},
-            401: {"description": "Authentication failed"},
-            403: {"description": "Not authorized"},
-            409: {"description": "An event id repeated in the batch, or known with other content"},
-            413: {"description": "Body, batch or event too large"},
-            415: {"description": "The body is not declared application/json"},
-            422: {"description": "Validation failed"},
-            429: {"description": "Rate limited"},
-            503: {"description": "Kafka unavailable; retry with the same event ids"},
-        },
+    app.add_middleware(
+        AuthenticationMiddleware,
+        backend=BearerBackend(lambda: app.state.gateway.verifier),
+        on_error=_refused,
     )
-    async def publish(request: Request) -> Response:
-        g = gw(request)
-        started = time.perf_counter()
-        ctx = _context(request)
-        principal = authenticate(request)
-        require_json(request)
-        raw = await read_body(request, g.settings.max_body_bytes)
-        outcome = await g.service.publish(principal, raw, ctx)
-        outcome.headers["X-Request-ID"] = ctx.request_id
-        outcome.headers["X-Correlation-ID"] = ctx.correlation_id
-        g.metrics.request_seconds.labels(str(outcome.status)).observe(time.perf_counter() - started)
-        return _json(outcome)
-
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(AuthenticationError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_api_route(
+        "/v1/events",
+        routes.publish,
+        methods=["POST"],
+        status_code=202,
+        summary="Publish one event or a batch",
+        openapi_extra=EVENTS_BODY,
+        responses=EVENTS_RESPONSES,
+    )
+    app.add_api_route("/v1/receipts/{event_id}", _receipt, summary="The receipt of an event")
+    app.add_api_route("/healthz", routes.healthz, summary="The process is alive")
+    app.add_api_route("/readyz", routes.readyz, summary="Kafka and the registry are reachable")
+    app.add_api_route("/metrics", routes.metrics, summary="Prometheus metrics")
+    app.add_api_route(
+        "/.well-known/sealstream/keys", routes.keys, summary="Public keys that verify receipts"
+    )
     # The hot endpoint is served by a plain Starlette route placed first: the same handler and
     # exception handlers, without FastAPI's per-request dependency solving (for an endpoint
     # that takes only the Request it still parses cookies and builds a sub-response: ~8% of
     # the gateway's CPU at batch 1 in benchmarks/results/profiles/). The APIRoute above stays
     # for the OpenAPI document.
     app.router.routes.insert(
-        0, Route("/v1/events", publish, methods=["POST"], include_in_schema=False)
+        0, Route("/v1/events", routes.publish, methods=["POST"], include_in_schema=False)
     )
-
-    @app.get("/v1/receipts/{event_id}", summary="The receipt of an accepted event")
-    async def receipt(event_id: str, request: Request) -> Response:
-        g = gw(request)
-        principal = authenticate(request)
-        decision = g.policy.decide(principal, "read_receipt", None, principal.tenant)
-        if not decision.allow:
-            raise AuthorizationError(
-                f"not authorized to read receipts ({decision.reason})", code=decision.reason.lower()
-            )
-        found = g.receipts.get(principal.tenant, event_id)
-        if found is None:
-            raise NotFound(
-                f"no receipt for event {event_id!r} in tenant {principal.tenant!r}",
-                code="receipt_not_found",
-            )
-        return _json(Outcome(200, found))
-
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", summary="Kafka and the registry are reachable")
-    async def readyz(request: Request) -> Response:
-        import httpx
-
-        g = gw(request)
-        kafka_ok = await asyncio.to_thread(g.producer.ready, 2.0)
-        try:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                registry_ok = (await client.get(f"{g.registry_url}/subjects")).status_code == 200
-        except httpx.HTTPError:
-            registry_ok = False
-        receipts_ok = all(f.caught_up.is_set() for f in g.followers)
-        ok = kafka_ok and registry_ok and receipts_ok
-        body = {"kafka": kafka_ok, "registry": registry_ok, "state_loaded": receipts_ok}
-        return _json(Outcome(200 if ok else 503, {"ready": ok, **body}))
-
-    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
-    async def metrics(request: Request) -> Response:
-        return Response(
-            generate_latest(gw(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
-
-    @app.get("/.well-known/sealstream/keys", summary="Public keys that verify receipts")
-    async def keys(request: Request) -> dict[str, Any]:
-        return {"keys": [gw(request).issuer.signer.jwk()]}
-
     # Make the envelope models part of the OpenAPI components for the oneOf above.
     app.openapi_schema = None
     _register_models(app)

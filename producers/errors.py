@@ -1,7 +1,6 @@
 """Gateway errors: each becomes one HTTP answer with a machine-readable code.
 
     GatewayError (500, internal_error)
-    ├── AuthenticationError (401)          token missing, malformed, expired, revoked, ...
     ├── AuthorizationError (403)           policy said no (reason code from the policy)
     ├── NotFound (404)                     receipt or resource unknown (for this tenant)
     ├── RequestTooLarge (413)              body or batch over the configured limits
@@ -11,6 +10,9 @@
     ├── InvalidRequest (ValueError; 400)   malformed JSON, nesting too deep
     │   └── ValidationFailed (422)         envelope or payload does not match its schema
     └── Unavailable (503, retry_after)     Kafka or the registry cannot take the write now
+
+Authentication failures are ``sealstream.auth.AuthenticationError`` (the shared backend's
+own), answered 401 by the app.
 
 Every error carries ``code`` (stable, snake_case), ``message`` (what to do about it) and, where
 it applies, ``field`` (a JSON path into the request).
@@ -36,11 +38,6 @@ class GatewayError(Exception):
         if self.field is not None:
             error["field"] = self.field
         return {"error": error}
-
-
-class AuthenticationError(GatewayError):
-    status = 401
-    default_code = "token_invalid"
 
 
 class AuthorizationError(GatewayError):
@@ -74,9 +71,16 @@ class RateLimited(GatewayError):
     status = 429
     default_code = "rate_limited"
 
-    def __init__(self, message: str, retry_after_s: float, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after_s: float,
+        code: str | None = None,
+        verdict: Any = None,
+    ) -> None:
         super().__init__(message, code)
         self.retry_after_s = retry_after_s
+        self.verdict = verdict  # the limiter's Verdict, for the RateLimit-* headers
 
 
 class InvalidRequest(GatewayError, ValueError):

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from producers.auth import Principal
+from sealstream.auth import Principal
 
 
 class Classification(IntEnum):

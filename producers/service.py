@@ -16,22 +16,22 @@ import hashlib
 import io
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import fastavro
 import orjson
 
-from producers.auth import Principal
 from producers.dedup import ReceiptStore
-from producers.errors import GatewayError, RateLimited, RecordRefused, Unavailable
+from producers.errors import RateLimited, RecordRefused, Unavailable
 from producers.ids import uuid7
 from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
 from producers.limits import RecordLimits
 from producers.metrics import Metrics
 from producers.policy import Decision, PolicyStore
-from producers.ratelimit import RateLimiter, Verdict
+from producers.ratelimit import RateLimiter
 from producers.receipts import ReceiptIssuer
+from producers.results import Accepted, Published, Rejected
 from producers.schemabook import EventTypeInfo, SchemaBook
 from producers.validation import (
     EventIn,
@@ -42,6 +42,7 @@ from producers.validation import (
     parse_body,
     split_events,
 )
+from sealstream.auth import Principal
 from sealstream.settings import GatewaySettings
 
 log = logging.getLogger("sealstream.gateway")
@@ -53,15 +54,6 @@ class RequestContext:
     correlation_id: str
     client_ip: str | None = None
     user_agent: str | None = None
-
-
-@dataclass
-class Outcome:
-    """The answer to one request: HTTP status, JSON body, extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,18 +73,6 @@ class _Pending:
 
 def _millis(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def rate_headers(verdict: Verdict) -> dict[str, str]:
-    headers = {
-        "RateLimit-Limit": str(verdict.limit),
-        "RateLimit-Remaining": str(verdict.remaining),
-        "RateLimit-Reset": str(max(0, int(verdict.reset_s + 0.999))),
-    }
-    if not verdict.allowed:
-        wait = verdict.retry_after_s
-        headers["Retry-After"] = "3600" if wait == float("inf") else str(max(1, int(wait + 0.999)))
-    return headers
 
 
 class IngestService:
@@ -136,20 +116,22 @@ class IngestService:
 
     # -- the request ----------------------------------------------------------------------
 
-    async def publish(self, principal: Principal, raw: bytes, ctx: RequestContext) -> Outcome:
+    async def publish(self, principal: Principal, raw: bytes, ctx: RequestContext) -> Published:
+        """Each event of the request accepted (Kafka has it) or rejected; raises the request's
+        own errors (malformed body, too large, rate limited)."""
         body = parse_body(raw, self.settings.max_body_bytes, self.settings.max_json_depth)
         events, is_batch = split_events(body, self.settings.max_events_per_batch)
         verdict = self.limiter.take(principal.tenant, principal.subject, cost=len(events))
         if not verdict.allowed:
             self.metrics.rejected.labels(principal.tenant, "", "rate_limited").inc(len(events))
-            error = RateLimited(
+            raise RateLimited(
                 f"rate limit for this {verdict.scope} exceeded; retry after "
                 f"{verdict.retry_after_s:.2f} s",
                 verdict.retry_after_s,
+                verdict=verdict,
             )
-            return Outcome(error.status, error.body(), rate_headers(verdict))
 
-        rejected: list[dict[str, Any]] = []
+        rejected: list[Rejected] = []
         pending: list[_Pending] = []
         decisions: list[tuple[Decision, EventIn | None, int]] = []
         now = dt.datetime.now(dt.UTC)
@@ -169,8 +151,8 @@ class IngestService:
 
         accepted, failed = await self._produce(principal, pending, decisions, ctx)
         rejected.extend(failed)
-        rejected.sort(key=lambda r: int(r["index"]))
-        return self._answer(is_batch, accepted, rejected, ctx, rate_headers(verdict))
+        rejected.sort(key=lambda r: r.index)
+        return Published(is_batch, accepted, rejected, verdict)
 
     def _check(
         self,
@@ -181,13 +163,13 @@ class IngestService:
         decisions: list[tuple[Decision, EventIn | None, int]],
         ctx: RequestContext,
         now: dt.datetime,
-    ) -> _Pending | dict[str, Any]:
-        def reject(status: int, error: FieldError, event_type: str = "") -> dict[str, Any]:
+    ) -> _Pending | Rejected:
+        def reject(status: int, error: FieldError, event_type: str = "") -> Rejected:
             tenant = raw_event.get("tenant") if isinstance(raw_event, dict) else None
             self.metrics.rejected.labels(
                 self._tenant_label(principal, tenant), self._type_label(event_type), error.code
             ).inc()
-            return {"index": index, "status": status, "error": error.body()}
+            return Rejected(index, status, error)
 
         event = check_envelope(raw_event, index, prefix, self.window, now)
         if isinstance(event, FieldError):
@@ -247,7 +229,7 @@ class IngestService:
 
     def _duplicate_in_batch(
         self, principal: Principal, item: _Pending, first_index: dict[str, int]
-    ) -> dict[str, Any]:
+    ) -> Rejected:
         first = first_index[item.claim_key]
         error = FieldError(
             item.index,
@@ -261,16 +243,9 @@ class IngestService:
             item.event.event_type,
             error.code,
         ).inc()
-        return {
-            "index": item.index,
-            "status": 409,
-            "event_id": item.event_id,
-            "error": error.body(),
-        }
+        return Rejected(item.index, 409, error, item.event_id)
 
-    def _conflict(
-        self, principal: Principal, item: _Pending, known: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _conflict(self, principal: Principal, item: _Pending, known: dict[str, Any]) -> Rejected:
         """A known event id sent with other content: not a retry, so not answered as one."""
         error = FieldError(
             item.index,
@@ -283,12 +258,7 @@ class IngestService:
         self.metrics.rejected.labels(
             self._tenant_label(principal, item.event.tenant), item.event.event_type, error.code
         ).inc()
-        return {
-            "index": item.index,
-            "status": 409,
-            "event_id": item.event_id,
-            "error": {**error.body(), "receipt": known},
-        }
+        return Rejected(item.index, 409, error, item.event_id, {"receipt": known})
 
     # -- producing ------------------------------------------------------------------------
 
@@ -327,14 +297,14 @@ class IngestService:
         pending: list[_Pending],
         decisions: list[tuple[Decision, EventIn | None, int]],
         ctx: RequestContext,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[Accepted], list[Rejected]]:
         """Produce the request's events and its audit decisions as two batches, await them
         together, then issue receipts for what Kafka acknowledged.
 
         An event id this gateway is producing for another request right now is waited for, so
         two concurrent requests for one event get one record and one receipt."""
-        accepted: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        accepted: list[Accepted] = []
+        failed: list[Rejected] = []
         to_send: list[_Pending] = []
         records: list[Record] = []
         duplicates: Counter[tuple[str, str]] = Counter()
@@ -349,14 +319,7 @@ class IngestService:
                     continue
                 if known is not None:  # a retry of an accepted event: same receipt, no record
                     duplicates[item.event.tenant, item.event.event_type] += 1
-                    accepted.append(
-                        {
-                            "index": item.index,
-                            "event_id": item.event_id,
-                            "receipt": known,
-                            "duplicate": True,
-                        }
-                    )
+                    accepted.append(Accepted(item.index, item.event_id, known, duplicate=True))
                     continue
                 self.receipts.claim(item.claim_key)
                 claimed.append(item.claim_key)
@@ -409,8 +372,8 @@ class IngestService:
         to_send: list[_Pending],
         acks: list[Ack | Unavailable | RecordRefused],
         received: dt.datetime,
-        accepted: list[dict[str, Any]],
-        failed: list[dict[str, Any]],
+        accepted: list[Accepted],
+        failed: list[Rejected],
     ) -> None:
         when = received.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         counts: Counter[tuple[str, str]] = Counter()
@@ -429,21 +392,12 @@ class IngestService:
                 )
                 self.receipts.put(receipt)
                 counts[item.event.tenant, item.event.event_type] += 1
-                accepted.append(
-                    {"index": item.index, "event_id": item.event_id, "receipt": receipt}
-                )
+                accepted.append(Accepted(item.index, item.event_id, receipt))
                 continue
             # Never reported accepted. Unavailable: not acknowledged in time; if Kafka does take
             # it later, the client's retry with the same event_id is dropped downstream.
             # RecordRefused: Kafka can never take it (too large, invalid): a retry cannot help.
-            failed.append(
-                {
-                    "index": item.index,
-                    "status": ack.status,
-                    "event_id": item.event_id,
-                    "error": ack.body()["error"],
-                }
-            )
+            failed.append(Rejected(item.index, ack.status, ack, item.event_id))
             refused[item.event.tenant, item.event.event_type, ack.code] += 1
         # one labelled child per (tenant, event_type) and request, not one look-up per event
         for (tenant, event_type), count in counts.items():
@@ -487,40 +441,6 @@ class IngestService:
             records.append((topic, value, key, None))
         return self.producer.produce_batch(records)
 
-    def _answer(
-        self,
-        is_batch: bool,
-        accepted: list[dict[str, Any]],
-        rejected: list[dict[str, Any]],
-        ctx: RequestContext,
-        headers: dict[str, str],
-    ) -> Outcome:
-        meta = {"request_id": ctx.request_id, "correlation_id": ctx.correlation_id}
-        if not is_batch:
-            if accepted:
-                only = accepted[0]
-                return Outcome(
-                    202,
-                    {
-                        **meta,
-                        "event_id": only["event_id"],
-                        "receipt": only["receipt"],
-                        "duplicate": only.get("duplicate", False),
-                    },
-                    headers,
-                )
-            failure = rejected[0]
-            if failure["status"] == 503:
-                headers = {**headers, "Retry-After": str(self.settings.retry_after_s)}
-            return Outcome(failure["status"], {**meta, "error": failure["error"]}, headers)
-        status = 202
-        if not accepted:
-            statuses = {r["status"] for r in rejected}
-            status = statuses.pop() if len(statuses) == 1 else 422
-            if status == 503:
-                headers = {**headers, "Retry-After": str(self.settings.retry_after_s)}
-        return Outcome(status, {**meta, "accepted": accepted, "rejected": rejected}, headers)
-
 
 def _same_event(receipt: dict[str, Any], item: _Pending) -> bool:
     """A retry sends the event it sent before: same type, same payload bytes."""
@@ -528,16 +448,3 @@ def _same_event(receipt: dict[str, Any], item: _Pending) -> bool:
         receipt.get("event_type") == item.event.event_type
         and receipt.get("payload_sha256") == item.payload_sha256
     )
-
-
-def error_outcome(error: GatewayError, ctx: RequestContext | None = None) -> Outcome:
-    body = error.body()
-    if ctx is not None:
-        body = {"request_id": ctx.request_id, "correlation_id": ctx.correlation_id, **body}
-    headers = {}
-    retry = getattr(error, "retry_after_s", None)
-    if retry is not None:
-        headers["Retry-After"] = (
-            str(max(1, int(retry + 0.999))) if retry != float("inf") else "3600"
-        )
-    return Outcome(error.status, body, headers)

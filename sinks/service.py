@@ -150,10 +150,9 @@ def start_query_endpoint(
     uvicorn server (``should_exit = True`` stops it)."""
     import uvicorn
 
-    from producers.auth import Keyring, TokenVerifier
-    from producers.revocation import follow as follow_revocations
-    from sealstream.audit import AuditLog
-    from sealstream.cli.gateway import auth_settings
+    from schemas.audit import AuditLog
+    from sealstream.auth import Keyring, TokenVerifier, auth_settings
+    from sealstream.auth.revocation import follow as follow_revocations
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.endpoint import create_query_app
 

@@ -33,8 +33,7 @@ def quote(value: str) -> str:
 
 def local_token(tenant: str, role: str, ttl_s: int = 600) -> str:
     """A token from the local keyring with ``role`` and the scope that role reads with."""
-    from producers.auth import Keyring, issue_token
-    from sealstream.cli.gateway import auth_settings
+    from sealstream.auth import Keyring, auth_settings, issue_token
 
     # the scope each reading role needs (config/policy.yaml: action_scopes query, read_audit)
     scopes = {"analyst": ["analytics:read"], "auditor": ["audit:read"]}.get(role, [])

@@ -38,13 +38,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from producers.app import bearer_token
-from producers.auth import Principal, TokenVerifier
-from producers.errors import AuthenticationError
+from sealstream.auth import (
+    AuthenticationError,
+    BearerBackend,
+    Principal,
+    TokenVerifier,
+    principal_of,
+)
 from sealstream.settings import ClickHouseSettings
 from sinks.clickhouse.access import direct_reader
 from sinks.clickhouse.query import (
@@ -285,8 +291,9 @@ class QueryService:
     trail: Trail | None = None
 
     def _principal(self, request: Request) -> Principal:
+        """The caller, verified by the shared backend the app installs; 401 without one."""
         try:
-            return self.verifier.verify(bearer_token(request))
+            return principal_of(request)
         except AuthenticationError as exc:
             raise EndpointError(401, exc.code, exc.message) from exc
 
@@ -525,9 +532,18 @@ def create_query_app(
             Route("/metrics", _json_errors(service.metrics)),
         ],
         exception_handlers={HTTPException: _http_error},
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=BearerBackend(verifier), on_error=_refused)
+        ],
     )
     app.state.query_service = service
     return app
+
+
+def _refused(conn: HTTPConnection, error: Exception) -> Response:
+    """A token the shared backend refused: this endpoint's own 401."""
+    assert isinstance(error, AuthenticationError)
+    return EndpointError(401, error.code, error.message).response()
 
 
 def _json(value: Any) -> bytes:

@@ -23,8 +23,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from ops.stack.local import LocalStack
 from sealstream.settings import KafkaSettings, RegistrySettings, StackSettings
-from sealstream.stack.local import LocalStack
 
 # Test ports come from below the kernel's ephemeral range: a client that keeps reconnecting to a
 # stopped broker on an ephemeral port can be handed that very port as its own source port
@@ -140,7 +140,7 @@ class GatewayHandle:
     stack: StackHandle
 
     def token(self, tenant: str = "acme", **kwargs: Any) -> str:
-        from producers.auth import issue_token
+        from sealstream.auth import issue_token
 
         scopes = kwargs.pop("scopes", ["events:write", "receipts:read"])
         return issue_token(
@@ -185,8 +185,7 @@ def gateway(
     import uvicorn
 
     from producers.app import build_gateway, create_app
-    from producers.auth import Keyring
-    from sealstream.cli.gateway import auth_settings
+    from sealstream.auth import Keyring, auth_settings
     from sealstream.settings import GatewaySettings, KeySettings
 
     register_repo_schemas(stack.registry_url)

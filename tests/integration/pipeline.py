@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from sealstream.upjob import PORTS, UpJob, wait_for
+from ops.upjob import PORTS, UpJob, wait_for
 from tests.integration.conftest import free_ports
 
 
@@ -47,8 +47,8 @@ class Pipeline(UpJob):
         wait_for(back, timeout_s, f"{name} to be restarted")
 
     def stack_pid(self, component: str) -> int:
+        from ops.stack.local import LocalStack
         from sealstream.settings import StackSettings
-        from sealstream.stack.local import LocalStack
 
         saved = LocalStack.saved_overrides(self.dir)
         local = LocalStack(StackSettings.model_validate({"dir": self.dir, **saved}))
@@ -100,8 +100,8 @@ class Traffic:
     def _run(self) -> None:
         import random
 
+        from ops.demo import event, payload
         from producers.client import PublishError, SealstreamClient
-        from sealstream.demo import event, payload
 
         rng = random.Random(1)
         token = self.pipeline.token("acme", ("publisher",), scopes=["events:write"])

@@ -101,7 +101,7 @@ class Sinks:
         self.logs[kind] = log
         with log.open("wb") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream.cli", "sink", kind],
+                [sys.executable, "-m", "ops.cli", "sink", kind],
                 env={**self.env, **env},
                 cwd=REPO,
                 stdout=out,
@@ -115,7 +115,7 @@ class Sinks:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``sealstream ARGS`` with this test's settings."""
         return subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", *args],
+            [sys.executable, "-m", "ops.cli", *args],
             env={**self.env, "COLUMNS": "200"},
             cwd=REPO,
             capture_output=True,
@@ -311,8 +311,7 @@ class Sinks:
 
     def token(self, tenant: str, roles: list[str], scopes: list[str] | None = None) -> str:
         """A token with ``roles`` and, unless given, the scope each role needs."""
-        from producers.auth import Keyring, issue_token
-        from sealstream.cli.gateway import auth_settings
+        from sealstream.auth import Keyring, auth_settings, issue_token
         from sealstream.settings import KeySettings
         from sinks.clickhouse.endpoint import ANALYST_SCOPE, AUDITOR_SCOPE
 

@@ -83,7 +83,7 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
                 [
                     sys.executable,
                     "-m",
-                    "sealstream.cli",
+                    "ops.cli",
                     "dlq",
                     "replay",
                     "--rate",

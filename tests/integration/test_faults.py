@@ -358,8 +358,8 @@ def test_three_brokers_lose_the_leader_of_most_partitions(tmp_path: Path) -> Non
     """`stack up --brokers 3` (replication factor 3, min.insync.replicas 2): the broker that
     leads most partitions is SIGKILLed under traffic, stays down 20 s, comes back and catches
     up. No acknowledged event is lost and the gateway keeps accepting."""
+    from ops.stack.local import LocalStack, broker_name
     from sealstream.settings import StackSettings
-    from sealstream.stack.local import LocalStack, broker_name
 
     more = free_ports(4)
     pipe = Pipeline(

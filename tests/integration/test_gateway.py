@@ -213,7 +213,7 @@ def test_jwt_negative_suite_answers_401_and_produces_nothing(gateway: Any) -> No
 
 
 def test_revoked_token_is_refused_within_seconds(gateway: Any) -> None:
-    from producers.revocation import publish_revocation
+    from sealstream.auth.revocation import publish_revocation
 
     jti = str(uuid.uuid4())
     token = gateway.token(jti=jti)

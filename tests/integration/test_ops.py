@@ -147,7 +147,7 @@ def test_audit_trail_of_one_event_from_receipt_to_cold_file(sinks: Sinks) -> Non
     import httpx
     from confluent_kafka import Producer
 
-    from sealstream.audit import AuditLog
+    from schemas.audit import AuditLog
 
     chains = sinks.produce_signed(10)
     event = chains[1][4]

@@ -21,9 +21,9 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 from typer.testing import CliRunner
 
+from ops.cli import app
 from schemas.catalog import AVRO_DIR, Catalog, subject_for
 from schemas.serde import Decoder, Encoder, registry_lookup
-from sealstream.cli import app
 from tests.unit.test_schemas_catalog import page_view_event
 
 pytestmark = pytest.mark.integration

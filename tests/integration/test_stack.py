@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from typer.testing import CliRunner
 
-from sealstream.cli import app
-from sealstream.stack.local import LocalStack
-from sealstream.stack.process import StackError
+from ops.cli import app
+from ops.stack.local import LocalStack
+from ops.stack.process import StackError
 
 pytestmark = pytest.mark.integration
 

@@ -94,7 +94,7 @@ class Workers:
         }
         log = (self.tmp / f"worker{n}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sealstream.cli", "worker"],
+            [sys.executable, "-m", "ops.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -137,7 +137,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
 
     def stack_down() -> subprocess.CompletedProcess[str]:  # `up` runs with --keep-stack
         return subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", "stack", "down", "--dir", str(stack_dir)],
+            [sys.executable, "-m", "ops.cli", "stack", "down", "--dir", str(stack_dir)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
@@ -145,7 +145,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
     log = (tmp_path / "up.log").open("wb")
     started = time.monotonic()
     up = subprocess.Popen(
-        [sys.executable, "-m", "sealstream.cli", "up", "--dir", str(stack_dir), "--demo",
+        [sys.executable, "-m", "ops.cli", "up", "--dir", str(stack_dir), "--demo",
          "--per-tenant", "40", "--keep-stack"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -197,7 +197,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
             rows_before = _wait_for(lambda: _tile(driver, "rows"), 30, "rows on the dashboard")
             assert before >= summary["accepted"] and rows_before >= summary["accepted"]
             demo = subprocess.Popen(
-                [sys.executable, "-m", "sealstream.cli", "demo", "--dir", str(stack_dir),
+                [sys.executable, "-m", "ops.cli", "demo", "--dir", str(stack_dir),
                  "--per-tenant", "40", "--json"],
                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -226,7 +226,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         guides = tmp_path / "guides"
         before_rotation = json.loads(
             subprocess.run(
-                [sys.executable, "-m", "sealstream.cli", "keys", "list", "--json"],
+                [sys.executable, "-m", "ops.cli", "keys", "list", "--json"],
                 cwd=REPO, env={**env, "SEALSTREAM_KEYS_DIR": str(stack_dir / "keys")},
                 capture_output=True, text=True, check=True,
             ).stdout
@@ -262,7 +262,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
 
         _wait_for(restarted, 60, "the killed processes to be restarted", up)
         again = subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", "demo", "--dir", str(stack_dir),
+            [sys.executable, "-m", "ops.cli", "demo", "--dir", str(stack_dir),
              "--per-tenant", "30", "--json"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
         )  # fmt: skip

@@ -106,7 +106,7 @@ def test_the_variable_check_reports_a_variable_nobody_reads() -> None:
 def test_compose_commands_exist_in_the_cli() -> None:
     from typer.main import get_command
 
-    from sealstream.cli import app
+    from ops.cli import app
 
     cli = get_command(app)
     compose = load_compose()

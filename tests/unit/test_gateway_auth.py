@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from producers.auth import (
+from sealstream.auth import (
+    AuthenticationError,
     Keyring,
     KeyringError,
     Revocations,
     TokenVerifier,
     issue_token,
 )
-from producers.errors import AuthenticationError
 from sealstream.settings import AuthSettings
 
 SECRET_A = "a" * 40

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.auth import Principal
 from producers.policy import Policy, PolicyError, PolicyStore
+from sealstream.auth import Principal
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
 

@@ -27,8 +27,7 @@ import sqlglot
 from clickhouse_connect.driver.exceptions import DatabaseError
 from sqlglot import TokenType
 
-from producers.auth import Principal
-from producers.errors import AuthenticationError
+from sealstream.auth import AuthenticationError, Principal
 from sealstream.settings import ClickHouseSettings
 from sinks.clickhouse.endpoint import MAX_SQL_BYTES, create_query_app
 from sinks.clickhouse.functions import (
@@ -697,9 +696,9 @@ def test_what_runs_for_an_allowed_query_reads_only_scoped_tables(name: str) -> N
 
 PROJECT: dict[str, tuple[str, str]] = {
     # sinks/clickhouse/access.py hot_reader strips "{db}." before the endpoint
-    "dlq stored (sealstream/cli/dlq.py)": (
+    "dlq stored (ops/cli/dlq.py)": (
         "operator", "SELECT event_id FROM {db}.events_by_id WHERE event_id IN ('a', 'b')"),
-    "dashboard rows (sealstream/dashboard)": ("operator", "SELECT count() FROM events"),
+    "dashboard rows (ops/dashboard)": ("operator", "SELECT count() FROM events"),
     "benchmarks/e2e.py count": ("operator", "SELECT count() FROM events WHERE source = 'bench-x'"),
     "benchmarks/e2e.py spread": (
         "operator",
@@ -730,8 +729,8 @@ import datetime as dt
 from sinks.objects.reader import Selection
 from sinks.verify import hot_sql
 from sinks.trail import StoreSource
-from sealstream.demo import count_hot
-from sealstream.dashboard import Collector
+from ops.demo import count_hot
+from ops.dashboard import Collector
 from tests.unit.test_grafana import clickhouse_queries, expand, load_dashboard
 
 def collected():

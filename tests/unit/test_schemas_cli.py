@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from ops.cli import app
+from ops.cli import schemas as cli
 from schemas.catalog import default_catalog
-from sealstream.cli import app
-from sealstream.cli import schemas as cli
 from tests.unit.test_schemas_serde import FakeRegistry
 
 PAGE_VIEW = "events.raw-io.sealstream.events.PageViewEvent"

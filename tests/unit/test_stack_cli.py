@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sealstream.cli import app
-from sealstream.cli.stack import stack_settings
+from ops.cli import app
+from ops.cli.stack import stack_settings
+from ops.stack.local import LocalStack
+from ops.stack.process import StackError
 from sealstream.settings import StackSettings
-from sealstream.stack.local import LocalStack
-from sealstream.stack.process import StackError
 
 
 def _saved(directory: Path, **ports: int) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ops.stack import kafka as runtime
+from ops.stack.process import StackError
 from sealstream.settings import StackSettings
-from sealstream.stack import kafka as runtime
-from sealstream.stack.process import StackError
 
 FAKE_MVN = """#!{python}
 import sys

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from ops.stack import kafka as runtime
+from ops.stack.local import LocalStack
+from ops.stack.process import ManagedProcess
 from sealstream.settings import StackSettings
-from sealstream.stack import kafka as runtime
-from sealstream.stack.local import LocalStack
-from sealstream.stack.process import ManagedProcess
 
 
 def test_server_properties_use_configured_ports(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_cli_help_on_every_command() -> None:
         ["topics", "create", "--help"],
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", *args],
+            [sys.executable, "-m", "ops.cli", *args],
             capture_output=True,
             text=True,
             check=False,
@@ -119,7 +119,7 @@ def test_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
 
     import pytest
 
-    from sealstream.stack.process import StackError
+    from ops.stack.process import StackError
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -151,7 +151,7 @@ def test_pid_file_of_another_stacks_process_is_stale(tmp_path: Path) -> None:
 
 
 def test_a_child_that_exited_is_reaped_and_seen_as_exited(tmp_path: Path) -> None:
-    from sealstream.stack import process
+    from ops.stack import process
 
     managed = ManagedProcess(
         "quick", tmp_path / "p.pid", tmp_path / "p.log", "quick-marker", tmp_path

@@ -249,7 +249,7 @@ def test_a_tail_cut_off_after_the_last_checkpoint_is_reported_as_unanchored(
 
     from rich.console import Console
 
-    from sealstream.cli import ops
+    from ops.cli import ops
 
     out = io.StringIO()
     console, ops.console = ops.console, Console(file=out, width=300)
@@ -462,7 +462,7 @@ def test_malformed_hot_values_are_findings_not_crashes(tmp_path: Path) -> None:
 def test_a_markup_like_stored_value_prints(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from sealstream.cli import ops
+    from ops.cli import ops
 
     stores = Stores(tmp_path, signed_chain(3, CHAIN, KEYS))
     rows = copy.deepcopy(stores.rows)

@@ -35,8 +35,9 @@ from typing import Any
 import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from producers.errors import AuthenticationError
-from sealstream.settings import AuthSettings
+from sealstream.auth.errors import AuthenticationError
+from sealstream.keys import load_hmac_keyring
+from sealstream.settings import AuthSettings, KeySettings
 
 log = logging.getLogger("sealstream.auth")
 
@@ -453,3 +454,17 @@ def issue_token(
     if roles:
         claims["roles"] = roles
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid, "typ": "JWT"})
+
+
+JWT_KEYS_FILE = "jwt-hs256.json"
+
+
+def auth_settings(keys: KeySettings | None = None) -> AuthSettings:
+    """Auth settings from the environment; with no keys configured, the local stack's
+    generated HS256 keyring (``<keys dir>/jwt-hs256.json``) is used."""
+    auth = AuthSettings()
+    if auth.hs256_keys is None and auth.hs256_keys_file is None and auth.jwks_file is None:
+        keys = keys or KeySettings()
+        load_hmac_keyring(keys, JWT_KEYS_FILE)  # creates it if allowed, fails clearly if not
+        auth = auth.model_copy(update={"hs256_keys_file": keys.dir / JWT_KEYS_FILE})
+    return auth

@@ -13,7 +13,7 @@ import time
 import orjson
 from confluent_kafka import Producer
 
-from producers.auth import Revocations
+from sealstream.auth.tokens import Revocations
 from sealstream.follow import TopicFollower
 from sealstream.settings import AuthSettings, KafkaSettings
 

@@ -12,7 +12,7 @@ Every two seconds a collector samples the running pipeline and keeps the last ho
 * the supervisor: each process's pid and restarts.
 
 The page is static HTML + uPlot (npm package ``uplot``, installed by ``make`` into
-sealstream/dashboard/web/node_modules and served from here: no CDN).
+ops/dashboard/web/node_modules and served from here: no CDN).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sealstream.settings import (
     WorkerSettings,
 )
 
-log = logging.getLogger("sealstream.dashboard")
+log = logging.getLogger("ops.dashboard")
 
 WEB = Path(__file__).parent / "web"
 UPLOT = WEB / "node_modules" / "uplot" / "dist"
@@ -179,7 +179,7 @@ class Collector:
         return out
 
     def hot(self) -> dict[str, Any]:
-        from sealstream.cli.up import endpoint_query
+        from ops.cli.up import endpoint_query
 
         if self._query is None:
             self._query = endpoint_query(ClickHouseSettings())

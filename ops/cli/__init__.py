@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from sealstream.cli.dlq import app as dlq_app
-from sealstream.cli.gateway import serve as serve_gateway
-from sealstream.cli.gateway import tokens_app
-from sealstream.cli.keys import app as keys_app
-from sealstream.cli.ops import audit, replay_app, verify
-from sealstream.cli.registry import app as registry_app
-from sealstream.cli.schemas import app as schemas_app
-from sealstream.cli.sinks import clickhouse_app, objects_app, query, sink_app
-from sealstream.cli.stack import app as stack_app
-from sealstream.cli.topics import app as topics_app
-from sealstream.cli.up import demo_command, restart_command, up_command
-from sealstream.cli.worker import worker
+from ops.cli.dlq import app as dlq_app
+from ops.cli.gateway import serve as serve_gateway
+from ops.cli.gateway import tokens_app
+from ops.cli.keys import app as keys_app
+from ops.cli.ops import audit, replay_app, verify
+from ops.cli.registry import app as registry_app
+from ops.cli.schemas import app as schemas_app
+from ops.cli.sinks import clickhouse_app, objects_app, query, sink_app
+from ops.cli.stack import app as stack_app
+from ops.cli.topics import app as topics_app
+from ops.cli.up import demo_command, restart_command, up_command
+from ops.cli.worker import worker
 
 app = typer.Typer(
     name="sealstream",

@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.stack.local import ComponentStatus, LocalStack
+from ops.stack.process import StackError
 from sealstream.settings import StackSettings
-from sealstream.stack.local import ComponentStatus, LocalStack
-from sealstream.stack.process import StackError
 
 app = typer.Typer(
     help="Run the local stack: Apache Kafka (KRaft) and the schema registry.",

@@ -54,7 +54,7 @@ def _audit(action: str, detail: dict[str, Any], ok: bool, actor: str | None = No
     """Record an operator action twice: a decision record on ``audit.decisions`` (queryable at
     once) and an ``operator_action`` event on the raw topic, which the processors sign and
     chain like any other event. A tool whose records cannot be written says so."""
-    from sealstream.audit import AuditLog, local_operator, publish_operator_action
+    from schemas.audit import AuditLog, local_operator, publish_operator_action
     from sealstream.settings import WorkerSettings
 
     who = actor or local_operator()

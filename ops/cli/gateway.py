@@ -9,24 +9,11 @@ import time
 import typer
 from rich.console import Console
 
-from sealstream.keys import load_hmac_keyring
+from sealstream.auth import auth_settings
 from sealstream.settings import AuthSettings, GatewaySettings, KafkaSettings, KeySettings
 
 console = Console()
 tokens_app = typer.Typer(help="JWTs: mint dev tokens, revoke tokens.", no_args_is_help=True)
-
-JWT_KEYS_FILE = "jwt-hs256.json"
-
-
-def auth_settings(keys: KeySettings | None = None) -> AuthSettings:
-    """Auth settings from the environment; with no keys configured, the local stack's
-    generated HS256 keyring (``<keys dir>/jwt-hs256.json``) is used."""
-    auth = AuthSettings()
-    if auth.hs256_keys is None and auth.hs256_keys_file is None and auth.jwks_file is None:
-        keys = keys or KeySettings()
-        load_hmac_keyring(keys, JWT_KEYS_FILE)  # creates it if allowed, fails clearly if not
-        auth = auth.model_copy(update={"hs256_keys_file": keys.dir / JWT_KEYS_FILE})
-    return auth
 
 
 def serve(
@@ -66,7 +53,7 @@ def issue(
     ttl: int = typer.Option(3600, help="Lifetime in seconds."),
 ) -> None:
     """Mint an HS256 token with the active key (local development)."""
-    from producers.auth import Keyring, issue_token
+    from sealstream.auth import Keyring, issue_token
 
     auth = auth_settings()
     token = issue_token(Keyring.from_settings(auth), auth, subject, tenant, scope, role, ttl)
@@ -80,7 +67,7 @@ def revoke(
     lift: bool = typer.Option(False, help="Lift the revocation instead."),
 ) -> None:
     """Revoke tokens on every gateway (through the compacted topic tokens.revoked)."""
-    from producers.revocation import publish_revocation
+    from sealstream.auth.revocation import publish_revocation
 
     if (jti is None) == (sub is None):
         console.print("[red]give exactly one of --jti or --sub[/]")

@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from ops.stack.process import StackError
 from sealstream.settings import StackSettings
-from sealstream.stack.process import StackError
 
 POM = Path(__file__).resolve().parent / "pom.xml"
 LOG4J2 = Path(__file__).resolve().parent / "log4j2.xml"

@@ -116,8 +116,8 @@ def publish_mix(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[str], Counter[str], int]:
     """Publish the mix; (accepted event ids, rejections by reason code, events sent)."""
-    from producers.auth import Keyring, issue_token
     from producers.client import SealstreamClient
+    from sealstream.auth import Keyring, issue_token
 
     rng = random.Random(seed)
     keyring = Keyring.from_settings(auth)
@@ -203,7 +203,7 @@ def count_cold(store: Any, prefix: str, ids: set[str], since: dt.date) -> tuple[
 def run_verify() -> tuple[bool, dict[str, Any]]:
     """The full ``verify all``: a filtered one checks no chain for gaps (sinks/verify.py)."""
     done = subprocess.run(
-        [sys.executable, "-m", "sealstream.cli", "verify", "all", "--json"],
+        [sys.executable, "-m", "ops.cli", "verify", "all", "--json"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     try:

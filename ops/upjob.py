@@ -65,7 +65,7 @@ class UpJob:
         self.tmp.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream.cli", "up", "--dir", str(self.dir),
+                [sys.executable, "-m", "ops.cli", "up", "--dir", str(self.dir),
                  "--keep-stack"],
                 cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -93,7 +93,7 @@ class UpJob:
         self, *args: str, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "sealstream.cli", *args],
+            [sys.executable, "-m", "ops.cli", *args],
             cwd=REPO, env=self.settings_env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         if check:
@@ -119,8 +119,7 @@ class UpJob:
     ) -> str:
         """A token from the job's own keyring (``keys`` under its stack directory); the
         default is an auditor's, which reads every tenant through the query endpoint."""
-        from producers.auth import Keyring, issue_token
-        from sealstream.cli.gateway import auth_settings
+        from sealstream.auth import Keyring, auth_settings, issue_token
         from sealstream.settings import KeySettings
 
         auth = auth_settings(KeySettings(dir=self.dir / "keys"))

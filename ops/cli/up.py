@@ -64,7 +64,7 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
 
 
 def services(up: UpSettings) -> list[Any]:
-    from sealstream.supervisor import Service
+    from ops.supervisor import Service
 
     gateway, clickhouse = GatewaySettings(), ClickHouseSettings()
     workers = [
@@ -123,8 +123,7 @@ def demo_run(per_tenant: int, timeout_s: float) -> Any:
     """Publish the mix through the running gateway, wait for it to land, verify: the summary."""
     from rich.progress import Progress
 
-    from sealstream.cli.gateway import auth_settings
-    from sealstream.demo import (
+    from ops.demo import (
         DemoSummary,
         count_cold,
         count_hot,
@@ -132,6 +131,7 @@ def demo_run(per_tenant: int, timeout_s: float) -> Any:
         run_verify,
         wait_landed,
     )
+    from sealstream.auth import auth_settings
     from sinks.objects.store import ObjectStore
 
     started = time.monotonic()
@@ -226,11 +226,11 @@ def up_command(
     """The main job on the embedded defaults: Kafka and the schema registry, the gateway, the
     workers and both sinks as supervised processes (restarted when they crash, logs under
     <stack dir>/logs), the operations dashboard; Ctrl-C stops everything cleanly."""
+    from ops.cli.schemas import register
+    from ops.cli.stack import stack_settings, start_stack
+    from ops.dashboard import start_dashboard
+    from ops.supervisor import Supervisor
     from schemas.catalog import AVRO_DIR
-    from sealstream.cli.schemas import register
-    from sealstream.cli.stack import stack_settings, start_stack
-    from sealstream.dashboard import start_dashboard
-    from sealstream.supervisor import Supervisor
 
     settings = stack_settings(directory)
     up = UpSettings()
@@ -278,7 +278,7 @@ def up_command(
             claim.close()
         console.print(f"stopped: {codes}")
         if not keep_stack:
-            from sealstream.stack.local import LocalStack
+            from ops.stack.local import LocalStack
 
             LocalStack(settings).down()
             console.print("stack stopped")
@@ -293,7 +293,7 @@ def demo_command(
 ) -> None:
     """Publish a realistic mix through a running `sealstream up`, wait until it lands, print
     the summary (exit 0 if every accepted event is stored hot and cold and verify is clean)."""
-    from sealstream.cli.stack import stack_settings
+    from ops.cli.stack import stack_settings
 
     os.environ.update(child_env(stack_settings(directory, saved_first=True), UpSettings()))
     summary = demo_run(per_tenant, timeout_s)
@@ -311,7 +311,7 @@ def restart_command(
 ) -> None:
     """Restart one supervised process of a running `sealstream up` (after a key rotation, a
     config change): SIGTERM, and the supervisor starts it again. Exit 0 once it runs again."""
-    from sealstream.cli.stack import stack_settings
+    from ops.cli.stack import stack_settings
 
     state_file = stack_settings(directory, saved_first=True).dir / "up.json"
 

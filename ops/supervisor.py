@@ -1,6 +1,6 @@
 """Supervised child processes for ``sealstream up``: the gateway, the workers and both sinks.
 
-Each service is a ``python -m sealstream.cli ...`` child with its own log file under
+Each service is a ``python -m ops.cli ...`` child with its own log file under
 ``<stack dir>/logs``. A child that exits while the supervisor runs is restarted after a
 backoff that doubles per quick crash (reset once it stayed up a minute). ``stop`` sends SIGTERM
 to every child (last started first), waits, then SIGKILLs what is left. The state (pids,
@@ -33,7 +33,7 @@ QUICK_CRASH_S = 60.0
 @dataclass
 class Service:
     name: str
-    args: list[str]  # after ``python -m sealstream.cli``
+    args: list[str]  # after ``python -m ops.cli``
     env: dict[str, str] = field(default_factory=dict)
     health_url: str | None = None
 
@@ -73,7 +73,7 @@ class Supervisor:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting\n".encode())
             out.flush()
             service.proc = subprocess.Popen(
-                [sys.executable, "-m", "sealstream.cli", *service.args],
+                [sys.executable, "-m", "ops.cli", *service.args],
                 env={**self.base_env, **service.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

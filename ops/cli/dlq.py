@@ -201,13 +201,11 @@ def show(
 def _identity(token: str | None, scope: str) -> tuple[str, str | None]:
     """(who, tenant the action is limited to). A token needs ``scope``; without one the local
     operator acts (access to this machine's keyring is the credential)."""
-    from sealstream.audit import local_operator
+    from schemas.audit import local_operator
 
     if token is None:
         return local_operator(), None
-    from producers.auth import Keyring, TokenVerifier
-    from producers.errors import AuthenticationError
-    from sealstream.cli.gateway import auth_settings
+    from sealstream.auth import AuthenticationError, Keyring, TokenVerifier, auth_settings
 
     auth = auth_settings()
     try:
@@ -305,7 +303,7 @@ def replay(
 
     from rich.progress import Progress
 
-    from sealstream.cli.ops import _audit
+    from ops.cli.ops import _audit
     from streams.dlq import REPLAYED, ReplayWriter, summarize
 
     who, tenant_limit = _identity(token, "dlq:replay")
@@ -381,7 +379,7 @@ def purge(
     Kafka cannot delete single records; the bytes expire with the topic's retention."""
     import uuid
 
-    from sealstream.cli.ops import _audit
+    from ops.cli.ops import _audit
     from streams.dlq import PURGED, Prediction, ReplayWriter, read_markers
 
     who, tenant_limit = _identity(token, "dlq:purge")

@@ -1,4 +1,5 @@
-"""Audit records for actions outside the ingest path (analyst queries, operator commands).
+"""Audit records for actions outside the ingest path (analyst queries, operator commands),
+in the project's own schemas (here, above the ground floor, because they encode with them).
 
 They use the gateway's ``Decision`` schema on ``audit.decisions`` (action, verdict, reason code,
 and a JSON ``detail``), so one topic and one ClickHouse table hold the whole trail.

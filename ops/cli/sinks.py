@@ -177,8 +177,7 @@ def _query_endpoint(
         if tenant is None:
             err.print("[red]give --token (a JWT with the analyst role) or --tenant (dev stack)[/]")
             raise typer.Exit(2)
-        from producers.auth import Keyring, issue_token
-        from sealstream.cli.gateway import auth_settings
+        from sealstream.auth import Keyring, auth_settings, issue_token
 
         auth = auth_settings()
         token = issue_token(
@@ -214,7 +213,7 @@ def _query_endpoint(
 
 
 def _query_server(settings: ClickHouseSettings, sql: str, tenant: str | None) -> dict[str, Any]:
-    from sealstream.audit import AuditLog, local_operator
+    from schemas.audit import AuditLog, local_operator
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.query import QueryLimits, QueryRejected, analyst, guard, operator, run
 

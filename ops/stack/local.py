@@ -26,9 +26,9 @@ import httpx
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from ops.stack import kafka as runtime
+from ops.stack.process import ManagedProcess, StackError
 from sealstream.settings import StackSettings
-from sealstream.stack import kafka as runtime
-from sealstream.stack.process import ManagedProcess, StackError
 from sealstream.topics import ensure_topics, pipeline_topics
 
 
@@ -323,7 +323,7 @@ def broker_name(node: int) -> str:
     return "kafka" if node == 1 else f"kafka-{node}"
 
 
-_QUIET = logging.getLogger("sealstream.stack.probe")
+_QUIET = logging.getLogger("ops.stack.probe")
 _QUIET.setLevel(logging.CRITICAL)
 _QUIET.propagate = False
 

@@ -1,0 +1,161 @@
+"""The gateway's HTTP edge: what a request brings (context, body, content type) and every
+answer it gets. Status codes, bodies and headers are made here and nowhere else, from the
+service's typed results (``producers/results.py``) and from errors.
+
+Answers to ``POST /v1/events``:
+
+- one event: 202 with its receipt, or the status of its rejection with the error object;
+- a batch: 202 with ``accepted`` and ``rejected`` (each with its index) if any event was
+  accepted; otherwise the status every rejection shares, or 422 when they differ;
+- a 503 (Kafka did not acknowledge) carries ``Retry-After``; a 429 the ``RateLimit-*``
+  headers; every answer ``X-Request-ID`` and ``X-Correlation-ID``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from producers.errors import GatewayError, RateLimited, RequestTooLarge, UnsupportedMediaType
+from producers.ids import uuid7
+from producers.ratelimit import Verdict
+from producers.results import Accepted, Published, Rejected
+from producers.service import RequestContext
+from sealstream.auth import AuthenticationError
+
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+
+
+def context(conn: HTTPConnection) -> RequestContext:
+    """A new request id; the caller's correlation id if it is well-formed, else the same."""
+    request_id = str(uuid7())
+    given = conn.headers.get("x-correlation-id")
+    correlation = given if given and _CORRELATION_RE.match(given) else request_id
+    client = conn.client.host if conn.client else None
+    agent = conn.headers.get("user-agent")
+    return RequestContext(request_id, correlation, client, agent[:256] if agent else None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit``: a chunked body has no
+    Content-Length to check first, and must not be read to its end before the refusal."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(
+            f"request body is {length} bytes; the limit is {limit}", code="body_too_large"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(
+                f"request body is over the limit of {limit} bytes", code="body_too_large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (form posts and text are not events)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as JSON with 'Content-Type: application/json', not {media or 'none'!r}",
+            field="Content-Type",
+        )
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def rate_headers(verdict: Verdict) -> dict[str, str]:
+    headers = {
+        "RateLimit-Limit": str(verdict.limit),
+        "RateLimit-Remaining": str(verdict.remaining),
+        "RateLimit-Reset": str(max(0, int(verdict.reset_s + 0.999))),
+    }
+    if not verdict.allowed:
+        headers["Retry-After"] = _seconds(verdict.retry_after_s)
+    return headers
+
+
+def _seconds(wait: float) -> str:
+    return "3600" if wait == float("inf") else str(max(1, int(wait + 0.999)))
+
+
+def _meta(ctx: RequestContext) -> dict[str, str]:
+    return {"request_id": ctx.request_id, "correlation_id": ctx.correlation_id}
+
+
+def _ids(ctx: RequestContext) -> dict[str, str]:
+    return {"X-Request-ID": ctx.request_id, "X-Correlation-ID": ctx.correlation_id}
+
+
+def _accepted(item: Accepted) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": item.index, "event_id": item.event_id, "receipt": item.receipt}
+    if item.duplicate:
+        body["duplicate"] = True
+    return body
+
+
+def _rejected(item: Rejected) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": item.index, "status": item.status}
+    if item.event_id is not None:
+        body["event_id"] = item.event_id
+    body["error"] = item.error_body()
+    return body
+
+
+def answer(result: Published, ctx: RequestContext, retry_after_s: int) -> Response:
+    """The answer to ``POST /v1/events``."""
+    headers = {**rate_headers(result.verdict), **_ids(ctx)}
+    if not result.is_batch:
+        if result.accepted:
+            only = result.accepted[0]
+            body = {
+                **_meta(ctx),
+                "event_id": only.event_id,
+                "receipt": only.receipt,
+                "duplicate": only.duplicate,
+            }
+            return json_response(202, body, headers)
+        failure = result.rejected[0]
+        if failure.status == 503:
+            headers["Retry-After"] = str(retry_after_s)
+        return json_response(failure.status, {**_meta(ctx), "error": failure.error_body()}, headers)
+    status = 202
+    if not result.accepted:
+        statuses = {r.status for r in result.rejected}
+        status = statuses.pop() if len(statuses) == 1 else 422
+        if status == 503:
+            headers["Retry-After"] = str(retry_after_s)
+    body = {
+        **_meta(ctx),
+        "accepted": [_accepted(a) for a in result.accepted],
+        "rejected": [_rejected(r) for r in result.rejected],
+    }
+    return json_response(status, body, headers)
+
+
+def error_response(error: GatewayError | AuthenticationError, ctx: RequestContext) -> Response:
+    """A request refused as a whole: its status, its error object, and the headers that say
+    what to do (``Retry-After``, ``RateLimit-*``, ``WWW-Authenticate``)."""
+    headers = _ids(ctx)
+    if isinstance(error, AuthenticationError):
+        body: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
+        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", code="{error.code}"'
+        return json_response(401, {**_meta(ctx), **body}, headers)
+    if isinstance(error, RateLimited) and isinstance(error.verdict, Verdict):
+        headers.update(rate_headers(error.verdict))
+    retry = getattr(error, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = _seconds(retry)
+    return json_response(error.status, {**_meta(ctx), **error.body()}, headers)

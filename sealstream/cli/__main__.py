@@ -1,3 +1,0 @@
-from sealstream.cli import main
-
-main()
