@@ -1,25 +1,35 @@
 """Parts the embedded engine wrote broken while its storage failed: found, set aside, rebuilt.
 
 Found by the fault suite (docs/faults.md): while the sink process could not write a byte
-(RLIMIT_FSIZE 0), a background merge of ``events_minutely_state`` committed a part with an
-empty marks file, and every query that touched it failed (``Code: 246 ... Empty marks file``).
-ClickHouse deals with such a part only when it loads the table: it moves the part to
-``detached/`` (reason ``broken-on-start``) and makes the parts it was merged from active
-again, if they are still on disk (``old_parts_lifetime``, 8 minutes). A running engine keeps
-serving the broken part. So:
+(RLIMIT_FSIZE 0), chDB committed parts whose files it had failed to write (empty or cut
+short) as if they were whole: a background merge of ``events_minutely_state``, and the
+rollup's own part of an insert whose ``events`` part was written just before the limit hit.
+Every query that touches such a part fails (``Code: 246 ... Empty marks file``). ClickHouse
+deals with it only when it loads the table: it moves the part to ``detached/`` (reason
+``broken-on-start``) and makes the parts it was merged from active again, if they are still on
+disk (``old_parts_lifetime``, 10 minutes by migration 4). A running engine keeps serving the
+broken part. So:
 
 1. After an outage the sink checks every part written since shortly before it
    (``CHECK TABLE ... PART``); if one is broken it stops with exit code 75
    (``sinks.runner.RESTART_TO_REPAIR``), and
    its supervisor starts it again (``recent_broken_parts``).
-2. At start, before it consumes, the sink looks at the parts set aside as broken that no
-   active part covers (their merge sources were gone, so their rows are missing): a table a
-   materialized view fills is rebuilt from the view's query over its source; rows of any other
-   table are reported as lost, with the way to restore them (``repair_at_start``).
+2. At start, before it consumes, the sink looks at each part set aside as broken: are its rows
+   in the parts loaded with it (``rows_are_back``)? A table a materialized view fills gets the
+   partitions of those whose rows are not rebuilt from the view's query over its source; rows
+   of any other table are reported as lost, with the way to restore them
+   (``repair_at_start``).
+
+The engine starts merging as soon as it has loaded a table, so by the time the sink looks, a
+merge may have joined the neighbours of a set-aside part into one whose block range spans it
+(blocks 1-15 around a lost block 11) without holding its rows. Block ranges of parts created
+after the set-aside prove nothing; only the parts inside the broken part's range, and parts
+older than the set-aside that span it, do.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from dataclasses import dataclass, field
@@ -99,47 +109,115 @@ def view_targets(client: Any, database: str) -> dict[str, str]:
     return targets
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A part the engine moved to ``detached/`` as broken (``system.detached_parts``)."""
+
+    table: str
+    name: str
+    partition: str
+    low: int  # its block range
+    high: int
+    at: dt.datetime  # when it was set aside (the directory's modification time)
+
+
+def rows_are_back(client: Any, database: str, part: SetAside) -> bool:
+    """Are the rows of a part set aside as broken in the parts the engine loaded?
+
+    Yes if a part committed before the set-aside spans its blocks (one merged from it or from
+    its sources), or if the parts inside its block range, active or merged away since, cover
+    it (its sources, made active again). A part committed since may span the range without
+    its rows: a merge of its neighbours, which the engine starts as soon as it has loaded."""
+    parts = client.query(
+        "SELECT min_block_number, max_block_number, modification_time FROM system.parts "
+        "WHERE database = {db:String} AND table = {t:String} AND partition_id = {p:String} "
+        "AND ((min_block_number >= {low:Int64} AND max_block_number <= {high:Int64}) "
+        "OR (min_block_number <= {low:Int64} AND max_block_number >= {high:Int64}))",
+        parameters={
+            "db": database, "t": part.table, "p": part.partition, "low": part.low,
+            "high": part.high,
+        },
+    ).result_rows  # fmt: skip
+    if any(a <= part.low and b >= part.high and at < part.at for a, b, at in parts):
+        return True
+    inside = [(int(a), int(b)) for a, b, _ in parts if a >= part.low and b <= part.high]
+    return covered((part.low, part.high), inside)
+
+
+def _drop_detached(client: Any, database: str, part: SetAside) -> None:
+    client.command(
+        f"ALTER TABLE `{database}`.`{part.table}` DROP DETACHED PART '{part.name}' "
+        "SETTINGS allow_drop_detached = 1"
+    )
+
+
+REBUILD_SUFFIX = "__rebuild"
+
+
+def rebuild_partitions(
+    client: Any, database: str, table: str, select: str, partitions: list[str]
+) -> None:
+    """Recompute ``partitions`` of a view's target from the view's query over its source.
+
+    Computed into a staging copy of the table, then swapped in a partition at a time
+    (``REPLACE PARTITION``, atomic): the other partitions keep what they counted, and the
+    table keeps its memory of insert tokens, so a batch the sink writes again after the
+    restart (a pending range) is not counted a second time (``TRUNCATE`` forgets them)."""
+    target = f"`{database}`.`{table}`"
+    staging = f"`{database}`.`{table}{REBUILD_SUFFIX}`"
+    client.command(f"DROP TABLE IF EXISTS {staging}")
+    client.command(f"CREATE TABLE {staging} AS {target}")
+    try:
+        # the staging copy must keep every block of the query, identical ones too
+        client.command(
+            f"ALTER TABLE {staging} MODIFY SETTING non_replicated_deduplication_window = 0"
+        )
+        client.command(f"INSERT INTO {staging} {select}")
+        for partition in partitions:
+            client.command(
+                f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {staging}"
+            )
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {staging}")
+
+
 def repair_at_start(client: Any, database: str) -> RepairReport:
     """Rebuild what the parts the engine set aside as broken took with them (see above)."""
     report = RepairReport()
-    detached = client.query(
-        "SELECT table, name, partition_id, min_block_number, max_block_number "
-        "FROM system.detached_parts WHERE database = {db:String} AND startsWith(reason, 'broken')",
-        parameters={"db": database},
-    ).result_rows
+    detached = [
+        SetAside(str(t), str(n), str(p), int(low), int(high), at)
+        for t, n, p, low, high, at in client.query(
+            "SELECT table, name, partition_id, min_block_number, max_block_number, "
+            "modification_time FROM system.detached_parts "
+            "WHERE database = {db:String} AND startsWith(reason, 'broken')",
+            parameters={"db": database},
+        ).result_rows
+    ]
     if not detached:
         return report
-    report.set_aside = [f"{t} {n}" for t, n, *_ in detached]
+    report.set_aside = [f"{d.table} {d.name}" for d in detached]
     targets = view_targets(client, database)
-    uncovered: dict[str, list[tuple[str, int, int]]] = {}
-    for table, name, partition, low, high in detached:
-        active = client.query(
-            "SELECT min_block_number, max_block_number FROM system.parts WHERE active "
-            "AND database = {db:String} AND table = {t:String} AND partition_id = {p:String}",
-            parameters={"db": database, "t": table, "p": partition},
-        ).result_rows
-        if covered((int(low), int(high)), [(int(a), int(b)) for a, b in active]):
-            log.info(
-                "broken part %s.%s set aside; the parts it was merged from are back", table, name
-            )
+    uncovered: dict[str, list[SetAside]] = {}
+    for part in detached:
+        if rows_are_back(client, database, part):
+            log.info("broken part %s.%s set aside; its rows are in the parts loaded with it",
+                     part.table, part.name)  # fmt: skip
+            _drop_detached(client, database, part)  # nothing left to decide at the next start
             continue
-        uncovered.setdefault(str(table), []).append((str(name), int(low), int(high)))
+        uncovered.setdefault(part.table, []).append(part)
     for table, parts in sorted(uncovered.items()):
         if table in targets:
-            # derived rows: recompute the whole table from the source, as the view would
-            client.command(f"TRUNCATE TABLE `{database}`.`{table}`")
-            client.command(f"INSERT INTO `{database}`.`{table}` {targets[table]}")
-            for name, _, _ in parts:  # done with: the next start must not rebuild again
-                client.command(
-                    f"ALTER TABLE `{database}`.`{table}` DROP DETACHED PART '{name}' "
-                    "SETTINGS allow_drop_detached = 1"
-                )
-            log.warning("%s rebuilt from its source: broken part(s) %s had no sources left",
-                        table, [n for n, _, _ in parts])  # fmt: skip
+            # derived rows: recompute the partitions they were in, as the view would
+            partitions = sorted({p.partition for p in parts})
+            rebuild_partitions(client, database, table, targets[table], partitions)
+            for part in parts:  # done with: the next start must not rebuild again
+                _drop_detached(client, database, part)
+            log.warning("%s partitions %s rebuilt from its source: broken part(s) %s had no "
+                        "sources left", table, partitions, [p.name for p in parts])  # fmt: skip
             report.rebuilt.append(table)
             continue
-        for name, low, high in parts:
-            report.lost.append(f"{table} {name} (blocks {low}..{high})")
+        for part in parts:
+            report.lost.append(f"{table} {part.name} (blocks {part.low}..{part.high})")
             log.error(
                 "rows of %s.%s are missing from the hot store: the engine set the broken part "
                 "%s aside and the parts it was merged from are gone. For events, restore them "
@@ -147,7 +225,7 @@ def repair_at_start(client: Any, database: str) -> RepairReport:
                 "(ALTER TABLE ... DROP DETACHED PART '%s' SETTINGS allow_drop_detached = 1)",
                 database,
                 table,
-                name,
-                name,
+                part.name,
+                part.name,
             )
     return report
