@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from schemas.catalog import DECISIONS_TOPIC, Catalog, subject_for
+from schemas.catalog import Catalog, subject_for
 from schemas.serde import Encoder, parse
+from sealstream.settings import TopicSettings
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class SchemaBook:
             )
         decision = catalog.decision_schema()
         found = client.lookup_schema(
-            subject_for(DECISIONS_TOPIC, decision), Schema(json.dumps(decision), "AVRO")
+            subject_for(TopicSettings().decisions, decision), Schema(json.dumps(decision), "AVRO")
         )
         return cls(types, Encoder(int(found.schema_id), decision))
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from schemas.catalog import DECISIONS_TOPIC, EVENTS_TOPIC, Catalog, subject_for
+from schemas.catalog import Catalog, subject_for
 from schemas.serde import Encoder
-from sealstream.settings import KafkaSettings, RegistrySettings
+from sealstream.settings import KafkaSettings, RegistrySettings, TopicSettings
 
 
 def decision_encoder(registry: RegistrySettings) -> Encoder:
@@ -28,7 +28,7 @@ def decision_encoder(registry: RegistrySettings) -> Encoder:
     schema = Catalog().decision_schema()
     with SchemaRegistryClient(registry.client_config()) as client:
         found = client.lookup_schema(
-            subject_for(DECISIONS_TOPIC, schema), Schema(json.dumps(schema), "AVRO")
+            subject_for(TopicSettings().decisions, schema), Schema(json.dumps(schema), "AVRO")
         )
     return Encoder(int(found.schema_id), schema)
 
@@ -42,9 +42,9 @@ class AuditLog:
     """Write audit records; ``record`` returns once Kafka acknowledged (acks=all)."""
 
     def __init__(
-        self, kafka: KafkaSettings, registry: RegistrySettings, topic: str = DECISIONS_TOPIC
+        self, kafka: KafkaSettings, registry: RegistrySettings, topic: str | None = None
     ) -> None:
-        self.topic = topic
+        self.topic = topic or TopicSettings().decisions
         self.encoder = decision_encoder(registry)
         self.producer = Producer(kafka.client_config(enable_idempotence=True, acks="all"))
 
@@ -116,7 +116,7 @@ def publish_operator_action(
     schema = catalog.event_schema("operator_action")
     with SchemaRegistryClient(registry.client_config()) as client:
         found = client.lookup_schema(
-            subject_for(EVENTS_TOPIC, schema),  # event schemas register under events.raw
+            subject_for(TopicSettings().raw, schema),  # event schemas register under the raw topic
             Schema(json.dumps(schema), "AVRO"),
         )
     payload = {

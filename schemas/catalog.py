@@ -24,21 +24,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sealstream.settings import TopicSettings
+
 AVRO_DIR = Path(__file__).resolve().parent / "avro"
-EVENTS_TOPIC = "events.raw"
-DECISIONS_TOPIC = "audit.decisions"
 ENVELOPE_FILE = "envelope.avsc"
 DECISION_FILE = "audit_decision.avsc"
-SIGNED_TOPIC = "events.signed"
 SIGNED_FILE = "signed_event.avsc"
-CHECKPOINTS_TOPIC = "audit.checkpoints"
 CHECKPOINT_FILE = "audit_checkpoint.avsc"
-# Files that are not event types, and the topic each registers under (None: not registered).
+# Files that are not event types, and the role (TopicSettings) of the topic each registers
+# under (None: not registered). Event types register under the raw topic.
 INFRA_FILES: dict[str, str | None] = {
     ENVELOPE_FILE: None,
-    DECISION_FILE: DECISIONS_TOPIC,
-    SIGNED_FILE: SIGNED_TOPIC,
-    CHECKPOINT_FILE: CHECKPOINTS_TOPIC,
+    DECISION_FILE: "decisions",
+    SIGNED_FILE: "signed",
+    CHECKPOINT_FILE: "checkpoints",
 }
 
 
@@ -89,7 +88,7 @@ class Catalog:
             "type": "record",
             "name": f"{short}Event",
             "namespace": namespace or "io.sealstream.events",
-            "doc": f"A {event_type} event as written to {EVENTS_TOPIC}.",
+            "doc": f"A {event_type} event as written to events.raw.",  # part of the schema
             "fields": [
                 *copy.deepcopy(self.envelope_fields()),
                 {"name": "payload", "type": payload},
@@ -117,16 +116,18 @@ class Catalog:
         value = self.payload_schema(event_type).get("sealstream.key")
         return str(value) if value else None
 
-    def subjects(self, events_topic: str = EVENTS_TOPIC) -> dict[str, dict[str, Any]]:
-        """Every subject the repo's schemas register under -> its schema."""
+    def subjects(self, topics: TopicSettings | None = None) -> dict[str, dict[str, Any]]:
+        """Every subject the repo's schemas register under -> its schema, for the topic names
+        of ``topics`` (default: TopicSettings from the environment)."""
+        topics = topics or TopicSettings()
         entries = {}
         for event_type in self.event_types():
             schema = self.event_schema(event_type)
-            entries[subject_for(events_topic, schema)] = schema
-        for filename, topic in INFRA_FILES.items():
-            if topic is not None and (self.directory / filename).exists():
+            entries[subject_for(topics.raw, schema)] = schema
+        for filename, role in INFRA_FILES.items():
+            if role is not None and (self.directory / filename).exists():
                 schema = self._load(filename)
-                entries[subject_for(topic, schema)] = schema
+                entries[subject_for(getattr(topics, role), schema)] = schema
         return entries
 
 

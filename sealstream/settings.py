@@ -33,6 +33,33 @@ class SecurityProtocol(StrEnum):
     SASL_SSL = "SASL_SSL"
 
 
+class TopicSettings(BaseSettings):
+    """Every Kafka topic the pipeline uses, by its role: the one contract between the stages
+    (``SEALSTREAM_TOPIC_*``). Topic creation (``sealstream topics create``, the local stack),
+    schema registration (subjects are ``<topic>-<record name>``) and every component take
+    their names from here, so renaming a topic renames it everywhere at once. A component's
+    own ``*_topic`` setting overrides its default (tests give each case topics of its own)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEALSTREAM_TOPIC_", extra="ignore")
+
+    raw: str = Field(default="events.raw", description="Validated events from the gateway.")
+    signed: str = Field(default="events.signed", description="Signed, chained events.")
+    raw_dlq: str = Field(default="events.raw.dlq", description="What the workers could not sign.")
+    signed_dlq: str = Field(default="events.signed.dlq", description="What a sink could not store.")
+    decisions: str = Field(default="audit.decisions", description="Every allow/deny decision.")
+    checkpoints: str = Field(default="audit.checkpoints", description="Signed chain heads.")
+    receipts: str = Field(default="receipts", description="Receipts by event id (compacted).")
+    revocations: str = Field(default="tokens.revoked", description="Revoked tokens (compacted).")
+    dlq_replays: str = Field(default="dlq.replays", description="Dead letters replayed/purged.")
+    tenants: str = Field(default="tenants.directory", description="Tenant attributes.")
+    schemas: str = Field(default="_schemas", description="The schema registry's state.")
+
+
+def _topic(role: str) -> Any:
+    """A component's default for the topic of ``role``: the one in TopicSettings."""
+    return Field(default_factory=lambda: getattr(TopicSettings(), role))
+
+
 class KafkaSettings(BaseSettings):
     """How every component reaches the Kafka cluster."""
 
@@ -92,7 +119,10 @@ class RegistrySettings(BaseSettings):
     )
     host: str = Field(default=LOCALHOST, description="Address the registry server binds.")
     port: int = Field(default=DEFAULT_REGISTRY_PORT, ge=1, le=65535)
-    topic: str = Field(default="_schemas", description="Compacted topic holding registry state.")
+    topic: str = Field(
+        default_factory=lambda: TopicSettings().schemas,
+        description="Compacted topic holding registry state.",
+    )
     default_compatibility: str = "BACKWARD"
     write_timeout_s: float = Field(default=10.0, gt=0)
     basic_auth_user_info: SecretStr | None = Field(
@@ -198,7 +228,7 @@ class AuthSettings(BaseSettings):
     max_lifetime_s: int = Field(default=24 * 3600, ge=60, description="Longest exp - iat accepted.")
     allowed_typ: list[str] = Field(default_factory=lambda: ["JWT", "at+jwt"])
     cache_size: int = Field(default=100_000, ge=0, description="Verified tokens kept; 0 disables.")
-    revocation_topic: str = "tokens.revoked"
+    revocation_topic: str = _topic("revocations")
 
 
 class KeySettings(BaseSettings):
@@ -240,13 +270,13 @@ class GatewaySettings(BaseSettings):
     occurred_at_max_ahead_s: float = Field(
         default=3600.0, ge=0, description="How far after the gateway's clock (clock skew)."
     )
-    raw_topic: str = "events.raw"
-    decisions_topic: str = "audit.decisions"
-    receipts_topic: str = "receipts"
+    raw_topic: str = _topic("raw")
+    decisions_topic: str = _topic("decisions")
+    receipts_topic: str = _topic("receipts")
     # the topics an accepted event is later written to: the largest event the gateway accepts is
     # derived from their max.message.bytes (producers/limits.py)
-    signed_topic: str = "events.signed"
-    dlq_topic: str = "events.raw.dlq"
+    signed_topic: str = _topic("signed")
+    dlq_topic: str = _topic("raw_dlq")
 
 
 class WorkerSettings(BaseSettings):
@@ -255,14 +285,15 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEALSTREAM_WORKER_", extra="ignore")
 
     app_id: str = "sealstream-processor"
-    raw_topic: str = "events.raw"
-    signed_topic: str = "events.signed"
-    dlq_topic: str = "events.raw.dlq"
-    checkpoints_topic: str = "audit.checkpoints"
+    raw_topic: str = _topic("raw")
+    signed_topic: str = _topic("signed")
+    dlq_topic: str = _topic("raw_dlq")
+    checkpoints_topic: str = _topic("checkpoints")
     partitions: int = Field(default=6, ge=1, description="Of events.raw and events.signed.")
     dlq_partitions: int = Field(default=3, ge=1, description="Of events.raw.dlq.")
     dlq_replays_topic: str = Field(
-        default="dlq.replays", description="Compacted: which dead letters were replayed/purged."
+        default_factory=lambda: TopicSettings().dlq_replays,
+        description="Compacted: which dead letters were replayed/purged.",
     )
     processing_guarantee: str = Field(
         default="exactly_once", pattern="^(exactly_once|at_least_once)$"
@@ -282,7 +313,7 @@ class WorkerSettings(BaseSettings):
     routes_file: Path = Path("config/routes.yaml")
     tenants_file: Path = Path("config/tenants.yaml")
     tenants_topic: str | None = Field(
-        default="tenants.directory",
+        default_factory=lambda: TopicSettings().tenants,
         description="Compacted topic of tenant attributes; empty = off.",
     )
     policy_file: Path = Path("config/policy.yaml")
@@ -428,16 +459,18 @@ class SinkSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SEALSTREAM_SINK_", extra="ignore")
 
-    signed_topic: str = "events.signed"
-    decisions_topic: str = "audit.decisions"
-    dlq_topic: str = "events.raw.dlq"
-    checkpoints_topic: str = "audit.checkpoints"
-    receipts_topic: str = "receipts"
+    signed_topic: str = _topic("signed")
+    decisions_topic: str = _topic("decisions")
+    dlq_topic: str = _topic("raw_dlq")
+    checkpoints_topic: str = _topic("checkpoints")
+    receipts_topic: str = _topic("receipts")
     replays_topic: str = Field(
-        default="dlq.replays", description="Dead-letter replay markers, for the audit trail."
+        default_factory=lambda: TopicSettings().dlq_replays,
+        description="Dead-letter replay markers, for the audit trail.",
     )
     dead_letter_topic: str = Field(
-        default="events.signed.dlq", description="Records a sink cannot decode or convert."
+        default_factory=lambda: TopicSettings().signed_dlq,
+        description="Records a sink cannot decode or convert.",
     )
     clickhouse_group: str = "sealstream-sink-clickhouse"
     objects_group: str = "sealstream-sink-objects"

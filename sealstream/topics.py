@@ -12,7 +12,7 @@ from typing import Final
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from sealstream.settings import KafkaSettings
+from sealstream.settings import KafkaSettings, TopicSettings
 
 DAY_MS: Final = 24 * 3600 * 1000
 # The broker's default max.message.bytes, for a topic that cannot be described yet.
@@ -38,59 +38,61 @@ def _compacted() -> dict[str, str]:
     return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
 
-def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
-    """Every topic the pipeline uses, with explicit cleanup policies."""
+def pipeline_topics(partitions: int = 6, topics: TopicSettings | None = None) -> list[TopicSpec]:
+    """Every topic the pipeline uses (names from ``topics``, default TopicSettings from the
+    environment), with explicit cleanup policies."""
+    t = topics or TopicSettings()
     return [
         TopicSpec(
-            "_schemas", 1, _compacted(), "schema registry state (one partition keeps total order)"
+            t.schemas, 1, _compacted(), "schema registry state (one partition keeps total order)"
         ),
         TopicSpec(
-            "events.raw",
+            t.raw,
             partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "validated events from the gateway",
         ),
         TopicSpec(
-            "events.raw.dlq",
+            t.raw_dlq,
             max(1, partitions // 2),
             {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
             "events the processors could not handle, original bytes plus error headers",
         ),
         TopicSpec(
-            "events.signed",
+            t.signed,
             partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "enriched, signed, hash-chained events for the sinks",
         ),
         TopicSpec(
-            "events.signed.dlq",
+            t.signed_dlq,
             1,
             {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
             "signed events a sink could not decode or convert, with error headers",
         ),
         TopicSpec(
-            "audit.decisions",
+            t.decisions,
             max(1, partitions // 2),
             {"cleanup.policy": "delete", "retention.ms": str(90 * DAY_MS)},
             "every authorization decision, allow or deny",
         ),
         TopicSpec(
-            "audit.checkpoints",
+            t.checkpoints,
             1,
             {"cleanup.policy": "delete", "retention.ms": "-1"},
             "signed chain checkpoints (kept forever: verification anchors to them)",
         ),
         TopicSpec(
-            "receipts",
+            t.receipts,
             max(1, partitions // 2),
             {**_compacted(), "cleanup.policy": "compact,delete", "retention.ms": str(30 * DAY_MS)},
             "signed receipts by event id: dedup of retries and GET /v1/receipts",
         ),
-        TopicSpec("tokens.revoked", 1, _compacted(), "revoked token ids and subjects"),
+        TopicSpec(t.revocations, 1, _compacted(), "revoked token ids and subjects"),
         TopicSpec(
-            "dlq.replays", 1, _compacted(), "dead letters replayed or purged, by coordinates"
+            t.dlq_replays, 1, _compacted(), "dead letters replayed or purged, by coordinates"
         ),
-        TopicSpec("tenants.directory", 1, _compacted(), "tenant attributes for enrichment"),
+        TopicSpec(t.tenants, 1, _compacted(), "tenant attributes for enrichment"),
     ]
 
 

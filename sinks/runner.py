@@ -38,6 +38,7 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from sealstream.deadletters import DeadLetterHeaders, source_headers
 from sealstream.settings import KafkaSettings, SinkSettings
 
 log = logging.getLogger("sealstream.sink")
@@ -439,16 +440,19 @@ class SinkRunner:
             return
         for item in rejected:
             m = item.message
+            error = DeadLetterHeaders(
+                reason=item.reason,
+                stage=f"sink-{self.store.name}",
+                message=item.detail,
+                topic=m.topic() or "",
+                partition=int(m.partition() or 0),
+                offset=int(m.offset() or 0),
+                attempts=1,
+                last_failure_ms=int(time.time() * 1000),
+            )
             headers: list[tuple[str, str | bytes | None]] = [
-                ("dlq.reason", item.reason.encode()),
-                ("dlq.message", item.detail[:1000].encode()),
-                ("dlq.stage", f"sink-{self.store.name}".encode()),
-                ("dlq.topic", (m.topic() or "").encode()),
-                ("dlq.partition", str(m.partition()).encode()),
-                ("dlq.offset", str(m.offset()).encode()),
-                ("dlq.attempts", b"1"),
-                ("dlq.last_failure_ms", str(int(time.time() * 1000)).encode()),
-                *header_pairs(m),
+                *error.to_headers(),
+                *source_headers(header_pairs(m)),
             ]
             self.producer.produce(
                 self.settings.dead_letter_topic, m.value(), m.key(), headers=headers

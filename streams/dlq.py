@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from sealstream.deadletters import DeadLetterHeaders, source_headers
 from sealstream.follow import read_to_end
 from sealstream.settings import KafkaSettings
 
@@ -33,12 +34,17 @@ class DeadLetter:
     key: bytes | None = None
 
     @property
+    def error(self) -> DeadLetterHeaders:
+        """Why it is a dead letter (its ``dlq.*`` headers, typed)."""
+        return DeadLetterHeaders.from_headers(self.headers)
+
+    @property
     def reason(self) -> str:
-        return self.headers.get("dlq.reason", "unknown")
+        return self.error.reason
 
     @property
     def stage(self) -> str:
-        return self.headers.get("dlq.stage", "unknown")
+        return self.error.stage
 
     @property
     def tenant(self) -> str:
@@ -50,10 +56,7 @@ class DeadLetter:
 
     @property
     def failed_ms(self) -> int:
-        try:
-            return int(self.headers.get("dlq.last_failure_ms", ""))
-        except ValueError:
-            return self.timestamp_ms
+        return self.error.last_failure_ms or self.timestamp_ms
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -289,13 +292,11 @@ class ReplayWriter:
             for p in batch:
                 letter = p.letter
                 if status == REPLAYED:
-                    destination = target or letter.headers.get("dlq.topic")
+                    destination = target or letter.error.topic
                     if not destination:
                         raise ValueError(f"dead letter {marker_key(letter)} names no topic")
                     headers: list[tuple[str, str | bytes | None]] = [
-                        (k, v.encode())
-                        for k, v in letter.headers.items()
-                        if not k.startswith("dlq.")
+                        *source_headers(letter.headers.items())
                     ]
                     headers += [
                         ("replay.id", replay_id.encode()),

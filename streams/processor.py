@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.serde import Decoder, Encoder, UnknownSchemaError, WireFormatError
+from sealstream.deadletters import DeadLetterHeaders
 from sealstream.integrity import ChainHead, canonical_json, payload_hash, sign
 from sealstream.keys import HmacKeyring
 from streams.enrich import EnrichInput, Pipeline
@@ -155,19 +156,23 @@ def dead_letter_headers(
     first_failure: float,
     last_failure: float,
 ) -> list[tuple[str, bytes]]:
-    """The error headers a dead letter carries (its value stays the original bytes)."""
+    """The error headers a dead letter carries (its value stays the original bytes): the
+    ``dlq.*`` ones (``sealstream/deadletters.py``) and the record's own."""
     correlation = source.headers.get("correlation_id", b"")
+    error_headers = DeadLetterHeaders(
+        reason=reason,
+        stage=stage,
+        message=str(error),
+        error_class=type(error).__name__,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        attempts=attempts,
+        first_failure_ms=int(first_failure * 1000),
+        last_failure_ms=int(last_failure * 1000),
+    ).to_headers()
     return [
-        ("dlq.error_class", type(error).__name__.encode()),
-        ("dlq.reason", reason.encode()),
-        ("dlq.message", str(error)[:1000].encode()),
-        ("dlq.stage", stage.encode()),
-        ("dlq.topic", source.topic.encode()),
-        ("dlq.partition", str(source.partition).encode()),
-        ("dlq.offset", str(source.offset).encode()),
-        ("dlq.attempts", str(attempts).encode()),
-        ("dlq.first_failure_ms", str(int(first_failure * 1000)).encode()),
-        ("dlq.last_failure_ms", str(int(last_failure * 1000)).encode()),
+        *error_headers,
         ("correlation_id", correlation),
         *[(k, v) for k, v in source.headers.items() if k not in ("correlation_id",)],
     ]

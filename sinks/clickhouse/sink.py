@@ -21,6 +21,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
 from confluent_kafka import Message
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from sealstream.deadletters import DeadLetterHeaders
 from sealstream.settings import ClickHouseSettings, SinkSettings
 from sinks.clickhouse.parts import MERGE_MARGIN_S, recent_broken_parts
 from sinks.runner import (
@@ -172,27 +173,20 @@ def decision_row(record: dict[str, Any], message: Message) -> list[Any]:
 def dead_letter_row(message: Message) -> list[Any]:
     """A dead letter's row, from its error headers (its value may be undecodable)."""
     h = {k: v.decode("utf-8", "replace") for k, v in message_headers(message).items()}
-
-    def integer(name: str) -> int:
-        try:
-            return max(0, int(h.get(name, "0")))
-        except ValueError:
-            return 0
-
+    error = DeadLetterHeaders.from_headers(h)
     _, timestamp_ms = message.timestamp()
-    failed_ms = integer("dlq.last_failure_ms") or timestamp_ms or 0
     return [
-        _ms(failed_ms),
-        h.get("dlq.reason", "unknown"),
-        h.get("dlq.stage", "unknown"),
-        h.get("dlq.error_class", ""),
-        h.get("dlq.message", ""),
+        _ms(error.last_failure_ms or timestamp_ms or 0),
+        error.reason,
+        error.stage,
+        error.error_class,
+        error.message,
         h.get("tenant", ""),
         h.get("event_type", ""),
-        h.get("dlq.topic", ""),
-        integer("dlq.partition"),
-        integer("dlq.offset"),
-        min(integer("dlq.attempts"), 65535),
+        error.topic,
+        error.partition,
+        error.offset,
+        error.attempts,
         len(message.value() or b""),
         *_coords(message),
         h.get("event_id", ""),  # set by the gateway on raw events; absent on poison
