@@ -19,11 +19,12 @@ from schemas.serde import Decoder, Encoder
 from sealstream.integrity import ChainHead, walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
-from streams.app import Outputs, create_app
+from streams.app import create_app
 from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import ClientAttributes, PiiClassification, Pipeline, TimeFields
 from streams.heads import CommittedHead, CommittedTail, RawRecord
 from streams.mask import Masker
+from streams.outputs import Outputs
 from streams.processor import Processor, Source
 from streams.route import RoutingTable
 
