@@ -14,8 +14,9 @@ PACKAGES = ("benchmarks", "ops", "producers", "streams", "sinks", "schemas", "se
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    command = Path(sys.executable).parent / "lint-imports"
     return subprocess.run(
-        [str(Path(sys.executable).parent / "lint-imports"), "--config", str(root / "pyproject.toml")],
+        [str(command), "--config", str(root / "pyproject.toml")],
         cwd=root, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root)},
     )  # fmt: skip
 
