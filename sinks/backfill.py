@@ -9,6 +9,7 @@ from its path and hash, so an interrupted or repeated backfill inserts nothing t
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import fastavro
 from sealstream.integrity import CONTENT_HASH, HOT_CONTENT_HASH, Problem, check_entry
 from sealstream.keys import HmacKeyring
 from sinks.clickhouse.sink import EVENT_COLUMNS, event_row
-from sinks.objects.reader import Selection, iter_cold
+from sinks.objects.reader import ColdFileContent, Selection, iter_cold
 from sinks.objects.store import ObjectStore
 
 
@@ -92,8 +93,7 @@ def backfill(
     keys: HmacKeyring,
     progress: Callable[[str], None] | None = None,
 ) -> BackfillReport:
-    import datetime as dt
-
+    """Insert the selected cold records the hot store lacks (see the module docstring)."""
     report = BackfillReport()
     for content in iter_cold(store, prefix, selection):
         report.files += 1
@@ -105,60 +105,9 @@ def backfill(
                 {"path": content.path, "problem": "; ".join(fatal) or "no manifest"}
             )
             continue
-        candidates: list[tuple[dict[str, Any], int]] = []
-        for index, (record, offset) in enumerate(
-            zip(content.records, content.offsets, strict=True)
-        ):
-            copies = {
-                CONTENT_HASH: record.get("payload_json"),
-                HOT_CONTENT_HASH: record.get("hot_payload_json"),
-            }
-            problems = check_entry(record, keys, stored_copies=copies)
-            if problems:
-                report.bad_records.append(
-                    {
-                        "location": f"{content.path}#{index}",
-                        "event_id": record["event_id"],
-                        "problems": [f"{k.value}: {d}" for k, d in problems],
-                    }
-                )
-                continue
-            if record["route"] == "cold":
-                report.cold_only += 1
-                continue
-            candidates.append((record, offset))
-        ids = [r["event_id"] for r, _ in candidates]
-        present: set[str] = set()
-        if ids:
-            present = {
-                str(row[0])
-                for row in client.query(
-                    f"SELECT event_id FROM {database}.events_by_id "
-                    "WHERE event_id IN {ids:Array(String)}",
-                    parameters={"ids": ids},
-                ).result_rows
-            }
-        rows = []
-        for record, offset in candidates:
-            day = (
-                dt.datetime.fromtimestamp(record["occurred_at"] / 1000, tz=dt.UTC)
-                .date()
-                .isoformat()
-            )
-            counts = report.by_day[(str(record["tenant"]), day)]
-            counts["cold"] += 1
-            if record["event_id"] in present:
-                report.present += 1
-                counts["present"] += 1
-                continue
-            coords = _Coordinates(
-                str(content.manifest["topic"]),
-                int(content.manifest["partition"]),
-                offset,
-                _wire_size(record, content.schema),
-            )
-            rows.append(event_row(record, coords))  # type: ignore[arg-type]
-            counts["inserted"] += 1
+        candidates = _candidates(content, keys, report)
+        present = _present(client, database, [r["event_id"] for r, _ in candidates])
+        rows = _rows(content, content.manifest, candidates, present, report)
         if rows:
             client.insert(
                 f"{database}.events",
@@ -171,3 +120,72 @@ def backfill(
             )
             report.inserted += len(rows)
     return report
+
+
+def _candidates(
+    content: ColdFileContent, keys: HmacKeyring, report: BackfillReport
+) -> list[tuple[dict[str, Any], int]]:
+    """The file's records meant for the hot store whose hashes and signature verify, with
+    their offsets; the others are counted (routed to cold only) or reported (bad)."""
+    candidates: list[tuple[dict[str, Any], int]] = []
+    for index, (record, offset) in enumerate(zip(content.records, content.offsets, strict=True)):
+        copies = {
+            CONTENT_HASH: record.get("payload_json"),
+            HOT_CONTENT_HASH: record.get("hot_payload_json"),
+        }
+        problems = check_entry(record, keys, stored_copies=copies)
+        if problems:
+            report.bad_records.append(
+                {
+                    "location": f"{content.path}#{index}",
+                    "event_id": record["event_id"],
+                    "problems": [f"{k.value}: {d}" for k, d in problems],
+                }
+            )
+            continue
+        if record["route"] == "cold":
+            report.cold_only += 1
+            continue
+        candidates.append((record, offset))
+    return candidates
+
+
+def _present(client: Any, database: str, ids: list[Any]) -> set[str]:
+    """Which of ``ids`` the hot store already holds (``events_by_id``)."""
+    if not ids:
+        return set()
+    return {
+        str(row[0])
+        for row in client.query(
+            f"SELECT event_id FROM {database}.events_by_id WHERE event_id IN {{ids:Array(String)}}",
+            parameters={"ids": ids},
+        ).result_rows
+    }
+
+
+def _rows(
+    content: ColdFileContent,
+    manifest: dict[str, Any],
+    candidates: list[tuple[dict[str, Any], int]],
+    present: set[str],
+    report: BackfillReport,
+) -> list[Any]:
+    """The hot rows of the candidates not yet present, counted per tenant and day."""
+    rows = []
+    for record, offset in candidates:
+        day = dt.datetime.fromtimestamp(record["occurred_at"] / 1000, tz=dt.UTC).date().isoformat()
+        counts = report.by_day[(str(record["tenant"]), day)]
+        counts["cold"] += 1
+        if record["event_id"] in present:
+            report.present += 1
+            counts["present"] += 1
+            continue
+        coords = _Coordinates(
+            str(manifest["topic"]),
+            int(manifest["partition"]),
+            offset,
+            _wire_size(record, content.schema),
+        )
+        rows.append(event_row(record, coords))  # type: ignore[arg-type]
+        counts["inserted"] += 1
+    return rows
