@@ -73,3 +73,26 @@ def settled_seqs(
     finally:
         consumer.close()
     return out
+
+
+def sink_dead_letters(kafka: Any, topic: str, decoder: Any) -> dict[tuple[str, int], str]:
+    """(chain, seq) of every signed event in a sink's dead-letter topic, and where it is
+    (``topic partition@offset`` and the reason)."""
+    from sealstream.deadletters import DeadLetterHeaders
+    from sealstream.follow import read_to_end
+
+    found: dict[tuple[str, int], str] = {}
+    try:
+        messages = list(read_to_end(kafka, topic))
+    except LookupError:  # no such topic: no dead letters
+        return found
+    for message in messages:
+        try:
+            record = decoder.decode(message.value() or b"")[1]
+            key = (str(record["chain_id"]), int(record["seq"]))
+        except Exception:  # not a signed record: nothing to match
+            continue
+        headers: dict[str, str | bytes | None] = dict(message.headers() or [])
+        error = DeadLetterHeaders.from_headers(headers)
+        found[key] = f"{topic} {message.partition()}@{message.offset()} ({error.reason})"
+    return found

@@ -45,7 +45,7 @@ from sinks.entries import (
     hot_sql,
     read_hot,
 )
-from sinks.settled import settled_offsets, settled_seqs
+from sinks.settled import settled_offsets, settled_seqs, sink_dead_letters
 
 __all__ = [
     "HOT_COLUMNS",
@@ -62,6 +62,7 @@ __all__ = [
     "read_hot",
     "settled_offsets",
     "settled_seqs",
+    "sink_dead_letters",
     "verify",
 ]
 
@@ -75,11 +76,14 @@ def verify(
     report: VerifyReport,
     settled: dict[int, int] | None = None,
     settled_seq: dict[str, int] | None = None,
+    dead_letters: dict[tuple[str, int], str] | None = None,
 ) -> VerifyReport:
     """``settled``: per events.signed partition, the offset below which both sinks had
     committed when the stores were read; ``settled_seq``: per chain, the last sequence number
     below it (``settled_seqs``). What lies beyond them may be in one store and not yet in the
-    other while the pipeline runs: counted in flight, not reported missing."""
+    other while the pipeline runs: counted in flight, not reported missing. ``dead_letters``:
+    (chain, seq) of signed records a sink put in its dead letters, and where
+    (``sink_dead_letters``): missing there, they are reported as ``dead_lettered``."""
 
     def index(entries: list[Entry] | None) -> dict[str, dict[int, Entry]]:
         out: dict[str, dict[int, Entry]] = defaultdict(dict)
@@ -96,5 +100,35 @@ def verify(
     if hot is not None and cold is not None:
         attribute_shared_holes(report, hot_index, cold_index)
         compare(hot, cold, report, settled)
+    if dead_letters:
+        _name_dead_letters(report, dead_letters)
     first_bad_seqs(report)
     return report
+
+
+def _name_dead_letters(report: VerifyReport, dead_letters: dict[tuple[str, int], str]) -> None:
+    """A signed event a sink could not store (its dead letters hold it) is not lost, and not
+    stored either: say which, and where it is, so an operator can fix and replay it."""
+    named: list[Located] = []
+    for f in report.findings:
+        where = (
+            dead_letters.get((f.chain_id, f.seq))
+            if f.kind == "missing" and f.chain_id is not None and f.seq is not None
+            else None
+        )
+        if where is None:
+            named.append(f)
+            continue
+        named.append(
+            Located(
+                f.store,
+                "dead_lettered",
+                f.chain_id,
+                f.seq,
+                f.event_id,
+                where,
+                "a sink could not store it and put it in its dead letters; fix the cause and "
+                "replay it (sealstream dlq replay)",
+            )
+        )
+    report.findings = named

@@ -602,3 +602,21 @@ def test_the_audit_trail_of_an_event_whose_hot_payload_is_not_json_fails_its_che
     broken = audit_trail(_OneRow({**row, "payload": '{"n": 0, "email"'}), record["event_id"], KEYS)
     assert broken is not None and broken["processing"]["signature_valid"] is False  # no crash
     assert any("hot" in p for p in broken["processing"]["problems"])
+
+
+def test_an_entry_a_sink_dead_lettered_is_named_so_not_missing(tmp_path: Path) -> None:
+    """Both sinks committed it, neither store has it: in the ClickHouse sink's dead letters
+    (a row the store refused), it is reported where it is, not as lost."""
+    records = signed_chain(4, CHAIN, KEYS, routes=("both", "both", "both", "hot"))
+    stores = Stores(tmp_path, records[:3])  # the hot-only fourth went to the dead letters
+    report = VerifyReport()
+    cold = stores.cold(report)
+    dlq = {(CHAIN, 4): "events.signed.dlq 0@7 (unwritable)"}
+    verify(stores.hot(), cold, KEYS, {}, True, report, {0: 4}, {CHAIN: 4}, dlq)
+    assert [(f.store, f.kind, f.seq, f.location) for f in report.findings] == [
+        ("hot+cold", "dead_lettered", 4, "events.signed.dlq 0@7 (unwritable)")
+    ]
+    unnamed = VerifyReport()
+    cold = stores.cold(unnamed)
+    verify(stores.hot(), cold, KEYS, {}, True, unnamed, {0: 4}, {CHAIN: 4})
+    assert [(f.kind, f.seq) for f in unnamed.findings] == [("missing", 4)]
