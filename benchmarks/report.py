@@ -62,11 +62,14 @@ def gateway_vs_baseline(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The headline figures: (part, measure, value, unit, compared with, ratio)."""
-    rows: list[dict[str, Any]] = []
+class Headline:
+    """The headline rows, in the order they are added."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
     def add(
+        self,
         part: str,
         measure: str,
         value: float,
@@ -74,7 +77,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
         versus: str = "",
         against: float | None = None,
     ) -> None:
-        rows.append(
+        self.rows.append(
             {
                 "part": part,
                 "measure": measure,
@@ -85,154 +88,183 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    gateway, baseline, kafka = (results.get(k) for k in ("gateway", "baseline", "kafka"))
-    if gateway:
-        cells = _cells(gateway)
-        best = max(cells.values(), key=lambda r: r["events_per_s"])
-        base = _cells(baseline).get((best["batch"], best["clients"]))
-        add(
+
+def _gateway(h: Headline, gateway: dict[str, Any], baseline: Any, kafka: Any) -> None:
+    cells = _cells(gateway)
+    best = max(cells.values(), key=lambda r: r["events_per_s"])
+    base = _cells(baseline).get((best["batch"], best["clients"]))
+    h.add(
+        "gateway",
+        f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
+        best["events_per_s"],
+        "events/s",
+        "baseline, same cell" if base else "",
+        base["events_per_s"] if base else None,
+    )
+    single = cells.get((1, 1))
+    if single:
+        base1 = _cells(baseline).get((1, 1))
+        h.add(
             "gateway",
-            f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
-            best["events_per_s"],
+            "1 event per request, 1 client",
+            single["events_per_s"],
             "events/s",
-            "baseline, same cell" if base else "",
-            base["events_per_s"] if base else None,
+            "baseline, same cell" if base1 else "",
+            base1["events_per_s"] if base1 else None,
         )
-        single = cells.get((1, 1))
-        if single:
-            base1 = _cells(baseline).get((1, 1))
-            add(
-                "gateway",
-                "1 event per request, 1 client",
-                single["events_per_s"],
-                "events/s",
-                "baseline, same cell" if base1 else "",
-                base1["events_per_s"] if base1 else None,
-            )
-            add(
-                "gateway",
-                "p99 ack latency, 1 event, 1 client",
-                single["p99_ms"],
-                "ms",
-                "baseline, same cell" if base1 else "",
-                base1["p99_ms"] if base1 else None,
-            )
-        if kafka:
-            add(
-                "gateway",
-                "peak events/s against Kafka's own ceiling",
-                best["events_per_s"],
-                "events/s",
-                "Kafka ProducerPerformance",
-                kafka["records_per_s"],
-            )
-        sec = gateway.get("security")
-        if sec:
-            add(
-                "security",
-                "JWT verify, cache hit",
-                sec["jwt_verify_cached_us"],
-                "µs",
-                "JWT verify without cache",
-                sec["jwt_verify_uncached_us"],
-            )
-            add("security", "JWT verify, no cache", sec["jwt_verify_uncached_us"], "µs")
-            add(
-                "security",
-                "authorization decision, cache hit",
-                sec["authz_decision_cached_us"],
-                "µs",
-                "evaluated afresh",
-                sec["authz_decision_uncached_us"],
-            )
-            add(
-                "security",
-                "authorization decision, evaluated",
-                sec["authz_decision_uncached_us"],
-                "µs",
-            )
-            add("security", "receipt signing (Ed25519 + HMAC seal)", sec["receipt_sign_us"], "µs")
-    if baseline and not gateway:
-        best = max(_cells(baseline).values(), key=lambda r: r["events_per_s"])
-        add(
-            "baseline",
-            f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
-            best["events_per_s"],
-            "events/s",
+        h.add(
+            "gateway",
+            "p99 ack latency, 1 event, 1 client",
+            single["p99_ms"],
+            "ms",
+            "baseline, same cell" if base1 else "",
+            base1["p99_ms"] if base1 else None,
         )
     if kafka:
-        add(
-            "kafka",
-            f"ProducerPerformance, {kafka['record_size']} B records, acks=all",
+        h.add(
+            "gateway",
+            "peak events/s against Kafka's own ceiling",
+            best["events_per_s"],
+            "events/s",
+            "Kafka ProducerPerformance",
             kafka["records_per_s"],
-            "records/s",
         )
-        add("kafka", "ProducerPerformance p99 latency", kafka["p99_ms"], "ms")
-    processor = results.get("processor")
-    if processor:
-        add(
-            "processor",
-            "sealstream worker (faust, exactly-once)",
-            processor["worker_events_per_s"],
-            "events/s",
-            "plain confluent-kafka loop",
-            processor["plain_loop_events_per_s"],
-        )
-        add(
-            "processor",
-            "plain confluent-kafka loop (at-least-once)",
-            processor["plain_loop_events_per_s"],
-            "events/s",
-        )
-    sinks = results.get("sinks")
-    if sinks:
-        add(
-            "sinks",
-            "ClickHouse sink (embedded chDB)",
-            sinks["clickhouse_sink_rows_per_s"],
-            "rows/s",
-        )
-        add(
-            "sinks",
-            "object sink (local directory)",
-            sinks["object_sink_records_per_s"],
-            "records/s",
-        )
-        for r in sinks.get("lookups", []):
-            if r["state"] == "merged":
-                add("sinks", f"find_event p99 at {r['rows']:,} rows (merged)", r["p99_ms"], "ms")
-    ops = results.get("ops")
-    if ops:
-        audit = ops["audit"]
-        add(
-            "ops",
-            f"audit trail p50 at {audit['rows']:,} events (index)",
-            audit["p50_ms"],
-            "ms",
-            "from ClickHouse (5 queries)",
-            audit["from_store"]["p50_ms"],
-        )
-        add("ops", f"audit trail p99 at {audit['rows']:,} events (index)", audit["p99_ms"], "ms")
-        add("ops", "verify", ops["verify"]["entries_per_s"], "entries/s")
-    e2e = results.get("e2e")
-    if e2e:
-        add(
-            "e2e",
-            "sustained, 202 to rows visible in ClickHouse",
-            e2e["events_per_s"],
-            "events/s",
-            "accepted by the gateway meanwhile",
-            e2e["accept_events_per_s"],
-        )
-        add("e2e", "steady state (middle half of the rows)", e2e["steady_events_per_s"], "events/s")
-        add(
-            "e2e",
-            f"latency p50 at {e2e['latency_rate_events_per_s']:,.0f} events/s (open loop)",
-            e2e["latency_p50_ms"],
-            "ms",
-        )
-        add("e2e", "latency p99 (open loop)", e2e["latency_p99_ms"], "ms")
-    return rows
+    sec = gateway.get("security")
+    if sec:
+        _security(h, sec)
+
+
+def _security(h: Headline, sec: dict[str, Any]) -> None:
+    h.add(
+        "security",
+        "JWT verify, cache hit",
+        sec["jwt_verify_cached_us"],
+        "µs",
+        "JWT verify without cache",
+        sec["jwt_verify_uncached_us"],
+    )
+    h.add("security", "JWT verify, no cache", sec["jwt_verify_uncached_us"], "µs")
+    h.add(
+        "security",
+        "authorization decision, cache hit",
+        sec["authz_decision_cached_us"],
+        "µs",
+        "evaluated afresh",
+        sec["authz_decision_uncached_us"],
+    )
+    h.add(
+        "security",
+        "authorization decision, evaluated",
+        sec["authz_decision_uncached_us"],
+        "µs",
+    )
+    h.add("security", "receipt signing (Ed25519 + HMAC seal)", sec["receipt_sign_us"], "µs")
+
+
+def _baseline(h: Headline, baseline: dict[str, Any]) -> None:
+    best = max(_cells(baseline).values(), key=lambda r: r["events_per_s"])
+    h.add(
+        "baseline",
+        f"peak events/s (batch {best['batch']}, {best['clients']} clients)",
+        best["events_per_s"],
+        "events/s",
+    )
+
+
+def _kafka(h: Headline, kafka: dict[str, Any]) -> None:
+    h.add(
+        "kafka",
+        f"ProducerPerformance, {kafka['record_size']} B records, acks=all",
+        kafka["records_per_s"],
+        "records/s",
+    )
+    h.add("kafka", "ProducerPerformance p99 latency", kafka["p99_ms"], "ms")
+
+
+def _processor(h: Headline, processor: dict[str, Any]) -> None:
+    h.add(
+        "processor",
+        "sealstream worker (faust, exactly-once)",
+        processor["worker_events_per_s"],
+        "events/s",
+        "plain confluent-kafka loop",
+        processor["plain_loop_events_per_s"],
+    )
+    h.add(
+        "processor",
+        "plain confluent-kafka loop (at-least-once)",
+        processor["plain_loop_events_per_s"],
+        "events/s",
+    )
+
+
+def _sinks(h: Headline, sinks: dict[str, Any]) -> None:
+    h.add(
+        "sinks",
+        "ClickHouse sink (embedded chDB)",
+        sinks["clickhouse_sink_rows_per_s"],
+        "rows/s",
+    )
+    h.add(
+        "sinks",
+        "object sink (local directory)",
+        sinks["object_sink_records_per_s"],
+        "records/s",
+    )
+    for r in sinks.get("lookups", []):
+        if r["state"] == "merged":
+            h.add("sinks", f"find_event p99 at {r['rows']:,} rows (merged)", r["p99_ms"], "ms")
+
+
+def _ops(h: Headline, ops: dict[str, Any]) -> None:
+    audit = ops["audit"]
+    h.add(
+        "ops",
+        f"audit trail p50 at {audit['rows']:,} events (index)",
+        audit["p50_ms"],
+        "ms",
+        "from ClickHouse (5 queries)",
+        audit["from_store"]["p50_ms"],
+    )
+    h.add("ops", f"audit trail p99 at {audit['rows']:,} events (index)", audit["p99_ms"], "ms")
+    h.add("ops", "verify", ops["verify"]["entries_per_s"], "entries/s")
+
+
+def _e2e(h: Headline, e2e: dict[str, Any]) -> None:
+    h.add(
+        "e2e",
+        "sustained, 202 to rows visible in ClickHouse",
+        e2e["events_per_s"],
+        "events/s",
+        "accepted by the gateway meanwhile",
+        e2e["accept_events_per_s"],
+    )
+    h.add("e2e", "steady state (middle half of the rows)", e2e["steady_events_per_s"], "events/s")
+    h.add(
+        "e2e",
+        f"latency p50 at {e2e['latency_rate_events_per_s']:,.0f} events/s (open loop)",
+        e2e["latency_p50_ms"],
+        "ms",
+    )
+    h.add("e2e", "latency p99 (open loop)", e2e["latency_p99_ms"], "ms")
+
+
+def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures: (part, measure, value, unit, compared with, ratio)."""
+    h = Headline()
+    gateway, baseline, kafka = (results.get(k) for k in ("gateway", "baseline", "kafka"))
+    if gateway:
+        _gateway(h, gateway, baseline, kafka)
+    if baseline and not gateway:
+        _baseline(h, baseline)
+    if kafka:
+        _kafka(h, kafka)
+    parts = {"processor": _processor, "sinks": _sinks, "ops": _ops, "e2e": _e2e}
+    for name, rows in parts.items():
+        result = results.get(name)
+        if result:
+            rows(h, result)
+    return h.rows
 
 
 def number(value: float) -> str:

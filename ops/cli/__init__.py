@@ -1,8 +1,16 @@
-"""The ``sealstream`` command: one entry point, one sub-command group per concern."""
+"""The ``sealstream`` command: one entry point, one sub-command group per concern.
+
+The root loads the settings once (``ctx.obj``, see ops/settings.py) and maps every
+:class:`~ops.errors.OperatorError` a command raises, once, to its message and exit code.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from rich.console import Console
+from typer.core import TyperGroup
 
 from ops.cli.dlq import app as dlq_app
 from ops.cli.gateway import serve as serve_gateway
@@ -16,13 +24,42 @@ from ops.cli.stack import app as stack_app
 from ops.cli.topics import app as topics_app
 from ops.cli.up import demo_command, restart_command, up_command
 from ops.cli.worker import worker
+from ops.errors import OperatorError
+from ops.settings import Settings
+
+
+def report(error: OperatorError) -> int:
+    """Print ``error``'s message (if it has one) where its command prints errors; its code."""
+    if error.message:
+        Console(stderr=not error.stdout).print(f"[red]{error.message}[/]")
+    return error.exit_code
+
+
+class Root(TyperGroup):
+    """The root command: every sub-command runs inside it, so its errors end here, whether
+    the command line runs through :func:`main` or a test's ``CliRunner``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OperatorError as error:
+            raise typer.Exit(report(error)) from error
+
 
 app = typer.Typer(
+    cls=Root,
     name="sealstream",
     help="Sealstream: an auditable Kafka event pipeline.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def load_settings(ctx: typer.Context) -> None:
+    ctx.ensure_object(Settings)  # a caller's own (a test's ``obj=``) is kept
+
+
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(registry_app, name="registry")

@@ -7,16 +7,15 @@ import logging
 import time
 
 import typer
-from rich.console import Console
 
-from sealstream.auth import auth_settings
-from sealstream.settings import AuthSettings, GatewaySettings, KafkaSettings, KeySettings
+from ops.cli.common import settings_of
+from ops.errors import UsageError
 
-console = Console()
 tokens_app = typer.Typer(help="JWTs: mint dev tokens, revoke tokens.", no_args_is_help=True)
 
 
 def serve(
+    ctx: typer.Context,
     host: str | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_HOST]"),
     port: int | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_PORT]"),
 ) -> None:
@@ -24,17 +23,14 @@ def serve(
     import uvicorn
 
     from producers.app import build_gateway, create_app
-    from sealstream.settings import RegistrySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = GatewaySettings()
-    settings = settings.model_copy(
+    config = settings_of(ctx)
+    settings = config.gateway.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
-    keys = KeySettings()
-    gateway = build_gateway(
-        settings, auth_settings(keys), KafkaSettings(), RegistrySettings(), keys
-    )
+    keys = config.keys
+    gateway = build_gateway(settings, config.token_auth, config.kafka, config.registry, keys)
     uvicorn.run(
         create_app(gateway),
         host=settings.host,
@@ -46,6 +42,7 @@ def serve(
 
 @tokens_app.command("issue")
 def issue(
+    ctx: typer.Context,
     subject: str = typer.Option("dev-publisher", "--sub", help="Token subject (client id)."),
     tenant: str = typer.Option("acme", help="Tenant the token acts for."),
     scope: list[str] = typer.Option(["events:write", "receipts:read"], help="Scopes (repeat)."),
@@ -55,13 +52,14 @@ def issue(
     """Mint an HS256 token with the active key (local development)."""
     from sealstream.auth import Keyring, issue_token
 
-    auth = auth_settings()
+    auth = settings_of(ctx).token_auth
     token = issue_token(Keyring.from_settings(auth), auth, subject, tenant, scope, role, ttl)
     typer.echo(token)
 
 
 @tokens_app.command("revoke")
 def revoke(
+    ctx: typer.Context,
     jti: str | None = typer.Option(None, help="Revoke one token by its jti."),
     sub: str | None = typer.Option(None, help="Revoke every token of a subject issued so far."),
     lift: bool = typer.Option(False, help="Lift the revocation instead."),
@@ -70,7 +68,7 @@ def revoke(
     from sealstream.auth.revocation import publish_revocation
 
     if (jti is None) == (sub is None):
-        console.print("[red]give exactly one of --jti or --sub[/]")
-        raise typer.Exit(2)
-    key = publish_revocation(KafkaSettings(), AuthSettings(), jti=jti, subject=sub, lift=lift)
+        raise UsageError("give exactly one of --jti or --sub", stdout=True)
+    settings = settings_of(ctx)
+    key = publish_revocation(settings.kafka, settings.auth, jti=jti, subject=sub, lift=lift)
     typer.echo(json.dumps({"revoked": not lift, "key": key, "at": time.time()}))

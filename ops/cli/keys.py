@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.cli.common import settings_of
+from ops.errors import UsageError
 from sealstream.keys import HmacKeyring, load_hmac_keyring, save_hmac_keyring
 from sealstream.settings import KeySettings
 
@@ -44,10 +46,11 @@ def _describe(which: Keyring, ring: HmacKeyring, settings: KeySettings) -> dict[
 
 @app.command("list")
 def list_keys(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Each keyring's file, active key id and every key id it still verifies with."""
-    settings = KeySettings()
+    settings = settings_of(ctx).keys
     rows = [_describe(w, load_hmac_keyring(settings, FILES[w]), settings) for w in Keyring]
     if as_json:
         typer.echo(json.dumps(rows))
@@ -65,6 +68,7 @@ def list_keys(
 
 @app.command("rotate")
 def rotate(
+    ctx: typer.Context,
     which: Keyring = typer.Argument(..., help="signing, jwt or mask."),
     kid: str | None = typer.Option(None, help="Id of the new key (default: generated)."),
     retire: list[str] = typer.Option(
@@ -74,12 +78,13 @@ def rotate(
 ) -> None:
     """Make a new key active; old keys stay (they still verify) unless retired. Processes read
     keyrings at start: restart the ones that use it (`sealstream restart worker-1`)."""
-    settings = KeySettings()
+    settings = settings_of(ctx).keys
     ring = load_hmac_keyring(settings, FILES[which]).rotated(kid)
     missing = [k for k in retire if k not in ring.keys]
     if missing or ring.active in retire:
-        console.print(f"[red]cannot retire {missing or [ring.active]}: unknown or active[/]")
-        raise typer.Exit(2)
+        raise UsageError(
+            f"cannot retire {missing or [ring.active]}: unknown or active", stdout=True
+        )
     ring = HmacKeyring(ring.active, {k: v for k, v in ring.keys.items() if k not in retire})
     save_hmac_keyring(settings, ring, FILES[which])
     described = _describe(which, ring, settings)

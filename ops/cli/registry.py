@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from sealstream.settings import KafkaSettings, RegistrySettings
+from ops.cli.common import settings_of
 
 app = typer.Typer(
     help="The schema registry (Confluent Schema Registry REST API).", no_args_is_help=True
@@ -15,6 +15,7 @@ app = typer.Typer(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: str | None = typer.Option(None, help="Bind address [env SEALSTREAM_REGISTRY_HOST]."),
     port: int | None = typer.Option(None, help="Port [env SEALSTREAM_REGISTRY_PORT]."),
 ) -> None:
@@ -22,9 +23,8 @@ def serve(
     from schemas.registry.server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = RegistrySettings()
-    if host is not None:
-        settings.host = host
-    if port is not None:
-        settings.port = port
-    run(KafkaSettings(), settings)
+    config = settings_of(ctx)
+    settings = config.registry.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    run(config.kafka, settings)

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.cli.common import settings_of
+from ops.errors import ProblemsFound, Unavailable, UsageError
 from schemas.catalog import AVRO_DIR, Catalog
 from sealstream.settings import RegistrySettings
 
@@ -59,8 +61,8 @@ def _network_errors() -> tuple[type[Exception], ...]:
 NETWORK_ERRORS = _network_errors()
 
 
-def _settings(url: str | None) -> RegistrySettings:
-    return RegistrySettings() if url is None else RegistrySettings(url=url)
+def _settings(ctx: typer.Context, url: str | None) -> RegistrySettings:
+    return settings_of(ctx).registry if url is None else RegistrySettings(url=url)
 
 
 def _client(settings: RegistrySettings) -> SchemaRegistryClient:
@@ -69,8 +71,7 @@ def _client(settings: RegistrySettings) -> SchemaRegistryClient:
     try:
         return SchemaRegistryClient(settings.client_config())
     except ValueError as exc:  # a URL the client cannot use
-        console.print(f"[red]bad schema registry settings:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise UsageError(f"bad schema registry settings: {exc}", stdout=True) from exc
 
 
 def _emit(rows: list[Row], as_json: bool, title: str) -> None:
@@ -94,22 +95,27 @@ def _emit(rows: list[Row], as_json: bool, title: str) -> None:
     console.print(table)
 
 
-def _unreachable(settings: RegistrySettings, exc: Exception) -> typer.Exit:
-    console.print(f"[red]schema registry unreachable at {settings.url}:[/] {exc}")
-    return typer.Exit(2)
+def _unreachable(settings: RegistrySettings, exc: Exception) -> Unavailable:
+    return Unavailable(f"schema registry unreachable at {settings.url}: {exc}", stdout=True)
 
 
 @app.command()
 def register(
+    ctx: typer.Context,
     registry_url: str | None = RegistryOption,
     directory: Path = DirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Register every schema under its subject; already-registered ones are left unchanged."""
+    register_schemas(_settings(ctx, registry_url), directory, as_json)
+
+
+def register_schemas(settings: RegistrySettings, directory: Path, as_json: bool) -> None:
+    """Register the schemas of ``directory`` and show how each went (``register``, ``up``);
+    ProblemsFound if the registry refused any."""
     from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    settings = _settings(registry_url)
     rows: list[Row] = []
     failed = False
     with _client(settings) as client:
@@ -138,11 +144,12 @@ def register(
                 raise _unreachable(settings, exc) from exc
     _emit(rows, as_json, "schemas register")
     if failed:
-        raise typer.Exit(1)
+        raise ProblemsFound()
 
 
 @app.command()
 def check(
+    ctx: typer.Context,
     registry_url: str | None = RegistryOption,
     directory: Path = DirOption,
     as_json: bool = JsonOption,
@@ -151,7 +158,7 @@ def check(
     from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    settings = _settings(registry_url)
+    settings = _settings(ctx, registry_url)
     rows: list[Row] = []
     with _client(settings) as client:
         for subject, schema in Catalog(directory).subjects().items():
@@ -170,7 +177,7 @@ def check(
                 raise _unreachable(settings, exc) from exc
     _emit(rows, as_json, "schemas check")
     if any(r.status in ("incompatible", "error") for r in rows):
-        raise typer.Exit(1)
+        raise ProblemsFound()
 
 
 def _reasons(settings: RegistrySettings, subject: str, schema: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.errors import NotFound, OperatorError, ProblemsFound, UsageError
 from ops.stack.local import ComponentStatus, LocalStack
 from ops.stack.process import StackError
 from sealstream.settings import StackSettings
@@ -79,7 +80,7 @@ def _show(statuses: list[ComponentStatus], as_json: bool) -> None:
 
 
 def start_stack(settings: StackSettings) -> LocalStack:
-    """Bring the stack up with a progress spinner; exit 1 with the reason if it cannot."""
+    """Bring the stack up with a progress spinner; an OperatorError (exit 1) if it cannot."""
     with console.status("starting the local stack") as spinner:
         stack = LocalStack(settings, progress=lambda m: spinner.update(m))
         started = time.monotonic()
@@ -87,8 +88,7 @@ def start_stack(settings: StackSettings) -> LocalStack:
         try:
             statuses = stack.up()
         except StackError as exc:
-            console.print(f"[red]stack up failed:[/] {exc}")
-            raise typer.Exit(1) from exc
+            raise OperatorError(f"stack up failed: {exc}", stdout=True) from exc
     if was_running:
         console.print(f"local stack already running ({stack.dir})")
     else:
@@ -97,7 +97,7 @@ def start_stack(settings: StackSettings) -> LocalStack:
     console.print(f"  schema registry   {stack.registry_url}")
     if not all(s.healthy for s in statuses):
         _show(statuses, False)
-        raise typer.Exit(1)
+        raise ProblemsFound()
     return stack
 
 
@@ -131,7 +131,7 @@ def status(
     statuses = LocalStack(stack_settings(directory, saved_first=True)).status()
     _show(statuses, as_json)
     if not all(s.healthy for s in statuses):
-        raise typer.Exit(1)
+        raise ProblemsFound()
 
 
 @app.command()
@@ -145,12 +145,10 @@ def logs(
     stack = LocalStack(stack_settings(directory, saved_first=True))
     processes = {"kafka": stack.kafka, "registry": stack.registry}
     if component not in processes:
-        console.print(f"[red]unknown component {component!r}; choose kafka or registry[/]")
-        raise typer.Exit(2)
+        raise UsageError(f"unknown component {component!r}; choose kafka or registry", stdout=True)
     path = processes[component].log_file
     if not path.exists():
-        console.print(f"no log yet at {path}")
-        raise typer.Exit(1)
+        raise NotFound(f"no log yet at {path}", stdout=True)
     with path.open(errors="replace") as handle:
         for line in deque(handle, maxlen=max(lines, 0)):
             typer.echo(line.rstrip("\n"))

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sealstream.settings import KafkaSettings, StackSettings
+from ops.cli.common import settings_of
 from sealstream.topics import ensure_topics, pipeline_topics
 
 app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
@@ -15,6 +15,7 @@ console = Console()
 
 @app.command()
 def create(
+    ctx: typer.Context,
     partitions: int = typer.Option(
         None,
         min=1,
@@ -22,16 +23,17 @@ def create(
     ),
 ) -> None:
     """Create every missing pipeline topic (existing topics are left alone)."""
-    count = partitions or StackSettings().default_partitions
-    created = ensure_topics(KafkaSettings(), pipeline_topics(count))
+    settings = settings_of(ctx)
+    count = partitions or settings.stack.default_partitions
+    created = ensure_topics(settings.kafka, pipeline_topics(count))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 
 @app.command("list")
-def list_topics() -> None:
+def list_topics(ctx: typer.Context) -> None:
     """Show the topics the pipeline needs, their partitions and cleanup policy."""
     table = Table("topic", "partitions", "cleanup.policy", "purpose")
-    for spec in pipeline_topics(StackSettings().default_partitions):
+    for spec in pipeline_topics(settings_of(ctx).stack.default_partitions):
         table.add_row(
             spec.name, str(spec.partitions), spec.config.get("cleanup.policy", ""), spec.purpose
         )
@@ -39,16 +41,19 @@ def list_topics() -> None:
 
 
 @app.command("limits")
-def limits(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def limits(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """The largest event the gateway accepts: derived from max.message.bytes of the topics an
     accepted event is written to (docs/gateway.md, "Limits")."""
     import json
 
     from producers.limits import RecordLimits
-    from sealstream.settings import GatewaySettings
     from sealstream.topics import max_message_bytes, record_limit
 
-    gateway, kafka = GatewaySettings(), KafkaSettings()
+    settings = settings_of(ctx)
+    gateway, kafka = settings.gateway, settings.kafka
     topics = [gateway.raw_topic, gateway.signed_topic, gateway.dlq_topic]
     sizes = max_message_bytes(kafka, topics)
     found = RecordLimits(*record_limit(kafka, topics))

@@ -1,11 +1,11 @@
-"""``sealstream up`` (the main job) and ``sealstream demo``."""
+"""``sealstream up`` (the main job), ``sealstream demo`` and ``sealstream restart`` (the wiring
+is in ops/mainjob.py, the demo's parts in ops/demo.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
-import shlex
 import signal
 import threading
 import time
@@ -17,79 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sealstream.settings import (
-    ClickHouseSettings,
-    GatewaySettings,
-    ObjectStoreSettings,
-    StackSettings,
-    UpSettings,
-)
+from ops.cli.common import settings_of
+from ops.errors import ProblemsFound
+from ops.mainjob import child_env, endpoint_query, restart, services, write_env_file
+from ops.settings import Settings
+from sealstream.settings import RegistrySettings
 
 console = Console()
-
-
-def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
-    """What every supervised process (and this one) reads: the stack's addresses, and every
-    state directory under the stack dir unless the environment already names one."""
-    d = stack.dir.resolve()
-    defaults = {
-        "SEALSTREAM_KEYS_DIR": str(d / "keys"),
-        "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(d / "clickhouse"),
-        "SEALSTREAM_OBJECTS_URL": str(d / "objects"),
-        "SEALSTREAM_WORKER_DATA_DIR": str(d / "worker"),
-        # the local job shows results in seconds; production keeps bigger, older files
-        "SEALSTREAM_SINK_OBJECTS_MAX_AGE_S": "5",
-        "SEALSTREAM_SINK_OBJECTS_METRICS_PORT": str(up.objects_metrics_port),
-    }
-    env = {**defaults, **{k: v for k, v in os.environ.items() if k.startswith("SEALSTREAM_")}}
-    env["SEALSTREAM_STACK_DIR"] = str(d)  # `restart`, `stack status` find this stack
-    env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap_servers
-    # topics a process creates itself (the worker's changelog) are replicated like the stack's
-    env["SEALSTREAM_KAFKA_REPLICATION_FACTOR"] = str(stack.replication_factor)
-    env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
-    return env
-
-
-def write_env_file(path: Path, env: dict[str, str]) -> None:
-    """The settings `up` gave its processes, for other commands in another shell:
-    ``set -a; . .sealstream/up.env; set +a`` (secrets left out)."""
-    secret = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN")
-    lines = [
-        f"{k}={shlex.quote(v)}"
-        for k, v in sorted(env.items())
-        if k.startswith("SEALSTREAM_") and not any(s in k for s in secret)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-
-
-def services(up: UpSettings) -> list[Any]:
-    from ops.supervisor import Service
-
-    gateway, clickhouse = GatewaySettings(), ClickHouseSettings()
-    workers = [
-        Service(
-            f"worker-{i + 1}",
-            ["worker"],
-            {
-                "SEALSTREAM_WORKER_METRICS_PORT": str(up.worker_metrics_port + i),
-                "SEALSTREAM_WORKER_DATA_DIR": f"{os.environ['SEALSTREAM_WORKER_DATA_DIR']}-{i + 1}",
-            },
-            f"http://127.0.0.1:{up.worker_metrics_port + i}/metrics",
-        )
-        for i in range(up.workers)
-    ]
-    return [
-        Service("sink-clickhouse", ["sink", "clickhouse"],
-                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-clickhouse"},
-                f"http://{clickhouse.query_host}:{clickhouse.query_port}/healthz"),
-        Service("sink-objects", ["sink", "objects"],
-                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
-                f"http://127.0.0.1:{up.objects_metrics_port}/metrics"),
-        *workers,
-        Service("gateway", ["gateway"], {},
-                f"http://{gateway.host}:{gateway.port}/healthz"),
-    ]  # fmt: skip
 
 
 def _healthy(url: str) -> bool:
@@ -111,15 +45,7 @@ def wait_ready(supervisor: Any, timeout_s: float) -> list[str]:
     return [s.name for s in waiting]
 
 
-def endpoint_query(clickhouse: ClickHouseSettings) -> Any:
-    from sinks.clickhouse.access import endpoint_rows, local_token
-
-    url = f"http://{clickhouse.query_host}:{clickhouse.query_port}/v1/query"
-    token = local_token("*", "auditor")
-    return lambda sql: endpoint_rows(url, token, sql)
-
-
-def demo_run(per_tenant: int, timeout_s: float) -> Any:
+def demo_run(settings: Settings, per_tenant: int, timeout_s: float) -> Any:
     """Publish the mix through the running gateway, wait for it to land, verify: the summary."""
     from rich.progress import Progress
 
@@ -131,19 +57,18 @@ def demo_run(per_tenant: int, timeout_s: float) -> Any:
         run_verify,
         wait_landed,
     )
-    from sealstream.auth import auth_settings
     from sinks.objects.store import ObjectStore
 
     started = time.monotonic()
     today = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # an hour boundary at 0:00
-    gateway, clickhouse, objects = GatewaySettings(), ClickHouseSettings(), ObjectStoreSettings()
+    gateway, clickhouse, objects = settings.gateway, settings.clickhouse, settings.objects
     summary = DemoSummary()
     with Progress(console=console) as progress:
         total = (per_tenant + 3) * 3 + 2
         task = progress.add_task("publishing through the gateway", total=total)
         ids, rejected, sent = publish_mix(
             f"http://{gateway.host}:{gateway.port}",
-            auth_settings(),
+            settings.token_auth,
             per_tenant,
             progress=lambda n: progress.advance(task, n),
         )
@@ -194,8 +119,8 @@ def print_summary(summary: Any) -> None:
     console.print("[green]demo OK[/]" if summary.ok else "[red]demo FAILED[/]")
 
 
-def where(stack: Any, up: UpSettings, supervisor: Any) -> None:
-    gateway, clickhouse = GatewaySettings(), ClickHouseSettings()
+def where(stack: Any, settings: Settings, supervisor: Any) -> None:
+    up, gateway, clickhouse = settings.up, settings.gateway, settings.clickhouse
     table = Table("what", "where")
     table.add_row("gateway", f"http://{gateway.host}:{gateway.port}  (POST /v1/events, /docs)")
     table.add_row("dashboard", f"http://{up.dashboard_host}:{up.dashboard_port}/dashboard")
@@ -205,14 +130,15 @@ def where(stack: Any, up: UpSettings, supervisor: Any) -> None:
     )
     table.add_row("Kafka", stack.bootstrap)
     table.add_row("schema registry", stack.registry_url)
-    table.add_row("ClickHouse (embedded)", ClickHouseSettings().dsn)
-    table.add_row("cold storage", ObjectStoreSettings().url)
+    table.add_row("ClickHouse (embedded)", clickhouse.dsn)
+    table.add_row("cold storage", settings.objects.url)
     table.add_row("logs", str(supervisor.log_dir))
     table.add_row("processes", str(supervisor.state_file))
     console.print(table)
 
 
 def up_command(
+    ctx: typer.Context,
     directory: Path | None = typer.Option(None, "--dir", help="Stack directory."),
     demo: bool = typer.Option(False, "--demo", help="Run the demo once everything is up."),
     exit_after: bool = typer.Option(
@@ -226,43 +152,42 @@ def up_command(
     """The main job on the embedded defaults: Kafka and the schema registry, the gateway, the
     workers and both sinks as supervised processes (restarted when they crash, logs under
     <stack dir>/logs), the operations dashboard; Ctrl-C stops everything cleanly."""
-    from ops.cli.schemas import register
+    from ops.cli.schemas import register_schemas
     from ops.cli.stack import stack_settings, start_stack
     from ops.dashboard import start_dashboard
     from ops.supervisor import Supervisor
     from schemas.catalog import AVRO_DIR
-
-    settings = stack_settings(directory)
-    up = UpSettings()
-    stack = start_stack(settings)
-    register(registry_url=stack.registry_url, directory=AVRO_DIR, as_json=False)
-    env = child_env(settings, up)
-    os.environ.update(env)  # this process (demo, dashboard) reads the same settings
-    write_env_file(settings.dir / "up.env", env)
-    # while `up` runs, the embedded engine is the sink's even between its restarts: tools go
-    # through its endpoint (sinks/clickhouse/client.py: reserve)
     from sinks.clickhouse.client import reserve
 
-    clickhouse = ClickHouseSettings()
+    stack_config = stack_settings(directory)
+    up = settings_of(ctx).up
+    stack = start_stack(stack_config)
+    register_schemas(RegistrySettings(url=stack.registry_url), AVRO_DIR, as_json=False)
+    env = child_env(stack_config, up)
+    os.environ.update(env)  # this process (demo, dashboard) reads the same settings
+    settings = settings_of(ctx).reloaded()  # so they are loaded from here on
+    write_env_file(stack_config.dir / "up.env", env)
+    # while `up` runs, the embedded engine is the sink's even between its restarts: tools go
+    # through its endpoint (sinks/clickhouse/client.py: reserve)
+    clickhouse = settings.clickhouse
     claim = reserve(clickhouse, exclusive=False) if clickhouse.embedded else None
-    supervisor = Supervisor(
-        services(up), settings.dir / "logs", settings.dir / "up.json", {**os.environ, **env}
-    )
+    logs, state = stack_config.dir / "logs", stack_config.dir / "up.json"
+    supervisor = Supervisor(services(settings), logs, state, {**os.environ, **env})
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     supervisor.start()
-    dashboard = start_dashboard(up, supervisor, settings)
+    dashboard = start_dashboard(up, supervisor, stack_config, settings)
     code = 0
     try:
         missing = wait_ready(supervisor, up.ready_timeout_s)
         if missing:
             console.print(f"[red]not ready after {up.ready_timeout_s:.0f} s: {missing}[/]")
-        where(stack, up, supervisor)
+        where(stack, settings, supervisor)
         if demo and not stop.is_set():
-            summary = demo_run(per_tenant, up.demo_timeout_s)
+            summary = demo_run(settings, per_tenant, up.demo_timeout_s)
             print_summary(summary)
-            (settings.dir / "demo-summary.json").write_text(
+            (stack_config.dir / "demo-summary.json").write_text(
                 json.dumps(summary.as_dict(), indent=2) + "\n"
             )
             code = 0 if summary.ok else 1
@@ -280,12 +205,14 @@ def up_command(
         if not keep_stack:
             from ops.stack.local import LocalStack
 
-            LocalStack(settings).down()
+            LocalStack(stack_config).down()
             console.print("stack stopped")
-    raise typer.Exit(code)
+    if code:
+        raise ProblemsFound()
 
 
 def demo_command(
+    ctx: typer.Context,
     directory: Path | None = typer.Option(None, "--dir", help="Stack directory of `up`."),
     per_tenant: int = typer.Option(60, help="Events per tenant."),
     timeout_s: float = typer.Option(180, help="How long to wait for everything to land."),
@@ -295,13 +222,15 @@ def demo_command(
     the summary (exit 0 if every accepted event is stored hot and cold and verify is clean)."""
     from ops.cli.stack import stack_settings
 
-    os.environ.update(child_env(stack_settings(directory, saved_first=True), UpSettings()))
-    summary = demo_run(per_tenant, timeout_s)
+    up = settings_of(ctx).up
+    os.environ.update(child_env(stack_settings(directory, saved_first=True), up))
+    summary = demo_run(settings_of(ctx).reloaded(), per_tenant, timeout_s)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
         print_summary(summary)
-    raise typer.Exit(0 if summary.ok else 1)
+    if not summary.ok:
+        raise ProblemsFound()
 
 
 def restart_command(
@@ -314,28 +243,5 @@ def restart_command(
     from ops.cli.stack import stack_settings
 
     state_file = stack_settings(directory, saved_first=True).dir / "up.json"
-
-    def services() -> dict[str, Any]:
-        try:
-            return {s["name"]: s for s in json.loads(state_file.read_text())["services"]}
-        except (OSError, ValueError, KeyError):
-            return {}
-
-    current = services()
-    if name not in current:
-        console.print(
-            f"[red]no process {name!r} in {state_file}: {sorted(current) or 'is up running?'}[/]"
-        )
-        raise typer.Exit(2)
-    old = current[name]["pid"]
-    if old:
-        os.kill(int(old), signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = services().get(name, {})
-        if now.get("running") and now.get("pid") not in (None, old):
-            console.print(f"{name} restarted: pid {old} -> {now['pid']}")
-            return
-        time.sleep(0.5)
-    console.print(f"[red]{name} not back after {timeout_s:.0f} s[/]")
-    raise typer.Exit(1)
+    old, new = restart(state_file, name, timeout_s)
+    console.print(f"{name} restarted: pid {old} -> {new}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from ops.cli.common import settings_of
 from sealstream.keys import load_hmac_keyring
-from sealstream.settings import KafkaSettings, KeySettings, RegistrySettings, WorkerSettings
 
 MASK_KEYS_FILE = "mask.json"
 
 
 def worker(
+    ctx: typer.Context,
     loglevel: str = typer.Option("info", help="faust log level."),
 ) -> None:
     """Consume events.raw, sign and route to events.signed (dead letters to events.raw.dlq)."""
@@ -18,10 +19,11 @@ def worker(
 
     from streams.app import build_processor, create_app
 
-    settings, kafka, keys = WorkerSettings(), KafkaSettings(), KeySettings()
+    config = settings_of(ctx)
+    settings, kafka, keys = config.worker, config.kafka, config.keys
     signing = load_hmac_keyring(keys)
     processor, checkpoint_encoder = build_processor(
-        settings, RegistrySettings(), signing, load_hmac_keyring(keys, MASK_KEYS_FILE)
+        settings, config.registry, signing, load_hmac_keyring(keys, MASK_KEYS_FILE)
     )
     if settings.tenants_topic:
         from sealstream.follow import TopicFollower

@@ -27,15 +27,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from sealstream.settings import (
-    ClickHouseSettings,
-    GatewaySettings,
-    ObjectStoreSettings,
-    SinkSettings,
-    StackSettings,
-    UpSettings,
-    WorkerSettings,
-)
+from ops.settings import Settings
+from sealstream.settings import StackSettings, UpSettings
 
 log = logging.getLogger("ops.dashboard")
 
@@ -97,8 +90,15 @@ def histogram_quantiles(
 
 
 class Collector:
-    def __init__(self, up: UpSettings, supervisor: Any, stack: StackSettings) -> None:
+    def __init__(
+        self,
+        up: UpSettings,
+        supervisor: Any,
+        stack: StackSettings,
+        settings: Settings | None = None,
+    ) -> None:
         self.up, self.supervisor, self.stack = up, supervisor, stack
+        self.settings = settings or Settings()
         self.samples: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.latest: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -110,7 +110,7 @@ class Collector:
     # -- sources ------------------------------------------------------------------------
 
     def gateway(self) -> dict[str, Any]:
-        gw = GatewaySettings()
+        gw = self.settings.gateway
         m = scrape(f"http://{gw.host}:{gw.port}/metrics")
         accepted = total(m, "sealstream_gateway_events_accepted_total")
         # events refused, by reason (authorization denials included, as deny_*); requests
@@ -144,9 +144,7 @@ class Collector:
         from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        from sealstream.settings import KafkaSettings
-
-        kafka, sink, worker = KafkaSettings(), SinkSettings(), WorkerSettings()
+        kafka, sink, worker = self.settings.kafka, self.settings.sink, self.settings.worker
         stages = {
             "workers (events.raw)": (worker.app_id, worker.raw_topic),
             "clickhouse sink (events.signed)": (sink.clickhouse_group, sink.signed_topic),
@@ -179,10 +177,10 @@ class Collector:
         return out
 
     def hot(self) -> dict[str, Any]:
-        from ops.cli.up import endpoint_query
+        from ops.mainjob import endpoint_query
 
         if self._query is None:
-            self._query = endpoint_query(ClickHouseSettings())
+            self._query = endpoint_query(self.settings.clickhouse)
         q = self._query
         try:
             rows = int(q("SELECT count() FROM events")[0][0])
@@ -219,7 +217,7 @@ class Collector:
     def cold(self) -> dict[str, Any]:
         from sinks.objects.store import ObjectStore
 
-        settings = ObjectStoreSettings()
+        settings = self.settings.objects
         try:
             listing = ObjectStore(settings).listing(settings.prefix)
             files = [f for f in listing if f.path.endswith(".avro")]
@@ -312,11 +310,13 @@ def create_app(collector: Collector) -> Any:
     )
 
 
-def start_dashboard(up: UpSettings, supervisor: Any, stack: StackSettings) -> Dashboard:
+def start_dashboard(
+    up: UpSettings, supervisor: Any, stack: StackSettings, settings: Settings | None = None
+) -> Dashboard:
     """Start the collector and the page's server in threads."""
     import uvicorn
 
-    collector = Collector(up, supervisor, stack)
+    collector = Collector(up, supervisor, stack, settings)
     threading.Thread(target=collector.run, name="dashboard-collector", daemon=True).start()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -1,0 +1,60 @@
+"""What every command shares: the settings of the run, and the terminal's feedback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from ops.feedback import Advance, Tracker
+from ops.settings import Settings
+
+err = Console(stderr=True)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the root command loaded for this run (``ctx.obj``)."""
+    return ctx.ensure_object(Settings)
+
+
+def plain_bars() -> Progress:
+    """rich's default bars on stderr, cleared when done."""
+    return Progress(console=err, transient=True)
+
+
+def counted_bars() -> Progress:
+    """Bars with a count (``n/total``) on stderr, cleared when done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+class _Bars:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def task(self, description: str, total: int | None = None) -> Advance:
+        task: TaskID = self.progress.add_task(description, total=total)
+        return lambda n: self.progress.advance(task, n)
+
+
+class ConsoleFeedback:
+    """A long action's progress bars and warnings, on the terminal (stderr)."""
+
+    def __init__(self, make_bars: Callable[[], Progress] = plain_bars) -> None:
+        self.make_bars = make_bars
+
+    @contextlib.contextmanager
+    def bars(self) -> Iterator[Tracker]:
+        with self.make_bars() as progress:
+            yield _Bars(progress)
+
+    def warn(self, message: str) -> None:
+        err.print(f"[yellow]{message}[/]")

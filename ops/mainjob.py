@@ -1,0 +1,120 @@
+"""The main job's wiring (``sealstream up``): the environment its processes read, the services
+it supervises, SQL through the ClickHouse sink's endpoint, and restarting one of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ops.errors import OperatorError, UsageError
+from ops.settings import Settings
+from sealstream.settings import ClickHouseSettings, StackSettings, UpSettings
+
+SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN")
+
+
+def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
+    """What every supervised process (and this one) reads: the stack's addresses, and every
+    state directory under the stack dir unless the environment already names one."""
+    d = stack.dir.resolve()
+    defaults = {
+        "SEALSTREAM_KEYS_DIR": str(d / "keys"),
+        "SEALSTREAM_CLICKHOUSE_EMBEDDED_DIR": str(d / "clickhouse"),
+        "SEALSTREAM_OBJECTS_URL": str(d / "objects"),
+        "SEALSTREAM_WORKER_DATA_DIR": str(d / "worker"),
+        # the local job shows results in seconds; production keeps bigger, older files
+        "SEALSTREAM_SINK_OBJECTS_MAX_AGE_S": "5",
+        "SEALSTREAM_SINK_OBJECTS_METRICS_PORT": str(up.objects_metrics_port),
+    }
+    env = {**defaults, **{k: v for k, v in os.environ.items() if k.startswith("SEALSTREAM_")}}
+    env["SEALSTREAM_STACK_DIR"] = str(d)  # `restart`, `stack status` find this stack
+    env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap_servers
+    # topics a process creates itself (the worker's changelog) are replicated like the stack's
+    env["SEALSTREAM_KAFKA_REPLICATION_FACTOR"] = str(stack.replication_factor)
+    env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
+    return env
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """The settings `up` gave its processes, for other commands in another shell:
+    ``set -a; . .sealstream/up.env; set +a`` (secrets left out)."""
+    lines = [
+        f"{k}={shlex.quote(v)}"
+        for k, v in sorted(env.items())
+        if k.startswith("SEALSTREAM_") and not any(s in k for s in SECRET_PARTS)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def services(settings: Settings) -> list[Any]:
+    """The supervised processes: both sinks, the workers, the gateway (started in order)."""
+    from ops.supervisor import Service
+
+    up, gateway, clickhouse = settings.up, settings.gateway, settings.clickhouse
+    workers = [
+        Service(
+            f"worker-{i + 1}",
+            ["worker"],
+            {
+                "SEALSTREAM_WORKER_METRICS_PORT": str(up.worker_metrics_port + i),
+                "SEALSTREAM_WORKER_DATA_DIR": f"{os.environ['SEALSTREAM_WORKER_DATA_DIR']}-{i + 1}",
+            },
+            f"http://127.0.0.1:{up.worker_metrics_port + i}/metrics",
+        )
+        for i in range(up.workers)
+    ]
+    return [
+        Service("sink-clickhouse", ["sink", "clickhouse"],
+                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-clickhouse"},
+                f"http://{clickhouse.query_host}:{clickhouse.query_port}/healthz"),
+        Service("sink-objects", ["sink", "objects"],
+                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
+                f"http://127.0.0.1:{up.objects_metrics_port}/metrics"),
+        *workers,
+        Service("gateway", ["gateway"], {},
+                f"http://{gateway.host}:{gateway.port}/healthz"),
+    ]  # fmt: skip
+
+
+def endpoint_query(clickhouse: ClickHouseSettings) -> Callable[[str], list[list[Any]]]:
+    """SQL -> rows through the ClickHouse sink's query endpoint, as the local auditor."""
+    from sinks.clickhouse.access import endpoint_rows, local_token
+
+    url = f"http://{clickhouse.query_host}:{clickhouse.query_port}/v1/query"
+    token = local_token("*", "auditor")
+    return lambda sql: endpoint_rows(url, token, sql)
+
+
+def _running(state_file: Path) -> dict[str, Any]:
+    try:
+        return {s["name"]: s for s in json.loads(state_file.read_text())["services"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def restart(state_file: Path, name: str, timeout_s: float) -> tuple[Any, Any]:
+    """SIGTERM one supervised process of a running `up` (its state in ``state_file``) and wait
+    until the supervisor runs it again: (old pid, new pid)."""
+    current = _running(state_file)
+    if name not in current:
+        raise UsageError(
+            f"no process {name!r} in {state_file}: {sorted(current) or 'is up running?'}",
+            stdout=True,
+        )
+    old = current[name]["pid"]
+    if old:
+        os.kill(int(old), signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _running(state_file).get(name, {})
+        if now.get("running") and now.get("pid") not in (None, old):
+            return old, now["pid"]
+        time.sleep(0.5)
+    raise OperatorError(f"{name} not back after {timeout_s:.0f} s", stdout=True)
