@@ -390,7 +390,7 @@ class ClickHouseSettings(BaseSettings):
         default="", description="chdb:///path or http(s)://host:port; empty = embedded."
     )
     embedded_dir: Path = Field(
-        default=Path(".ops/clickhouse"), description="Engine directory when embedded."
+        default=Path(".sealstream/clickhouse"), description="Engine directory when embedded."
     )
     database: str = Field(default="sealstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     user: str = "default"
