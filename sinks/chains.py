@@ -13,6 +13,7 @@ from typing import Any
 
 from sealstream.integrity import ChainHead, Finding, Problem, canonical_json, walk_chain
 from sealstream.keys import HmacKeyring
+from sealstream.settings import TopicSettings
 from sinks.entries import Entry, Located, VerifyReport, integer
 
 
@@ -319,7 +320,7 @@ def checkpoint_anchors(
                     str(record.get("chain_id")),
                     seq,
                     None,
-                    "audit.checkpoints",
+                    TopicSettings().checkpoints,
                     detail,
                 )
             )
