@@ -37,11 +37,12 @@ def clickhouse_runner(
     sink: SinkSettings,
     index: TrailIndex | None = None,
 ) -> tuple[SinkRunner, Any]:
-    """The ClickHouse sink's runner (after migrating) and its client. With an audit index,
-    the index is rebuilt from ClickHouse first if it is not complete, then kept in step."""
-    from sinks.clickhouse.client import connect, reserve
+    """The ClickHouse sink's runner (after migrating and repairing) and its client. With an
+    audit index, the index is rebuilt from ClickHouse first if it is not complete, then kept
+    in step."""
+    from sinks.clickhouse.client import connect, engine_dir, reserve
     from sinks.clickhouse.migrations import migrate
-    from sinks.clickhouse.parts import repair_at_start
+    from sinks.clickhouse.outages import OutageLog, marker_path
     from sinks.clickhouse.sink import ClickHouseStore, topic_ids
 
     if clickhouse.embedded:  # held for the process's life: tools then use the endpoint
@@ -51,12 +52,6 @@ def clickhouse_runner(
     client = connect(clickhouse)
     report = migrate(client, clickhouse)
     log.info("clickhouse %s migrations %s", clickhouse.dsn, report.as_dict())
-    if clickhouse.embedded:  # what a storage outage may have broken (sinks/clickhouse/parts.py)
-        repaired = repair_at_start(client, clickhouse.database)
-        if repaired.rebuilt or repaired.lost:
-            log.warning("clickhouse broken parts at start %s", repaired.as_dict())
-        elif repaired.set_aside:  # covered by the parts they were merged from: nothing missing
-            log.info("clickhouse broken parts at start %s", repaired.as_dict())
     topics = [
         sink.signed_topic,
         sink.decisions_topic,
@@ -79,10 +74,39 @@ def clickhouse_runner(
         topic_ids(kafka.client_config(), topics),
         on_stored,
     )
+    on_batch = None
+    if clickhouse.embedded:
+        store.outage_log = OutageLog(marker_path(engine_dir(clickhouse)))
+        on_batch = store.outage_log.written
+        repair_embedded(store, kafka, sink.clickhouse_group)
     limits = Limits(
         sink.clickhouse_max_records, sink.clickhouse_max_bytes, sink.clickhouse_max_age_s
     )
-    return SinkRunner(kafka, sink, sink.clickhouse_group, store.topics, store, limits), client
+    runner = SinkRunner(
+        kafka, sink, sink.clickhouse_group, store.topics, store, limits, on_batch=on_batch
+    )
+    return runner, client
+
+
+def repair_embedded(store: Any, kafka: KafkaSettings, group: str) -> None:
+    """At start, before consuming: what a storage outage may have broken in the embedded
+    engine, set aside by it, rebuilt or read back from Kafka (sinks/clickhouse/parts.py,
+    sinks/clickhouse/recover.py). Raises if Kafka cannot be read; the supervisor starts the
+    sink again, and the repair with it."""
+    from sinks.clickhouse.parts import repair_at_start
+    from sinks.clickhouse.recover import KafkaReader, Restorer
+
+    assert store.outage_log is not None
+    restorer = Restorer(store, lambda: KafkaReader(kafka, group), store.outage_log.path)
+    try:
+        repaired = repair_at_start(store.client, store.settings.database, restorer)
+        restorer.finish()
+    finally:
+        restorer.close()
+    if repaired.rebuilt or repaired.lost or repaired.restored:
+        log.warning("clickhouse broken parts at start %s", repaired.as_dict())
+    elif repaired.set_aside:  # covered by the parts they were merged from: nothing missing
+        log.info("clickhouse broken parts at start %s", repaired.as_dict())
 
 
 def rebuild_index(index: TrailIndex, client: Any, database: str) -> dict[str, int]:

@@ -15,10 +15,11 @@ broken part. So:
    (``sinks.runner.RESTART_TO_REPAIR``), and
    its supervisor starts it again (``recent_broken_parts``).
 2. At start, before it consumes, the sink looks at each part set aside as broken: are its rows
-   in the parts loaded with it (``rows_are_back``)? A table a materialized view fills gets the
-   partitions of those whose rows are not rebuilt from the view's query over its source; rows
-   of any other table are reported as lost, with the way to restore them
-   (``repair_at_start``).
+   in the parts loaded with it (``rows_are_back``)? Rows of a table the sink fills from a topic
+   are read back from Kafka and written again (``restore``, sinks/clickhouse/recover.py); a
+   table a materialized view fills gets the partitions of its lost parts, and those the rows
+   written again reach, recomputed from the view's query over its source; rows nothing can
+   restore are reported as lost, with the way to restore them by hand (``repair_at_start``).
 
 The engine starts merging as soon as it has loaded a table, so by the time the sink looks, a
 merge may have joined the neighbours of a set-aside part into one whose block range spans it
@@ -32,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,26 +89,84 @@ class RepairReport:
     rebuilt: list[str] = field(default_factory=list)  # tables rebuilt from their view's source
     lost: list[str] = field(default_factory=list)  # "table part (blocks a..b)", rows missing
     set_aside: list[str] = field(default_factory=list)  # "table part": detached as broken
+    restored: list[str] = field(default_factory=list)  # "table part: how", rows written again
 
     def as_dict(self) -> dict[str, Any]:
-        return {"set_aside": self.set_aside, "rebuilt": self.rebuilt, "lost": self.lost}
+        done = {"set_aside": self.set_aside, "rebuilt": self.rebuilt, "lost": self.lost}
+        return {**done, "restored": self.restored} if self.restored else done
 
 
 _TARGET = re.compile(r"\bTO\s+`?([\w.]+?)`?\.`?(\w+)`?\s", re.IGNORECASE)
+_SOURCE = re.compile(r"\bFROM\s+`?(\w+)`?\.`?(\w+)`?", re.IGNORECASE)
 
 
-def view_targets(client: Any, database: str) -> dict[str, str]:
-    """Tables that a materialized view of ``database`` fills -> the view's query."""
-    targets = {}
+@dataclass(frozen=True)
+class View:
+    """A materialized view of the database: the table it fills from which source table."""
+
+    target: str
+    source: str
+    select: str
+    partition_key: str  # the target's PARTITION BY ('' when it has none)
+    counts: bool  # the target keeps every row it gets (not a Replacing engine): copies count
+
+
+def views(client: Any, database: str) -> list[View]:
+    """The materialized views of ``database`` whose target and source are in it."""
+    tables = {
+        str(name): (str(engine), str(key))
+        for name, engine, key in client.query(
+            "SELECT name, engine, partition_key FROM system.tables WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+    }
+    found = []
     for query, select in client.query(
         "SELECT create_table_query, as_select FROM system.tables "
         "WHERE database = {db:String} AND engine = 'MaterializedView'",
         parameters={"db": database},
     ).result_rows:
-        match = _TARGET.search(str(query))
-        if match and match.group(1) == database:
-            targets[match.group(2)] = str(select)
-    return targets
+        target, source = _TARGET.search(str(query)), _SOURCE.search(str(select))
+        if not (target and target.group(1) == database and target.group(2) in tables):
+            continue
+        engine, key = tables[target.group(2)]
+        found.append(
+            View(
+                target.group(2),
+                source.group(2) if source and source.group(1) == database else "",
+                str(select),
+                key,
+                not engine.startswith("Replacing"),
+            )
+        )
+    return found
+
+
+def view_targets(client: Any, database: str) -> dict[str, str]:
+    """Tables that a materialized view of ``database`` fills -> the view's query."""
+    return {view.target: view.select for view in views(client, database)}
+
+
+def view_partitions(client: Any, database: str, view: View, where: str) -> set[str] | None:
+    """The partitions of ``view.target`` that the view's query puts the source rows matching
+    ``where`` (SQL over the source's columns) in; None if the query's source cannot be
+    narrowed (then every partition may hold them)."""
+    if not view.partition_key:
+        return {"all"}
+    narrowed, found = re.subn(
+        rf"\bFROM\s+`?{database}`?\.`?{view.source}`?(?![\w`.])",
+        f"FROM (SELECT * FROM `{database}`.`{view.source}` WHERE {where})",
+        view.select,
+        count=1,
+    )
+    if not view.source or found != 1:
+        return None
+    return {
+        str(p)
+        for (p,) in client.query(
+            f"SELECT DISTINCT partitionId({view.partition_key}) FROM ({narrowed})"
+        ).result_rows
+    }
 
 
 @dataclass(frozen=True)
@@ -119,6 +179,7 @@ class SetAside:
     low: int  # its block range
     high: int
     at: dt.datetime  # when it was set aside (the directory's modification time)
+    path: str = ""  # its directory under detached/ (its files keep the times they were written)
 
 
 def rows_are_back(client: Any, database: str, part: SetAside) -> bool:
@@ -181,19 +242,44 @@ def rebuild_partitions(
         client.command(f"DROP TABLE IF EXISTS {staging}")
 
 
-def repair_at_start(client: Any, database: str) -> RepairReport:
-    """Rebuild what the parts the engine set aside as broken took with them (see above)."""
-    report = RepairReport()
-    detached = [
-        SetAside(str(t), str(n), str(p), int(low), int(high), at)
-        for t, n, p, low, high, at in client.query(
+@dataclass
+class Restored:
+    """What ``restore`` put back into source tables, for ``repair_at_start`` to finish."""
+
+    tables: dict[str, str] = field(default_factory=dict)  # table -> how ("4 rows from Kafka")
+    partitions: dict[str, set[str]] = field(default_factory=dict)  # view target -> recompute
+
+
+# Called with the source tables whose set-aside parts nothing covers (table -> parts); puts
+# back what it can and says which tables are whole again (sinks/clickhouse/recover.py).
+Restore = Callable[[dict[str, list[SetAside]]], Restored]
+
+
+def set_aside_parts(client: Any, database: str) -> list[SetAside]:
+    """The parts the engine moved to ``detached/`` as broken."""
+    return [
+        SetAside(str(t), str(n), str(p), int(low), int(high), at, str(path))
+        for t, n, p, low, high, at, path in client.query(
             "SELECT table, name, partition_id, min_block_number, max_block_number, "
-            "modification_time FROM system.detached_parts "
+            "modification_time, path FROM system.detached_parts "
             "WHERE database = {db:String} AND startsWith(reason, 'broken')",
             parameters={"db": database},
         ).result_rows
     ]
+
+
+def repair_at_start(client: Any, database: str, restore: Restore | None = None) -> RepairReport:
+    """Rebuild what the parts the engine set aside as broken took with them (see above).
+
+    With ``restore``, the lost rows of the tables the sink fills are put back first, so that
+    the views recomputed afterwards count them once."""
+    report = RepairReport()
+    detached = set_aside_parts(client, database)
+    restored = Restored()
     if not detached:
+        if restore is not None:  # a recovery an earlier start left unfinished, if any
+            restored = restore({})
+            _recompute(client, database, report, restored.partitions, {})
         return report
     report.set_aside = [f"{d.table} {d.name}" for d in detached]
     targets = view_targets(client, database)
@@ -205,27 +291,55 @@ def repair_at_start(client: Any, database: str) -> RepairReport:
             _drop_detached(client, database, part)  # nothing left to decide at the next start
             continue
         uncovered.setdefault(part.table, []).append(part)
-    for table, parts in sorted(uncovered.items()):
-        if table in targets:
-            # derived rows: recompute the partitions they were in, as the view would
-            partitions = sorted({p.partition for p in parts})
-            rebuild_partitions(client, database, table, targets[table], partitions)
-            for part in parts:  # done with: the next start must not rebuild again
+    sources = {t: parts for t, parts in uncovered.items() if t not in targets}
+    if restore is not None:
+        restored = restore(sources)
+    broken = {t: parts for t, parts in uncovered.items() if t in targets}
+    _recompute(client, database, report, restored.partitions, broken)
+    for table, parts in sorted(sources.items()):
+        if table in restored.tables:
+            for part in parts:  # done with: the next start must not restore again
                 _drop_detached(client, database, part)
-            log.warning("%s partitions %s rebuilt from its source: broken part(s) %s had no "
-                        "sources left", table, partitions, [p.name for p in parts])  # fmt: skip
-            report.rebuilt.append(table)
+                report.restored.append(f"{table} {part.name}: {restored.tables[table]}")
+            log.warning("rows of %s.%s that broken part(s) %s took are back: %s", database,
+                        table, [p.name for p in parts], restored.tables[table])  # fmt: skip
             continue
         for part in parts:
             report.lost.append(f"{table} {part.name} (blocks {part.low}..{part.high})")
             log.error(
                 "rows of %s.%s are missing from the hot store: the engine set the broken part "
-                "%s aside and the parts it was merged from are gone. For events, restore them "
-                "from the cold files with `sealstream replay cold`; then drop the part "
+                "%s aside and the parts it was merged from are gone%s. For events, restore "
+                "them from the cold files with `sealstream replay cold`; then drop the part "
                 "(ALTER TABLE ... DROP DETACHED PART '%s' SETTINGS allow_drop_detached = 1)",
                 database,
                 table,
                 part.name,
+                "" if restore is None else ", and Kafka did not give them back",
                 part.name,
             )
     return report
+
+
+def _recompute(
+    client: Any,
+    database: str,
+    report: RepairReport,
+    restored: dict[str, set[str]],
+    broken: dict[str, list[SetAside]],
+) -> None:
+    """Recompute the view targets' partitions that broken parts took, and those that rows
+    written again reached, from the views' queries."""
+    targets = view_targets(client, database)
+    for table in sorted(t for t in set(restored) | set(broken) if restored.get(t) or broken.get(t)):
+        parts = broken.get(table, [])
+        partitions = sorted({p.partition for p in parts} | restored.get(table, set()))
+        rebuild_partitions(client, database, table, targets[table], partitions)
+        for part in parts:  # done with: the next start must not rebuild again
+            _drop_detached(client, database, part)
+        if parts:
+            log.warning("%s partitions %s rebuilt from its source: broken part(s) %s had no "
+                        "sources left", table, partitions, [p.name for p in parts])  # fmt: skip
+        else:
+            log.warning("%s partitions %s recomputed from its source: rows written again "
+                        "after an outage reached them", table, partitions)  # fmt: skip
+        report.rebuilt.append(table)

@@ -14,7 +14,7 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
@@ -32,6 +32,9 @@ from sinks.runner import (
     StoreUnavailable,
     message_headers,
 )
+
+if TYPE_CHECKING:
+    from sinks.clickhouse.outages import OutageLog
 
 log = logging.getLogger("sealstream.sink.clickhouse")
 
@@ -388,7 +391,24 @@ class ClickHouseStore:
         table, rows, rejected = self.rows(batch)
         if not rows:
             return rejected
-        token = insert_token(self.group, self.topic_ids.get(batch.topic, ""), batch)
+        stored = self._insert_blocks(table, rows, self._token(batch), rejected)
+        if table.columns is EVENT_COLUMNS:
+            for (tenant, event_type), n in Counter((r[1], r[2]) for r in stored).items():
+                EVENTS.labels(self.name, tenant, event_type).inc(n)
+        return rejected
+
+    def _token(self, batch: Batch) -> str:
+        return insert_token(self.group, self.topic_ids.get(batch.topic, ""), batch)
+
+    def _insert_blocks(
+        self,
+        table: _Table,
+        rows: list[tuple[Message, list[Any]]],
+        token: str,
+        rejected: list[Rejected],
+    ) -> list[list[Any]]:
+        """Insert ``rows`` in blocks of at most PARTITIONS_PER_INSERT partitions; the rows
+        stored (those of blocks the store took), passed on to the audit index."""
         stored: list[list[Any]] = []
         for label, block in _blocks(table, rows):
             # the same batch always splits the same way: every block's token is deterministic
@@ -396,10 +416,7 @@ class ClickHouseStore:
             stored += self._insert(table, block, block_token, rejected)
         if stored and self.on_stored is not None:
             self.on_stored(table.name.split(".", 1)[1], stored)
-        if table.columns is EVENT_COLUMNS:
-            for (tenant, event_type), n in Counter((r[1], r[2]) for r in stored).items():
-                EVENTS.labels(self.name, tenant, event_type).inc(n)
-        return rejected
+        return stored
 
     def _insert(
         self,
@@ -446,11 +463,20 @@ class ClickHouseStore:
             self._stop_merges()
             raise StoreUnavailable(f"insert into {table.name} failed: {exc}") from exc
 
+    # When each recent batch was written, and the marker an outage leaves for the next start
+    # to read back what broken parts took (sinks/clickhouse/outages.py); set by the service.
+    outage_log: OutageLog | None = None
+
     def _stop_merges(self) -> None:
         """Embedded engine, storage failing: start no merge that could commit a broken part
         (the fault suite saw two: a rollup's and audit_decisions'). An in-memory switch, so
-        it works while nothing can be written; merges resume in ``after_outage``."""
-        if not self.settings.embedded or self._merges_stopped:
+        it works while nothing can be written; merges resume in ``after_outage``. The outage
+        log keeps every batch from now on: one just written may have left a broken part."""
+        if not self.settings.embedded:
+            return
+        if self.outage_log is not None:
+            self.outage_log.began()
+        if self._merges_stopped:
             return
         try:
             self.client.command("SYSTEM STOP MERGES")
@@ -461,19 +487,36 @@ class ClickHouseStore:
 
     def after_outage(self, since: float) -> None:
         """Embedded engine: a part written during the outage may be broken (see
-        sinks/clickhouse/parts.py); if one is, stop so that a fresh start sets it aside."""
+        sinks/clickhouse/parts.py); if one is, stop so that a fresh start sets it aside,
+        leaving the marker that makes it read back the batches written around the outage
+        (sinks/clickhouse/recover.py)."""
         if not self.settings.embedded:
             return  # a server checks its own storage; this sink's outage was the network
+        try:
+            self._check_after_outage(since)
+        except RestartToRepair as exc:
+            self._leave_outage_marker(since, str(exc))
+            raise
+        finally:
+            if self.outage_log is not None:
+                self.outage_log.ended()
+
+    def _check_after_outage(self, since: float) -> None:
         if self._merges_stopped:
             try:
                 self.client.command("SYSTEM START MERGES")
             except (ClickHouseError, OSError) as exc:  # a fresh start has merges on
                 raise RestartToRepair(f"merges could not be started again: {exc}") from exc
             self._merges_stopped = False
+        # from the margin before the first refused write, or before the last write ahead of
+        # it: the insert in flight when the storage failed, if nothing was written for a while
+        start = (
+            since - MERGE_MARGIN_S
+            if self.outage_log is None
+            else self.outage_log.window_start(since)
+        )
         try:
-            broken = recent_broken_parts(
-                self.client, self.settings.database, since - MERGE_MARGIN_S
-            )
+            broken = recent_broken_parts(self.client, self.settings.database, start)
         except (ClickHouseError, OSError) as exc:  # cannot tell: a fresh start checks them all
             raise RestartToRepair(f"checking the parts written during the outage: {exc}") from exc
         if broken:
@@ -482,6 +525,34 @@ class ClickHouseStore:
                 + "; ".join(f"{b.table} {b.part}: {b.message[:200]}" for b in broken)
             )
         log.info("parts written during the outage checked: none broken")
+
+    def _leave_outage_marker(self, since: float, reason: str) -> None:
+        """Writes work again (the runner calls ``after_outage`` after a write succeeded), so
+        the marker can be saved now; if it cannot, the next start goes by the set-aside parts'
+        own times (sinks/clickhouse/recover.py)."""
+        if self.outage_log is None:
+            return
+        try:
+            marker = self.outage_log.leave_marker(since, reason)
+        except OSError as exc:
+            log.error("could not save the outage marker %s: %s", self.outage_log.path, exc)
+            return
+        log.warning(
+            "outage marker %s lists %d batches: the next start reads those of a table a "
+            "broken part took rows from back from Kafka",
+            self.outage_log.path,
+            len(marker.spans),
+        )
+
+    def write_again(
+        self, batch: Batch, rows: list[tuple[Message, list[Any]]], suffix: str
+    ) -> list[list[Any]]:
+        """Insert ``rows`` of ``batch`` again: rows a broken part took from the table after
+        the sink had committed the batch (sinks/clickhouse/recover.py). The table remembers
+        the batch's token and would drop the block, so the rows go in with a token of their
+        own, the batch's plus ``/<suffix>``, split into blocks as ``write`` splits them."""
+        table = self.tables[batch.topic]
+        return self._insert_blocks(table, rows, f"{self._token(batch)}/{suffix}", [])
 
     def close(self) -> None:
         self.client.close()
