@@ -20,7 +20,7 @@ import fastavro
 
 from sealstream.integrity import CONTENT_HASH, HOT_CONTENT_HASH, Problem, check_entry
 from sealstream.keys import HmacKeyring
-from sinks.clickhouse.sink import EVENT_COLUMNS, event_row
+from sinks.clickhouse.rows import EVENT_COLUMNS, event_row
 from sinks.objects.reader import ColdFileContent, Selection, iter_cold
 from sinks.objects.store import ObjectStore
 

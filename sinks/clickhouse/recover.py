@@ -407,7 +407,7 @@ class Restorer:
     def _missing(self, batches: list[Batch]) -> list[list[tuple[Message, list[Any]]]]:
         """The rows of each of ``batches`` (one partition) that the table does not hold;
         events past the hot retention are not looked for (the TTL removes them)."""
-        from sinks.clickhouse.sink import EVENT_COLUMNS
+        from sinks.clickhouse.rows import EVENT_COLUMNS
 
         built = [self.store.rows(batch)[:2] for batch in batches]
         everything = [row for _, rows in built for row in rows]

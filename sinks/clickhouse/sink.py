@@ -7,8 +7,6 @@ Only the masked copy of each payload (``hot_payload_json``) is stored; events ro
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import re
 import struct
@@ -20,17 +18,31 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
 from confluent_kafka import Message
 
-from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
-from sealstream.deadletters import DeadLetterHeaders
+from schemas.serde import Decoder
 from sealstream.settings import ClickHouseSettings, SinkSettings
 from sinks.clickhouse.parts import MERGE_MARGIN_S, recent_broken_parts
+from sinks.clickhouse.rows import (
+    CHECKPOINT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DECISION_COLUMNS,
+    EVENT_COLUMNS,
+    RECEIPT_COLUMNS,
+    REPLAY_COLUMNS,
+    RowError,
+    _decode,
+    checkpoint_row,
+    dead_letter_row,
+    decision_row,
+    event_row,
+    receipt_row,
+    replay_row,
+)
 from sinks.runner import (
     EVENTS,
     Batch,
     Rejected,
     RestartToRepair,
     StoreUnavailable,
-    message_headers,
 )
 
 if TYPE_CHECKING:
@@ -38,219 +50,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sealstream.sink.clickhouse")
 
-UTC = dt.UTC
 
-EVENT_COLUMNS = [
-    "event_id", "tenant", "event_type", "occurred_at", "received_at", "signed_at", "producer",
-    "correlation_id", "request_id", "source", "classification", "route", "payload",
-    "masked_fields", "payload_sha256", "content_sha256", "hot_content_sha256", "enrichment",
-    "schema_id", "source_topic", "source_partition", "source_offset", "chain_id", "seq",
-    "prev_hash", "hash", "key_id", "signature", "kafka_topic", "kafka_partition",
-    "kafka_offset", "bytes",
-]  # fmt: skip
-DECISION_COLUMNS = [
-    "decided_at", "subject", "tenant", "event_tenant", "event_type", "action", "decision",
-    "reason_code", "policy_version", "request_id", "correlation_id", "client_ip", "user_agent",
-    "detail", "kafka_topic", "kafka_partition", "kafka_offset",
-]  # fmt: skip
-DEAD_LETTER_COLUMNS = [
-    "failed_at", "reason", "stage", "error_class", "message", "tenant", "event_type",
-    "source_topic", "source_partition", "source_offset", "attempts", "bytes", "kafka_topic",
-    "kafka_partition", "kafka_offset", "event_id",
-]  # fmt: skip
-REPLAY_COLUMNS = [
-    "marker", "status", "replay_id", "by", "at", "event_id", "target", "kafka_topic",
-    "kafka_partition", "kafka_offset",
-]  # fmt: skip
-RECEIPT_COLUMNS = [
-    "event_id",
-    "tenant",
-    "receipt",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-]
-CHECKPOINT_COLUMNS = [
-    "chain_id", "seq", "head_hash", "created_at", "key_id", "signature", "kafka_topic",
-    "kafka_partition", "kafka_offset",
-]  # fmt: skip
-
-
-class RowError(ValueError):
-    """A record that cannot become a row; ``reason`` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-# DateTime64's range: a time outside it cannot be stored (the row goes to the dead letters)
-_EARLIEST = dt.datetime(1900, 1, 1, tzinfo=UTC)
-_LATEST = dt.datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
-
-
-def _ms(value: Any) -> dt.datetime:
-    try:
-        if isinstance(value, dt.datetime):
-            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        else:
-            moment = dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    except (OverflowError, OSError) as exc:
-        raise RowError("unconvertible", f"time {value!r} is out of range") from exc
-    if not _EARLIEST <= moment <= _LATEST:
-        raise RowError("unconvertible", f"time {moment.isoformat()} is outside 1900..2299")
-    return moment
-
-
-def _coords(message: Message) -> list[Any]:
-    return [message.topic() or "", int(message.partition() or 0), int(message.offset() or 0)]
-
-
-def _decode(decoder: Decoder, message: Message) -> dict[str, Any]:
-    try:
-        return decoder.decode(message.value() or b"")[1]
-    except UnknownSchemaError as exc:
-        raise RowError("unknown_schema", str(exc)) from exc
-    except WireFormatError as exc:
-        raise RowError("undecodable", str(exc)) from exc
-
-
-def event_row(record: dict[str, Any], message: Message) -> list[Any] | None:
-    """The ``events`` row of a signed event; None for events routed to cold storage only."""
-    if record["route"] == "cold":
-        return None
-    return [
-        str(record["event_id"]),
-        str(record["tenant"]),
-        str(record["event_type"]),
-        _ms(record["occurred_at"]),
-        _ms(record["received_at"]),
-        _ms(record["signed_at"]),
-        str(record["producer"]),
-        str(record["correlation_id"]),
-        str(record["request_id"]),
-        record.get("source"),
-        str(record["classification"]),
-        str(record["route"]),
-        str(record["hot_payload_json"]),
-        [str(f) for f in record["masked_fields"]],
-        str(record["payload_sha256"]),
-        str(record["content_sha256"]),
-        str(record["hot_content_sha256"]),
-        {str(k): str(v) for k, v in record["enrichment"].items()},
-        int(record["schema_id"]),
-        str(record["source_topic"]),
-        int(record["source_partition"]),
-        int(record["source_offset"]),
-        str(record["chain_id"]),
-        int(record["seq"]),
-        str(record["prev_hash"]),
-        str(record["hash"]),
-        str(record["key_id"]),
-        str(record["signature"]),
-        *_coords(message),
-        len(message.value() or b""),
-    ]
-
-
-def decision_row(record: dict[str, Any], message: Message) -> list[Any]:
-    return [
-        _ms(record["decided_at"]),
-        str(record["subject"]),
-        str(record["tenant"]),
-        str(record["event_tenant"]),
-        str(record.get("event_type") or ""),
-        str(record["action"]),
-        str(record["decision"]),
-        str(record["reason_code"]),
-        str(record["policy_version"]),
-        str(record["request_id"]),
-        str(record["correlation_id"]),
-        record.get("client_ip"),
-        record.get("user_agent"),
-        record.get("detail"),
-        *_coords(message),
-    ]
-
-
-def dead_letter_row(message: Message) -> list[Any]:
-    """A dead letter's row, from its error headers (its value may be undecodable)."""
-    h = {k: v.decode("utf-8", "replace") for k, v in message_headers(message).items()}
-    error = DeadLetterHeaders.from_headers(h)
-    _, timestamp_ms = message.timestamp()
-    return [
-        _ms(error.last_failure_ms or timestamp_ms or 0),
-        error.reason,
-        error.stage,
-        error.error_class,
-        error.message,
-        h.get("tenant", ""),
-        h.get("event_type", ""),
-        error.topic,
-        error.partition,
-        error.offset,
-        error.attempts,
-        len(message.value() or b""),
-        *_coords(message),
-        h.get("event_id", ""),  # set by the gateway on raw events; absent on poison
-    ]
-
-
-def replay_row(message: Message) -> list[Any] | None:
-    """A dead-letter replay/purge marker (JSON on the compacted ``dlq.replays`` topic, keyed by
-    the dead letter's coordinates; streams/dlq.py writes them)."""
-    value, key = message.value(), message.key()
-    if not value or not key:
-        return None
-    try:
-        marker = json.loads(value)
-        row = [
-            key.decode(),
-            str(marker["status"]),
-            str(marker.get("replay_id") or ""),
-            str(marker.get("by") or ""),
-            _ms(int(marker["at_ms"])),
-            str(marker.get("event_id") or ""),
-            marker.get("target"),
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RowError("unconvertible", f"replay marker is not the expected JSON: {exc}") from exc
-    return [*row, *_coords(message)]
-
-
-def receipt_row(message: Message) -> list[Any] | None:
-    """A gateway receipt (JSON on the compacted ``receipts`` topic); tombstones are skipped."""
-    value = message.value()
-    if not value:
-        return None
-    try:
-        receipt = json.loads(value)
-        event_id, tenant = str(receipt["event_id"]), str(receipt["tenant"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RowError(
-            "unconvertible", f"receipt is not JSON with event_id and tenant: {exc}"
-        ) from exc
-    return [event_id, tenant, value.decode(), *_coords(message)]
-
-
-def checkpoint_row(record: dict[str, Any], message: Message) -> list[Any]:
-    return [
-        str(record["chain_id"]),
-        int(record["seq"]),
-        str(record["head_hash"]),
-        _ms(record["created_at"]),
-        str(record["key_id"]),
-        str(record["signature"]),
-        *_coords(message),
-    ]
-
-
-def _day(column: int) -> Callable[[list[Any]], str]:
+def _day(columns: list[str], name: str) -> Callable[[list[Any]], str]:
+    """A row's partition when its table is PARTITION BY toYYYYMMDD(``name``)."""
+    column = columns.index(name)
     return lambda row: row[column].strftime("%Y%m%d")
 
 
-def _month(column: int) -> Callable[[list[Any]], str]:
+def _month(columns: list[str], name: str) -> Callable[[list[Any]], str]:
+    """A row's partition when its table is PARTITION BY toYYYYMM(``name``)."""
+    column = columns.index(name)
     return lambda row: row[column].strftime("%Y%m")
+
+
+_TENANT, _EVENT_TYPE = EVENT_COLUMNS.index("tenant"), EVENT_COLUMNS.index("event_type")
 
 
 class _Table:
@@ -352,12 +165,23 @@ class ClickHouseStore:
             return lambda m: convert(_decode(decoder, m), m)
 
         self.tables = {
-            sink.signed_topic: _Table(f"{db}.events", EVENT_COLUMNS, decoded(event_row), _day(3)),
+            sink.signed_topic: _Table(
+                f"{db}.events",
+                EVENT_COLUMNS,
+                decoded(event_row),
+                _day(EVENT_COLUMNS, "occurred_at"),
+            ),
             sink.decisions_topic: _Table(
-                f"{db}.audit_decisions", DECISION_COLUMNS, decoded(decision_row), _month(0)
+                f"{db}.audit_decisions",
+                DECISION_COLUMNS,
+                decoded(decision_row),
+                _month(DECISION_COLUMNS, "decided_at"),
             ),
             sink.dlq_topic: _Table(
-                f"{db}.dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row, _month(0)
+                f"{db}.dead_letters",
+                DEAD_LETTER_COLUMNS,
+                dead_letter_row,
+                _month(DEAD_LETTER_COLUMNS, "failed_at"),
             ),
             sink.checkpoints_topic: _Table(
                 f"{db}.checkpoints", CHECKPOINT_COLUMNS, decoded(checkpoint_row)
@@ -393,7 +217,8 @@ class ClickHouseStore:
             return rejected
         stored = self._insert_blocks(table, rows, self._token(batch), rejected)
         if table.columns is EVENT_COLUMNS:
-            for (tenant, event_type), n in Counter((r[1], r[2]) for r in stored).items():
+            counts = Counter((r[_TENANT], r[_EVENT_TYPE]) for r in stored)
+            for (tenant, event_type), n in counts.items():
                 EVENTS.labels(self.name, tenant, event_type).inc(n)
         return rejected
 

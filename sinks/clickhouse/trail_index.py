@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from sinks.clickhouse.sink import (
+from sinks.clickhouse.rows import (
     DEAD_LETTER_COLUMNS,
     DECISION_COLUMNS,
     EVENT_COLUMNS,

@@ -22,7 +22,8 @@ import datetime as dt, glob, json, sys
 from sealstream.settings import ClickHouseSettings, SinkSettings
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.sink import EVENT_COLUMNS, ClickHouseStore
+from sinks.clickhouse.rows import EVENT_COLUMNS
+from sinks.clickhouse.sink import ClickHouseStore
 
 # fixed dates, kept by the TTL whenever the test runs
 settings = ClickHouseSettings(url="chdb://" + sys.argv[1], hot_retention_days=3650)

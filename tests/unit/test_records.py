@@ -78,3 +78,24 @@ def test_renaming_a_topic_renames_it_for_creation_registration_and_every_stage(
     assert (WorkerSettings().raw_topic, GatewaySettings().raw_topic) == (
         "only-the-worker", "acme.raw",
     )  # fmt: skip
+
+
+def test_hot_store_columns_are_the_records_fields_by_name() -> None:
+    from sinks.clickhouse.rows import (
+        CHECKPOINT_COLUMNS,
+        DECISION_COLUMNS,
+        EVENT_COLUMNS,
+        EVENT_FIELDS_ELSEWHERE,
+        KAFKA,
+    )
+
+    for record, columns, elsewhere in (
+        (SignedEvent, EVENT_COLUMNS, EVENT_FIELDS_ELSEWHERE),
+        (Decision, DECISION_COLUMNS, {}),
+        (Checkpoint, CHECKPOINT_COLUMNS, {}),
+    ):
+        fields = set(field_names(record))
+        unaccounted = fields - set(columns) - set(elsewhere)
+        assert unaccounted == set(), (record.__name__, unaccounted)
+        extra = set(columns) - fields - set(KAFKA) - {"bytes", *filter(None, elsewhere.values())}
+        assert extra == set(), (record.__name__, extra)

@@ -20,7 +20,8 @@ from schemas.serde import Decoder, Encoder
 from sealstream.integrity import walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, ObjectStoreSettings, SinkSettings
-from sinks.clickhouse.sink import dead_letter_row, event_row, insert_token
+from sinks.clickhouse.rows import dead_letter_row, event_row
+from sinks.clickhouse.sink import insert_token
 from sinks.objects.files import parse_path, read_records
 from sinks.objects.retention import RetentionRules, apply_retention
 from sinks.objects.sink import ColdStore
