@@ -159,6 +159,15 @@ def _security(h: Headline, sec: dict[str, Any]) -> None:
         "µs",
     )
     h.add("security", "receipt signing (Ed25519 + HMAC seal)", sec["receipt_sign_us"], "µs")
+    if "receipt_tree_100_us" in sec:
+        h.add(
+            "security",
+            "receipt per event, one signed tree of 100 (format 2)",
+            sec["receipt_tree_100_us"],
+            "µs",
+            "one signature per event (format 1)",
+            sec["receipt_sign_us"],
+        )
 
 
 def _baseline(h: Headline, baseline: dict[str, Any]) -> None:

@@ -378,27 +378,35 @@ class IngestService:
         when = received.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         counts: Counter[tuple[str, str]] = Counter()
         refused: Counter[tuple[str, str, str]] = Counter()
+        acked: list[tuple[_Pending, Ack]] = []
         for item, ack in zip(to_send, acks, strict=True):
             if isinstance(ack, Ack):
-                receipt = self.issuer.issue(
-                    event_id=item.event_id,
-                    tenant=item.event.tenant,
-                    event_type=item.event.event_type,
-                    payload_sha256=item.payload_sha256,
-                    received_at=when,
-                    topic=ack.topic,
-                    partition=ack.partition,
-                    offset=ack.offset,
-                )
-                self.receipts.put(receipt)
-                counts[item.event.tenant, item.event.event_type] += 1
-                accepted.append(Accepted(item.index, item.event_id, receipt))
+                acked.append((item, ack))
                 continue
             # Never reported accepted. Unavailable: not acknowledged in time; if Kafka does take
             # it later, the client's retry with the same event_id is dropped downstream.
             # RecordRefused: Kafka can never take it (too large, invalid): a retry cannot help.
             failed.append(Rejected(item.index, ack.status, ack, item.event_id))
             refused[item.event.tenant, item.event.event_type, ack.code] += 1
+        # one tree, one signature for every event of the request Kafka acknowledged
+        leaves = [
+            {
+                "event_id": item.event_id,
+                "tenant": item.event.tenant,
+                "event_type": item.event.event_type,
+                "payload_sha256": item.payload_sha256,
+                "received_at": when,
+                "topic": ack.topic,
+                "partition": ack.partition,
+                "offset": ack.offset,
+            }
+            for item, ack in acked
+        ]
+        receipts = self.issuer.issue_tree(leaves, when) if leaves else []
+        for (item, _), receipt in zip(acked, receipts, strict=True):
+            self.receipts.put(receipt)
+            counts[item.event.tenant, item.event.event_type] += 1
+            accepted.append(Accepted(item.index, item.event_id, receipt))
         # one labelled child per (tenant, event_type) and request, not one look-up per event
         for (tenant, event_type), count in counts.items():
             self.metrics.accepted.labels(tenant, event_type).inc(count)
@@ -411,28 +419,47 @@ class IngestService:
         decisions: list[tuple[Decision, EventIn | None, int]],
         ctx: RequestContext,
     ) -> PendingBatch | None:
-        """Every allow/deny decision as an Avro record on ``audit.decisions``, enqueued as one
-        batch; the caller awaits its acknowledgements with the events'."""
+        """The request's authorization decisions as Avro records on ``audit.decisions``,
+        enqueued as one batch; the caller awaits their acknowledgements with the events'.
+
+        Denials are written one per event (each is a finding of its own). Allowed events are
+        written one record per request and (event tenant, event type, correlation id): the
+        trail finds an event's decision by its request id, and a batch of 100 allowed events
+        costs one record, not 100."""
         if not decisions:
             return None
         decided_at = _millis(dt.datetime.now(dt.UTC))
         key = principal.tenant.encode()
         topic = self.settings.decisions_topic
         records: list[Record] = []
+        allowed: set[tuple[str, str | None, str, str, str]] = set()
         for decision, event, _ in decisions:
+            event_tenant = event.tenant if event else principal.tenant
+            event_type = event.event_type if event else None
+            correlation_id = (event.correlation_id if event else None) or ctx.correlation_id
+            if decision.allow:
+                group = (
+                    event_tenant,
+                    event_type,
+                    correlation_id,
+                    decision.reason,
+                    decision.policy_version,
+                )
+                if group in allowed:
+                    continue
+                allowed.add(group)
             value = self.book.encode_decision(
                 {
                     "subject": principal.subject,
                     "tenant": principal.tenant,
-                    "event_tenant": event.tenant if event else principal.tenant,
-                    "event_type": event.event_type if event else None,
+                    "event_tenant": event_tenant,
+                    "event_type": event_type,
                     "action": "publish",
                     "decision": "ALLOW" if decision.allow else "DENY",
                     "reason_code": decision.reason,
                     "policy_version": decision.policy_version,
                     "request_id": ctx.request_id,
-                    "correlation_id": (event.correlation_id if event else None)
-                    or ctx.correlation_id,
+                    "correlation_id": correlation_id,
                     "decided_at": decided_at,
                     "client_ip": ctx.client_ip,
                     "user_agent": ctx.user_agent,

@@ -17,6 +17,7 @@ from ops.cli.gateway import serve as serve_gateway
 from ops.cli.gateway import tokens_app
 from ops.cli.keys import app as keys_app
 from ops.cli.ops import audit, replay_app, verify
+from ops.cli.receipts import app as receipts_app
 from ops.cli.registry import app as registry_app
 from ops.cli.schemas import app as schemas_app
 from ops.cli.sinks import clickhouse_app, objects_app, query, sink_app
@@ -66,6 +67,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(topics_app, name="topics")
 app.command("gateway", help="Run the ingest gateway in the foreground.")(serve_gateway)
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(receipts_app, name="receipts")
 app.command("worker", help="Run a stream processor (faust worker) in the foreground.")(worker)
 app.add_typer(sink_app, name="sink")
 app.add_typer(clickhouse_app, name="clickhouse")
