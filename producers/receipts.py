@@ -27,9 +27,11 @@ gateway; a tree of 100 leaves costs about 3 µs per leaf (benchmarks/results/rec
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -168,6 +170,63 @@ class ReceiptIssuer:
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return False
+
+
+class SigningWindow:
+    """One tree and one signature for every request that asks within the same turn of the
+    event loop: concurrent single-event requests (25 clients, one event each) share a
+    signature instead of paying 35-60 µs each.
+
+    The first request of a window schedules the signing with ``call_soon``: it runs once the
+    callbacks already due have run (Kafka's acknowledgements of other requests arrive
+    together, from one poll of the delivery thread), so no request waits on a timer. Each
+    request gets the receipts of its own leaves, in order; ``on_issued`` sees every receipt
+    as soon as it is signed, even one whose request was cancelled meanwhile, so an event Kafka
+    has is never left without its receipt in the index.
+    """
+
+    def __init__(
+        self,
+        issuer: ReceiptIssuer,
+        on_issued: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self.on_issued = on_issued
+        self._pending: list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]] = []
+        self.signatures = 0  # trees signed (the tests compare it with the requests)
+
+    async def issue(self, leaves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._sign)
+        self._pending.append((leaves, future))
+        return await future
+
+    def _sign(self) -> None:
+        pending, self._pending = self._pending, []
+        issued_at = (
+            dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
+        try:
+            receipts = self.issuer.issue_tree(
+                [leaf for group, _ in pending for leaf in group], issued_at
+            )
+        except Exception as exc:  # every request of the window hears it
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.signatures += 1
+        start = 0
+        for group, future in pending:
+            mine = receipts[start : start + len(group)]
+            start += len(group)
+            if self.on_issued is not None:
+                for receipt in mine:
+                    self.on_issued(receipt)
+            if not future.done():
+                future.set_result(mine)
 
 
 def _included(receipt: dict[str, Any]) -> bool:

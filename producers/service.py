@@ -30,7 +30,7 @@ from producers.limits import RecordLimits
 from producers.metrics import Metrics
 from producers.policy import Decision, PolicyStore
 from producers.ratelimit import RateLimiter
-from producers.receipts import ReceiptIssuer
+from producers.receipts import ReceiptIssuer, SigningWindow
 from producers.results import Accepted, Published, Rejected
 from producers.schemabook import EventTypeInfo, SchemaBook
 from producers.validation import (
@@ -95,6 +95,8 @@ class IngestService:
         self.book = book
         self.issuer = issuer
         self.receipts = receipts
+        # receipts are stored (index and topic) as soon as they are signed
+        self.signing = SigningWindow(issuer, receipts.put)
         self.metrics = metrics
         self.limits = limits
         self.window = TimeWindow(
@@ -340,7 +342,7 @@ class IngestService:
                 if lost:
                     log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
             if to_send:
-                self._receipts_for(to_send, acks, received, accepted, failed)
+                await self._receipts_for(to_send, acks, received, accepted, failed)
         finally:
             for claim_key in claimed:
                 self.receipts.unclaim(claim_key)
@@ -367,7 +369,7 @@ class IngestService:
             headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
         return headers
 
-    def _receipts_for(
+    async def _receipts_for(
         self,
         to_send: list[_Pending],
         acks: list[Ack | Unavailable | RecordRefused],
@@ -388,7 +390,8 @@ class IngestService:
             # RecordRefused: Kafka can never take it (too large, invalid): a retry cannot help.
             failed.append(Rejected(item.index, ack.status, ack, item.event_id))
             refused[item.event.tenant, item.event.event_type, ack.code] += 1
-        # one tree, one signature for every event of the request Kafka acknowledged
+        # one tree, one signature for every event Kafka acknowledged of this request and of the
+        # requests that reach this point in the same turn of the event loop
         leaves = [
             {
                 "event_id": item.event_id,
@@ -402,9 +405,8 @@ class IngestService:
             }
             for item, ack in acked
         ]
-        receipts = self.issuer.issue_tree(leaves, when) if leaves else []
+        receipts = await self.signing.issue(leaves) if leaves else []
         for (item, _), receipt in zip(acked, receipts, strict=True):
-            self.receipts.put(receipt)
             counts[item.event.tenant, item.event.event_type] += 1
             accepted.append(Accepted(item.index, item.event_id, receipt))
         # one labelled child per (tenant, event_type) and request, not one look-up per event

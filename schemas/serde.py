@@ -26,6 +26,7 @@ import fastavro
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+WIRE_HEADER_SIZE = _HEADER.size  # magic byte and schema id, before the Avro body
 
 
 class SchemaLike(Protocol):

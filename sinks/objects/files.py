@@ -14,6 +14,13 @@ the event time (UTC), like the hot store's partitions.
 
 Determinism: fastavro writes a random 16-byte sync marker unless given one; here it is
 derived from the object's name. Nothing time-dependent is written into files or manifests.
+
+The records are not encoded again: each record's Avro body, as the worker wrote it to Kafka
+(the wire format minus its five-byte header), goes into the file's blocks as it is, split
+into blocks exactly where ``fastavro.writer`` splits them. A file is the same bytes a
+re-encoding would give (Avro's binary encoding of a decoded record is the record's bytes), for
+about a tenth of the cost (benchmarks/results/sinks.md); and it holds the stored bytes the
+chain's signature covers, not a copy re-made from them.
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
+import fastavro.write
 
 FILE_SUFFIX = ".avro"
+SYNC_INTERVAL = 16_000  # fastavro.writer's default block size (1000 sync markers)
 MANIFEST_SUFFIX = ".manifest.json"
 NAME_RE = re.compile(
     r"tenant=(?P<tenant>[^/]+)/event_type=(?P<event_type>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/"
@@ -94,26 +103,67 @@ class ColdFile:
     partition: int
     records: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    # each record's Avro body as received (same order); None: encode the records instead
+    bodies: list[bytes] | None = None
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "sealstream.topic": self.topic,
+            "sealstream.partition": str(self.partition),
+            "sealstream.offsets": f"{self.offsets[0]}-{self.offsets[-1]}",
+            # each record's Kafka offset, so a backfill restores exact coordinates
+            "sealstream.record_offsets": ",".join(str(o) for o in self.offsets),
+        }
 
     def build(self, parsed_schema: Any, codec: str) -> tuple[bytes, bytes]:
         """(file bytes, manifest bytes), both deterministic."""
         buf = io.BytesIO()
-        fastavro.writer(
-            buf,
-            parsed_schema,
-            self.records,
-            codec=codec,
-            metadata={
-                "sealstream.topic": self.topic,
-                "sealstream.partition": str(self.partition),
-                "sealstream.offsets": f"{self.offsets[0]}-{self.offsets[-1]}",
-                # each record's Kafka offset, so a backfill restores exact coordinates
-                "sealstream.record_offsets": ",".join(str(o) for o in self.offsets),
-            },
-            sync_marker=hashlib.sha256(self.path.encode()).digest()[:16],
-        )
+        sync_marker = hashlib.sha256(self.path.encode()).digest()[:16]
+        if self.bodies is None:
+            fastavro.writer(
+                buf,
+                parsed_schema,
+                self.records,
+                codec=codec,
+                metadata=self.metadata(),
+                sync_marker=sync_marker,
+            )
+        else:
+            write_bodies(buf, parsed_schema, self.bodies, codec, self.metadata(), sync_marker)
         data = buf.getvalue()
         return data, manifest_bytes(self, data, codec)
+
+
+@dataclass
+class _RawBlock:
+    """What ``fastavro``'s ``Writer.write_block`` reads of a block: its uncompressed bytes and
+    record count (the shape of fastavro's own ``Block``, which a block reader yields)."""
+
+    bytes_: io.BytesIO
+    num_records: int
+
+
+def write_bodies(
+    out: io.BytesIO,
+    parsed_schema: Any,
+    bodies: list[bytes],
+    codec: str,
+    metadata: dict[str, str],
+    sync_marker: bytes,
+) -> None:
+    """An Avro container file of already encoded records: fastavro writes the header and
+    compresses each block; a block closes once it holds ``SYNC_INTERVAL`` bytes or more, as
+    ``fastavro.writer`` closes them."""
+    writer = fastavro.write.Writer(
+        out, parsed_schema, codec=codec, metadata=metadata, sync_marker=sync_marker
+    )
+    start, size = 0, 0
+    for end, body in enumerate(bodies, 1):
+        size += len(body)
+        if size >= SYNC_INTERVAL or end == len(bodies):
+            writer.write_block(_RawBlock(io.BytesIO(b"".join(bodies[start:end])), end - start))
+            start, size = end, 0
+    writer.flush()
 
 
 def manifest_bytes(cold: ColdFile, data: bytes, codec: str) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 
 from obstore.exceptions import BaseError as ObjectStoreError
 
-from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
+from schemas.serde import WIRE_HEADER_SIZE, Decoder, UnknownSchemaError, WireFormatError
 from sealstream.settings import ObjectStoreSettings
 from sinks.objects.files import BucketKey, ColdFile, bucket_of, object_path
 from sinks.objects.store import ObjectStore
@@ -33,11 +33,12 @@ class ColdStore:
 
     def files(self, batch: Batch) -> tuple[list[ColdFile], list[Rejected]]:
         """The batch's records grouped into files (deterministic for the same batch)."""
-        buckets: dict[BucketKey, list[tuple[int, dict[str, Any]]]] = {}
+        buckets: dict[BucketKey, list[tuple[int, dict[str, Any], bytes]]] = {}
         rejected: list[Rejected] = []
         for message in batch.records:
+            value = message.value() or b""
             try:
-                schema_id, record = self.decoder.decode(message.value() or b"")
+                schema_id, record = self.decoder.decode(value)
             except UnknownSchemaError as exc:
                 rejected.append(Rejected(message, "unknown_schema", str(exc)))
                 continue
@@ -51,15 +52,17 @@ class ColdStore:
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 rejected.append(Rejected(message, "unconvertible", f"{type(exc).__name__}: {exc}"))
                 continue
-            buckets.setdefault(key, []).append((int(message.offset() or 0), record))
+            buckets.setdefault(key, []).append((int(message.offset() or 0), record, value))
         files = []
         for key, items in buckets.items():
-            offsets = [o for o, _ in items]
+            offsets = [o for o, _, _ in items]
             path = object_path(
                 self.settings.prefix, key, batch.topic, batch.partition, offsets[0], offsets[-1]
             )
+            records = [r for _, r, _ in items]
+            bodies = [v[WIRE_HEADER_SIZE:] for _, _, v in items]  # stored as received
             files.append(
-                ColdFile(path, key, batch.topic, batch.partition, [r for _, r in items], offsets)
+                ColdFile(path, key, batch.topic, batch.partition, records, offsets, bodies)
             )
         files.sort(key=lambda f: f.path)
         return files, rejected

@@ -140,3 +140,38 @@ def test_canonical_bytes_match_the_documented_json_form(issuer: ReceiptIssuer) -
     body = {k: old[k] for k in RECEIPT_FIELDS}
     expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical_bytes(old) == expected.encode()
+
+
+async def test_requests_of_one_loop_turn_share_one_signature(issuer: ReceiptIssuer) -> None:
+    import asyncio
+
+    from producers.receipts import SigningWindow
+
+    stored: list[dict[str, Any]] = []
+    window = SigningWindow(issuer, stored.append)
+    requests = [[fields(10 * r + i) for i in range(r + 1)] for r in range(5)]  # 1..5 events
+    results = await asyncio.gather(*(window.issue(leaves) for leaves in requests))
+    assert window.signatures == 1
+    for leaves, receipts in zip(requests, results, strict=True):
+        assert [r["event_id"] for r in receipts] == [leaf["event_id"] for leaf in leaves]
+        assert all(verify_receipt(r, jwks(issuer)) for r in receipts)
+        assert {r["tree"]["tree_size"] for r in receipts} == {15}
+    assert len(stored) == 15
+    # a later turn is another window
+    await window.issue([fields(99)])
+    assert window.signatures == 2
+
+
+async def test_a_cancelled_request_still_has_its_receipts_stored(issuer: ReceiptIssuer) -> None:
+    import asyncio
+
+    from producers.receipts import SigningWindow
+
+    stored: list[dict[str, Any]] = []
+    window = SigningWindow(issuer, stored.append)
+    doomed = asyncio.ensure_future(window.issue([fields(1)]))
+    kept = asyncio.ensure_future(window.issue([fields(2)]))
+    await asyncio.sleep(0)  # both have joined the window; the signing is scheduled
+    doomed.cancel()
+    assert len(await kept) == 1
+    assert [r["event_id"] for r in stored] == [fields(1)["event_id"], fields(2)["event_id"]]
