@@ -105,8 +105,15 @@ def body(batch: int, start: int) -> bytes:
 
 async def _drive(svc: IngestService, batch: int, seconds: float) -> float:
     principal = Principal(
-        "bench", "acme", frozenset({"events:write"}), frozenset({"publisher"}), "bench", None, 0,
-        2**40, "k",
+        "bench",
+        "acme",
+        frozenset({"events:write"}),
+        frozenset({"publisher"}),
+        "bench",
+        None,
+        0,
+        2**40,
+        "k",
     )
     bodies = [body(batch, i * batch) for i in range(50)]
     events = 0

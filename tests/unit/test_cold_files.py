@@ -71,8 +71,9 @@ def test_the_stored_bytes_are_the_bodies_as_received() -> None:
     one = cold(1, bodies=True)
     assert one.bodies is not None and one.bodies[0][0] == 0x48  # 36 characters, zigzag 72
     odd = b"\xc8\x00" + one.bodies[0][1:]
-    assert DECODER.decode(ENCODER.encode(one.records[0])[:WIRE_HEADER_SIZE] + odd)[1] == (
-        one.records[0]
+    assert (
+        DECODER.decode(ENCODER.encode(one.records[0])[:WIRE_HEADER_SIZE] + odd)[1]
+        == (one.records[0])
     )
     one.bodies = [odd]
     data, _ = one.build(DECODER.schema(11), "null")
