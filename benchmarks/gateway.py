@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import gateway_cpu
 from benchmarks.common import (
     GATEWAY_PORT,
     RESULTS,
@@ -232,6 +233,7 @@ def run(
         "n_runs": runs,
         "scenarios": [median_of(r) for r in cells.values()],
         "security": security_cost(keys, max(3, runs)),
+        "cpu": gateway_cpu.run(runs=max(3, runs)),
         "note": "gateway (1 uvicorn process), Kafka and the load generator share the machine; "
         "every figure is the median of the runs (kept under `runs`)",
     }
@@ -297,7 +299,19 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
             if f"receipt_tree_{n}_us" in sec
         )
         + f"| per event with warm caches (verify + decide + tree of {TREE_SIZES[-1]}) | "
-        f"{sec['per_event_cached_us']} |\n",
+        f"{sec['per_event_cached_us']} |\n" + cpu_lines(result.get("cpu")),
+    )
+
+
+def cpu_lines(cpu: dict[str, Any] | None) -> str:
+    """The in-process CPU table (benchmarks/gateway_cpu.py), when the run has it."""
+    if not cpu:
+        return ""
+    rows = "".join(f"| {batch} | {us} |\n" for batch, us in cpu["cpu_us_per_event"].items())
+    return (
+        "\n## Gateway CPU per event, Kafka replaced by an instant ack (µs)\n\n"
+        f"{cpu['note']}; one request at a time.\n\n| events per request | CPU µs per event |\n"
+        "|---:|---:|\n" + rows
     )
 
 
