@@ -148,3 +148,31 @@ def test_pipeline_merges_and_bounds_each_enricher() -> None:
     with pytest.raises(EnrichmentFailed) as broken:
         asyncio.run(Pipeline([Broken()]).run(item()))
     assert broken.value.reason == "enricher_error"
+
+
+class WaitsAnyway:
+    """Declares that it never waits (no timeout), then waits."""
+
+    name = "liar"
+    timeout_s = None
+
+    async def enrich(self, item: EnrichInput) -> dict[str, str]:
+        await asyncio.sleep(0)
+        return {"never": "returned"}
+
+
+class ComputesOnly:
+    name = "computes"
+    timeout_s = None
+
+    async def enrich(self, item: EnrichInput) -> dict[str, str]:
+        return {"tenant_seen": str(item.event["tenant"])}
+
+
+def test_an_enricher_without_timeout_runs_inline_and_may_not_wait() -> None:
+    """timeout_s None: no timeout block; one that waits anyway fails instead of hanging."""
+    assert asyncio.run(Pipeline([ComputesOnly()]).run(item()))["tenant_seen"] == "acme"
+    with pytest.raises(EnrichmentFailed) as liar:
+        asyncio.run(Pipeline([TimeFields(), WaitsAnyway()]).run(item()))
+    assert (liar.value.enricher, liar.value.reason) == ("liar", "enricher_error")
+    assert "declares timeout_s None" in str(liar.value)
