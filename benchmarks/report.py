@@ -205,6 +205,15 @@ def _processor(h: Headline, processor: dict[str, Any]) -> None:
         processor["plain_loop_events_per_s"],
         "events/s",
     )
+    if "transactional_loop_events_per_s" in processor:
+        h.add(
+            "processor",
+            "sealstream worker (faust, exactly-once)",
+            processor["worker_events_per_s"],
+            "events/s",
+            "plain transactional loop (exactly-once)",
+            processor["transactional_loop_events_per_s"],
+        )
 
 
 def _sinks(h: Headline, sinks: dict[str, Any]) -> None:
@@ -447,7 +456,10 @@ def plot_processor(result: dict[str, Any], out: Path) -> Path:
         "plain confluent-kafka loop\n(at-least-once)",
     ]
     values = [result["worker_events_per_s"], result["plain_loop_events_per_s"]]
-    bars = ax.bar(names, values, color=["C0", "C7"])
+    if "transactional_loop_events_per_s" in result:
+        names.append("plain transactional loop\n(exactly-once)")
+        values.append(result["transactional_loop_events_per_s"])
+    bars = ax.bar(names, values, color=["C0", "C7", "C8"][: len(values)])
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
     ax.set_ylabel("events/s")
     ax.margins(y=0.12)

@@ -113,6 +113,10 @@ class PartitionState:
     seen: SeenWindow | None = None
     # since when its newest entries wait for a signed checkpoint
     anchor: Anchor | None = None
+    # its chain's head: [seq, head hash, last source offset done]. Kept here and written to
+    # the chain-heads table only with each checkpoint: a table write is a changelog record
+    # per event, and the table is a hint anyway (reconcile takes the committed output).
+    head: list[Any] | None = None
 
 
 class Signer:
@@ -135,7 +139,8 @@ class Signer:
         self.processor = processor
         self.keys = keys
         self.outputs = outputs
-        # the chain-heads table: partition -> [seq, head hash, last source offset]
+        # the chain-heads table: partition -> [seq, head hash, last source offset], as of the
+        # chain's last checkpoint (the working head is PartitionState.head)
         self.heads = heads
         self.signed_limit = signed_limit
         self.partitions: dict[int, PartitionState] = {}
@@ -198,13 +203,15 @@ class Signer:
             else [committed.head.seq, committed.head.hash, committed.source_offset]
         )
         if (fresh or None) != (stored or None):
-            log.warning(
-                "chain head differs from committed output partition=%s table=%s committed=%s",
+            log.info(
+                "chain head table differs from committed output (it is written with each "
+                "checkpoint) partition=%s table=%s committed=%s",
                 partition,
                 stored[:1] + stored[2:] if stored else None,
                 fresh[:1] + fresh[2:] if fresh else None,
             )
             self.heads[key] = fresh
+        self._state(partition).head = fresh
         # the committed tail may have died unanchored with the previous owner: anchor it soon
         self._state(partition).anchor = Anchor(time.monotonic() if committed is not None else None)
         resume = await outputs.resume_offset(self.kafka, partition)
@@ -297,8 +304,7 @@ class Signer:
         either way the chain head records its offset as done."""
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
         source = Source(topic, partition, offset, headers)
-        chain_key = str(partition)
-        stored = self.heads.get(chain_key)
+        stored = self._state(partition).head
         head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
         if stored and len(stored) > 2 and offset <= stored[2]:
             # faust redelivers the last message after a rebalance or restart; the chain
@@ -307,7 +313,7 @@ class Signer:
             return
         signed = await self.process_with_retries(value, source, head, key)
         if signed is None:  # dead-lettered: the chain is unchanged, the offset is done
-            self.heads[chain_key] = [head.seq, head.hash, offset]
+            self._state(partition).head = [head.seq, head.hash, offset]
             return
         tenant, event_id = str(signed.record["tenant"]), str(signed.record["event_id"])
         window = self._state(partition).seen
@@ -324,12 +330,12 @@ class Signer:
                 partition,
                 offset,
             )
-            self.heads[chain_key] = [head.seq, head.hash, offset]
+            self._state(partition).head = [head.seq, head.hash, offset]
             return
         if not await self._send_signed(source, signed, key, value, tenant, event_id):
-            self.heads[chain_key] = [head.seq, head.hash, offset]
+            self._state(partition).head = [head.seq, head.hash, offset]
             return
-        self.heads[chain_key] = [signed.head.seq, signed.head.hash, offset]
+        self._state(partition).head = [signed.head.seq, signed.head.hash, offset]
         if window is not None:
             window.add(event_key, now_ms)
         PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
@@ -387,12 +393,20 @@ class Signer:
             await self.anchor(source, head, anchor, "count")
         elif time.monotonic() - anchor.since >= settings.checkpoint_interval_s:
             await self.anchor(source, head, anchor, "time")
+        else:
+            return
+        # the table, as of this checkpoint (written here, in the event's context: faust's
+        # table writes belong to the event being processed, not to a timer)
+        now = self.partitions.get(source.partition)
+        if now is not None and now.head is not None:
+            self.heads[str(source.partition)] = list(now.head)
 
     async def anchor(self, source: Source, head: ChainHead, anchor: Anchor, reason: str) -> None:
         """Write a signed checkpoint of ``head`` and mark the chain anchored up to it."""
         await self.emit_checkpoint(source, head)
         CHECKPOINTS.labels(reason).inc()
-        now = self.heads.get(str(source.partition))
+        state = self.partitions.get(source.partition)
+        now = state.head if state is not None else None
         # signed on while the checkpoint was written (the quiet-chain timer): still unanchored
         anchor.since = None if not now or int(now[0]) == head.seq else time.monotonic()
 
@@ -404,10 +418,10 @@ class Signer:
         now = time.monotonic()
         anchors = [(p, s.anchor) for p, s in self.partitions.items() if s.anchor is not None]
         for partition, anchor in anchors:
-            stored = self.heads.get(str(partition))
             if anchor.since is None or now - anchor.since < settings.checkpoint_interval_s:
                 continue
             state = self.partitions.get(partition)
+            stored = state.head if state is not None else None
             if not stored or state is None or not state.reconciled:
                 continue
             source = Source(settings.raw_topic, partition, int(stored[2]), {})

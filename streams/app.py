@@ -2,13 +2,15 @@
 ``audit.checkpoints``.
 
 Delivery: ``processing_guarantee="exactly_once"``. Each input partition is one hash chain
-(``events.raw/<p>``); its head lives in the changelog-backed table ``chain-heads`` under the key
-``<p>`` as ``[seq, head hash, last source offset]``, and the signed event goes to the same
+(``events.raw/<p>``); its head is the agent's (``PartitionState.head``), copied with each
+checkpoint into the changelog-backed table ``chain-heads`` under the key ``<p>`` as
+``[seq, head hash, last source offset]``, and the signed event goes to the same
 partition number of ``events.signed``. faust redelivers the last message of a partition after
-a rebalance or restart; the stored source offset makes the agent skip it (idempotence). With
-exactly-once, the output records, the table's changelog update and the input offset commit
-are one Kafka transaction per partition, so a crash or rebalance resumes from the last
-committed head: no gap, no fork, no duplicate (read with ``isolation.level=read_committed``).
+a rebalance or restart; the head's source offset makes the agent skip it (idempotence). With
+exactly-once, the output records and the input offset commit are one Kafka transaction per
+partition, and a new owner takes the head from the committed output, so a crash or rebalance
+resumes from the last committed head: no gap, no fork, no duplicate (read with
+``isolation.level=read_committed``).
 An event the gateway produced twice (a retry it could not recognize) is dropped by its
 ``(tenant, event_id)`` (``streams/dedup.py``).
 
