@@ -12,6 +12,7 @@ plots are written beside them (benchmarks/results/, or benchmarks/results/tmp/qu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import traceback
@@ -117,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if stack is not None:
                 stack.down()
+    # parts not run this time keep their last figures, so the summary covers every part;
+    # the README says which ones are older
+    kept = [
+        part
+        for part in report.PARTS
+        if part not in results and part not in failed and (args.out / f"{part}.json").exists()
+    ]
+    for part in kept:
+        results[part] = json.loads((args.out / f"{part}.json").read_text())
     options = {
+        "kept_from_earlier_runs": kept,
         "argv": " ".join(sys.argv[1:] if argv is None else argv),
         "quick": args.quick,
         "runs": args.runs,

@@ -314,6 +314,16 @@ def readme(doc: dict[str, Any]) -> str:
         + "; "
         f"every figure is the median of {doc['options'].get('runs', 1)} run(s) "
         "(per-run values in each part's JSON).",
+        *(
+            [
+                "",
+                "Parts not run this time, their figures from an earlier run: "
+                + ", ".join(doc["options"]["kept_from_earlier_runs"])
+                + ".",
+            ]
+            if doc["options"].get("kept_from_earlier_runs")
+            else []
+        ),
         "",
         "| part | measure | figure | compared with | ratio |",
         "|---|---|---:|---|---:|",
