@@ -40,8 +40,8 @@ from sealstream import merkle
 from sealstream.keys import HmacKeyring, ReceiptSigner, verify_ed25519
 
 FORMAT = 2
-LEAF_FIELDS = (
-    "v",
+# what a receipt says of its event, in both formats
+EVENT_FIELDS = (
     "event_id",
     "tenant",
     "event_type",
@@ -51,19 +51,10 @@ LEAF_FIELDS = (
     "partition",
     "offset",
 )
+LEAF_FIELDS = ("v", *EVENT_FIELDS)
 TREE_FIELDS = ("v", "tree_size", "root", "issued_at", "key_id")
 # format 1: each receipt signed on its own
-RECEIPT_FIELDS = (
-    "event_id",
-    "tenant",
-    "event_type",
-    "payload_sha256",
-    "received_at",
-    "topic",
-    "partition",
-    "offset",
-    "key_id",
-)
+RECEIPT_FIELDS = (*EVENT_FIELDS, "key_id")
 
 
 def _b64(data: bytes) -> str:
