@@ -132,17 +132,8 @@ def run_worker(
         proc.wait(timeout=30)
 
 
-def run_plain(
-    stack: LocalStack,
-    topics: dict[str, str],
-    keys: KeySettings,
-    count: int,
-    transactional: bool = False,
-) -> float:
-    """The same work in a plain confluent-kafka loop: at-least-once (offsets committed
-    asynchronously after each poll), or ``transactional``: exactly-once as Kafka defines it,
-    one transaction per poll of up to 500 records, holding their outputs and the consumed
-    offsets (``send_offsets_to_transaction``), as the worker's transactions do."""
+def _processor(stack: LocalStack, topics: dict[str, str], keys: KeySettings) -> Any:
+    """The worker's Processor, built as the worker builds it."""
     settings = WorkerSettings(
         policy_file=ROOT / "config" / "policy.yaml",
         routes_file=ROOT / "config" / "routes.yaml",
@@ -150,14 +141,18 @@ def run_plain(
         signed_topic=topics["signed"],
         checkpoints_topic=topics["checkpoints"],
     )
-    signing = load_hmac_keyring(keys)
     processor, _ = build_processor(
         settings,
         RegistrySettings(url=stack.registry_url),
-        signing,
+        load_hmac_keyring(keys),
         load_hmac_keyring(keys, "mask.json"),
     )
-    tag = "tx" if transactional else "plain"
+    return processor
+
+
+def _clients(stack: LocalStack, tag: str, transactional: bool) -> tuple[Consumer, Producer]:
+    """The plain loop's consumer (read_committed, manual commits) and idempotent producer,
+    transactional when asked (transactions initialised)."""
     consumer = Consumer(
         {
             "bootstrap.servers": stack.bootstrap,
@@ -178,6 +173,23 @@ def run_plain(
     producer = Producer(config)
     if transactional:
         producer.init_transactions(30)
+    return consumer, producer
+
+
+def run_plain(
+    stack: LocalStack,
+    topics: dict[str, str],
+    keys: KeySettings,
+    count: int,
+    transactional: bool = False,
+) -> float:
+    """The same work in a plain confluent-kafka loop: at-least-once (offsets committed
+    asynchronously after each poll), or ``transactional``: exactly-once as Kafka defines it,
+    one transaction per poll of up to 500 records, holding their outputs and the consumed
+    offsets (``send_offsets_to_transaction``), as the worker's transactions do."""
+    processor = _processor(stack, topics, keys)
+    tag = "tx" if transactional else "plain"
+    consumer, producer = _clients(stack, tag, transactional)
     out_topic = f"{topics['signed']}-{tag}"
     consumer.subscribe([topics["raw"]])
     heads: dict[int, ChainHead] = {}
