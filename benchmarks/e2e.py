@@ -192,6 +192,30 @@ def latency(job: UpJob, token: str, rate: float, seconds: float) -> dict[str, An
     }
 
 
+def peak_rss_mib(job: UpJob) -> dict[str, float]:
+    """Each process's peak resident set (``VmHWM`` in /proc/<pid>/status: the kernel's own
+    high-water mark, no sampling) in MiB: the supervised services of ``up`` and the stack's
+    broker and registry."""
+    pids: dict[str, int] = {
+        name: int(service["pid"]) for name, service in job.services().items() if service.get("pid")
+    }
+    for pid_file in sorted((job.dir / "run").glob("*.pid")):
+        try:
+            pids[pid_file.stem] = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    peaks: dict[str, float] = {}
+    for name, pid in sorted(pids.items()):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[name] = round(int(line.split()[1]) / 1024, 1)
+    return peaks
+
+
 def run(
     *, seconds: float = 20.0, runs: int = 3, clients: int = 25, batch: int = 100
 ) -> dict[str, Any]:
@@ -201,6 +225,7 @@ def run(
     shutil.rmtree(WORK, ignore_errors=True)
     job = UpJob(WORK, PORTS, **ENV)
     per_run: list[dict[str, Any]] = []
+    peaks: dict[str, float] = {}
     try:
         with task("e2e: sealstream up (stack, gateway, worker, sinks)"):
             job.start()
@@ -211,6 +236,7 @@ def run(
             b = latency(job, token, a["events_per_s"] / 2, seconds)
             console.log(f"e2e latency: p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms")
             per_run.append({**a, **{f"latency_{k}": v for k, v in b.items()}})
+        peaks = peak_rss_mib(job)  # over every run: the high-water marks of the whole job
     finally:
         job.stop()
     summary = median_of([{k: v for k, v in r.items() if k != "latency_cdf_ms"} for r in per_run])
@@ -224,6 +250,7 @@ def run(
         "n_runs": runs,
         **summary,
         "cdf_quantiles": QUANTILES,
+        "peak_rss_mib": peaks,
         "runs": per_run,
         "note": "one machine runs Kafka, the registry, the gateway, one worker (faust, "
         "exactly-once), both sinks (ClickHouse embedded, objects to a local directory) and the "
@@ -248,8 +275,12 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         f"{r['accept_events_per_s']:,.0f} events/s |\n"
         f"| (b) open-loop rate (50% of (a)) | {r['latency_rate_events_per_s']:,.0f} events/s |\n"
         f"| (b) end-to-end latency p50 | {r['latency_p50_ms']:,.0f} ms |\n"
-        f"| (b) end-to-end latency p99 | {r['latency_p99_ms']:,.0f} ms |\n\n"
-        "![latency CDF](e2e_latency.png)\n\n"
+        f"| (b) end-to-end latency p99 | {r['latency_p99_ms']:,.0f} ms |\n"
+        + "".join(
+            f"| peak RSS, {name} | {mib:,.0f} MiB |\n"
+            for name, mib in r.get("peak_rss_mib", {}).items()
+        )
+        + "\n![latency CDF](e2e_latency.png)\n\n"
         '**What "visible in ClickHouse" means here.** Latency is `events.stored_at` minus the '
         "event's scheduled send time. `stored_at` is `DEFAULT now64(3)` in the `events` table "
         "(sinks/clickhouse/migrations.py): the ClickHouse engine's clock when the sink's "
