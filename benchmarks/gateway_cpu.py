@@ -25,7 +25,7 @@ import orjson
 
 from benchmarks.common import console
 from producers.dedup import ReceiptStore
-from producers.kafka import Ack, PendingBatch, Record
+from producers.kafka import PendingBatch, Record
 from producers.limits import RecordLimits
 from producers.metrics import Metrics
 from producers.policy import PolicyStore
@@ -52,13 +52,28 @@ class InstantProducer:
         batch = PendingBatch(asyncio.get_running_loop(), len(records))
         for index, (topic, *_rest) in enumerate(records):
             self.offset += 1
-            batch._results[index] = Ack(topic, 0, self.offset)
-            batch._outstanding -= 1
+            batch.on_delivery(index, topic, None, _Delivered(topic, self.offset))  # type: ignore[arg-type]
         batch.sealed()
         return batch
 
     def produce_nowait(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+class _Delivered:
+    """What a delivery report's message answers: its topic, partition and offset."""
+
+    def __init__(self, topic: str, offset: int) -> None:
+        self._topic, self._offset = topic, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
 
 
 class _Found:

@@ -21,8 +21,9 @@ tree head once, and each receipt carries its leaf, its inclusion proof and the s
 Format 1 (receipts issued before): the nine fields with ``key_id``, each signed on its own
 (``signature``, ``seal`` over the canonical JSON of those fields). They still verify.
 
-Why a tree: an Ed25519 signature costs about 35 µs, the largest per-event cost of the
-gateway; a tree of 100 leaves costs about 3 µs per leaf (benchmarks/results/receipts.md).
+Why a tree: an Ed25519 signature plus seal costs 40-70 µs here, the largest per-event cost of
+the gateway; in a tree of 100 leaves a receipt costs about a sixth of that (the security
+table of ``python -m benchmarks.gateway``).
 """
 
 from __future__ import annotations
@@ -126,10 +127,6 @@ class ReceiptIssuer:
             for index, (body, proof) in enumerate(zip(bodies, proofs, strict=True))
         ]
 
-    def issue(self, **fields: Any) -> dict[str, Any]:
-        """One receipt in a tree of its own."""
-        return self.issue_tree([fields], str(fields["received_at"]))[0]
-
     def issue_v1(self, **fields: Any) -> dict[str, Any]:
         """A format-1 receipt (each signed on its own), as gateways issued them before format
         2: kept so the tests and the benchmark can show both still verify and what each costs.
@@ -164,9 +161,12 @@ class ReceiptIssuer:
 
 
 class SigningWindow:
-    """One tree and one signature for every request that asks within the same turn of the
-    event loop: concurrent single-event requests (25 clients, one event each) share a
-    signature instead of paying 35-60 µs each.
+    """One tree and one signature for every request of one tenant that asks within the same
+    turn of the event loop: concurrent single-event requests (25 clients, one event each)
+    share a signature instead of paying 40-70 µs each.
+
+    Trees never mix tenants: a receipt's proof and tree size would otherwise tell one tenant
+    how many events another published in the same instant.
 
     The first request of a window schedules the signing with ``call_soon``: it runs once the
     callbacks already due have run (Kafka's acknowledgements of other requests arrive
@@ -183,22 +183,30 @@ class SigningWindow:
     ) -> None:
         self.issuer = issuer
         self.on_issued = on_issued
-        self._pending: list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]] = []
-        self.signatures = 0  # trees signed (the tests compare it with the requests)
+        # tenant -> the requests waiting for this turn's tree
+        self._pending: dict[str, list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]]] = {}
 
-    async def issue(self, leaves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def issue(self, tenant: str, leaves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._sign)
-        self._pending.append((leaves, future))
+        self._pending.setdefault(tenant, []).append((leaves, future))
         return await future
 
     def _sign(self) -> None:
-        pending, self._pending = self._pending, []
+        windows, self._pending = self._pending, {}
         issued_at = (
             dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         )
+        for pending in windows.values():
+            self._sign_one(pending, issued_at)
+
+    def _sign_one(
+        self,
+        pending: list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]],
+        issued_at: str,
+    ) -> None:
         try:
             receipts = self.issuer.issue_tree(
                 [leaf for group, _ in pending for leaf in group], issued_at
@@ -208,7 +216,6 @@ class SigningWindow:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.signatures += 1
         start = 0
         for group, future in pending:
             mine = receipts[start : start + len(group)]

@@ -342,7 +342,7 @@ class IngestService:
                 if lost:
                     log.error("audit decisions not written count=%d error=%s", len(lost), lost[0])
             if to_send:
-                await self._receipts_for(to_send, acks, received, accepted, failed)
+                await self._receipts_for(principal, to_send, acks, received, accepted, failed)
         finally:
             for claim_key in claimed:
                 self.receipts.unclaim(claim_key)
@@ -371,6 +371,7 @@ class IngestService:
 
     async def _receipts_for(
         self,
+        principal: Principal,
         to_send: list[_Pending],
         acks: list[Ack | Unavailable | RecordRefused],
         received: dt.datetime,
@@ -391,7 +392,7 @@ class IngestService:
             failed.append(Rejected(item.index, ack.status, ack, item.event_id))
             refused[item.event.tenant, item.event.event_type, ack.code] += 1
         # one tree, one signature for every event Kafka acknowledged of this request and of the
-        # requests that reach this point in the same turn of the event loop
+        # caller's tenant's other requests that reach this point in the same loop turn
         leaves = [
             {
                 "event_id": item.event_id,
@@ -405,7 +406,7 @@ class IngestService:
             }
             for item, ack in acked
         ]
-        receipts = await self.signing.issue(leaves) if leaves else []
+        receipts = await self.signing.issue(principal.tenant, leaves) if leaves else []
         for (item, _), receipt in zip(acked, receipts, strict=True):
             counts[item.event.tenant, item.event.event_type] += 1
             accepted.append(Accepted(item.index, item.event_id, receipt))

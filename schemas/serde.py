@@ -104,12 +104,21 @@ class Decoder:
         # What fastavro raises on corrupt bodies (found by fuzzing): truncation (EOFError),
         # bad union/enum index (IndexError), out-of-range ints and dates (OverflowError,
         # ValueError), bad UTF-8 (UnicodeDecodeError, a ValueError).
+        body = io.BytesIO(data[_HEADER.size :])
         try:
-            datum = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), parsed, None)
+            datum = fastavro.schemaless_reader(body, parsed, None)
         except (EOFError, ValueError, IndexError, OverflowError, struct.error) as exc:
             raise WireFormatError(f"body does not decode with schema {schema_id}: {exc}") from exc
         if not isinstance(datum, dict):
             raise WireFormatError(f"schema {schema_id} does not describe a record")
+        # fastavro stops at the record's end and ignores what follows; bytes past it are not
+        # this record's (and a cold file built from the bodies as received would carry them
+        # into the next record's place)
+        if body.tell() != len(data) - _HEADER.size:
+            raise WireFormatError(
+                f"{len(data) - _HEADER.size - body.tell()} byte(s) after the record of schema "
+                f"{schema_id}"
+            )
         return schema_id, datum
 
 

@@ -105,18 +105,17 @@ def entries(kind: str, rows: Iterable[list[Any] | tuple[Any, ...]]) -> Iterator[
         if kind == "receipt":
             yield row["event_id"], kind, row["tenant"], _at_ms(None), _pack(row)
             continue
-        body = row
         ident = f"{row['kafka_topic']}/{row['kafka_partition']}/{row['kafka_offset']}"
         if kind == "event":
-            body.setdefault("stored_at", stored_at)
-            yield row["event_id"], kind, "", _at_ms(row["occurred_at"]), _pack(body)
+            row.setdefault("stored_at", stored_at)
+            yield row["event_id"], kind, "", _at_ms(row["occurred_at"]), _pack(row)
         elif kind == "decision":
             key = request_key(row["tenant"], row["request_id"])
-            yield key, kind, ident, _at_ms(row["decided_at"]), _pack(body)
+            yield key, kind, ident, _at_ms(row["decided_at"]), _pack(row)
         elif kind == "dead_letter" and row.get("event_id"):
-            yield row["event_id"], kind, ident, _at_ms(row["failed_at"]), _pack(body)
+            yield row["event_id"], kind, ident, _at_ms(row["failed_at"]), _pack(row)
         elif kind == "replay" and row.get("event_id"):
-            yield row["event_id"], kind, row["marker"], _at_ms(row["at"]), _pack(body)
+            yield row["event_id"], kind, row["marker"], _at_ms(row["at"]), _pack(row)
 
 
 class TrailIndex:

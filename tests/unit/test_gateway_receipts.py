@@ -142,24 +142,55 @@ def test_canonical_bytes_match_the_documented_json_form(issuer: ReceiptIssuer) -
     assert canonical_bytes(old) == expected.encode()
 
 
+def signatures_of(issuer: ReceiptIssuer) -> list[int]:
+    """Counts the trees ``issuer`` signs (their sizes, in order)."""
+    sizes: list[int] = []
+    sign = issuer.issue_tree
+
+    def counted(leaves: Any, issued_at: str) -> list[dict[str, Any]]:
+        sizes.append(len(leaves))
+        return sign(leaves, issued_at)
+
+    issuer.issue_tree = counted  # type: ignore[method-assign]
+    return sizes
+
+
 async def test_requests_of_one_loop_turn_share_one_signature(issuer: ReceiptIssuer) -> None:
     import asyncio
 
     from producers.receipts import SigningWindow
 
     stored: list[dict[str, Any]] = []
+    trees = signatures_of(issuer)
     window = SigningWindow(issuer, stored.append)
     requests = [[fields(10 * r + i) for i in range(r + 1)] for r in range(5)]  # 1..5 events
-    results = await asyncio.gather(*(window.issue(leaves) for leaves in requests))
-    assert window.signatures == 1
+    results = await asyncio.gather(*(window.issue("acme", leaves) for leaves in requests))
+    assert trees == [15]
     for leaves, receipts in zip(requests, results, strict=True):
         assert [r["event_id"] for r in receipts] == [leaf["event_id"] for leaf in leaves]
         assert all(verify_receipt(r, jwks(issuer)) for r in receipts)
         assert {r["tree"]["tree_size"] for r in receipts} == {15}
     assert len(stored) == 15
     # a later turn is another window
-    await window.issue([fields(99)])
-    assert window.signatures == 2
+    await window.issue("acme", [fields(99)])
+    assert trees == [15, 1]
+
+
+async def test_trees_never_mix_tenants(issuer: ReceiptIssuer) -> None:
+    """A shared tree would tell one tenant, by its size and proofs, what another published in
+    the same instant."""
+    import asyncio
+
+    from producers.receipts import SigningWindow
+
+    trees = signatures_of(issuer)
+    window = SigningWindow(issuer)
+    acme, globex = await asyncio.gather(
+        window.issue("acme", [fields(1), fields(2)]), window.issue("globex", [fields(3)])
+    )
+    assert sorted(trees) == [1, 2]
+    assert {r["tree"]["tree_size"] for r in acme} == {2}
+    assert globex[0]["tree"]["tree_size"] == 1
 
 
 async def test_a_cancelled_request_still_has_its_receipts_stored(issuer: ReceiptIssuer) -> None:
@@ -169,9 +200,9 @@ async def test_a_cancelled_request_still_has_its_receipts_stored(issuer: Receipt
 
     stored: list[dict[str, Any]] = []
     window = SigningWindow(issuer, stored.append)
-    doomed = asyncio.ensure_future(window.issue([fields(1)]))
-    kept = asyncio.ensure_future(window.issue([fields(2)]))
-    await asyncio.sleep(0)  # both have joined the window; the signing is scheduled
+    doomed = asyncio.ensure_future(window.issue("acme", [fields(1)]))
+    kept = asyncio.ensure_future(window.issue("acme", [fields(2)]))
+    await asyncio.sleep(0)  # one loop step: both have joined the window, the signing is due
     doomed.cancel()
     assert len(await kept) == 1
     assert [r["event_id"] for r in stored] == [fields(1)["event_id"], fields(2)["event_id"]]

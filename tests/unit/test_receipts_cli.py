@@ -95,7 +95,7 @@ def test_unusable_input_is_a_usage_error(
 
 def test_keys_are_required_and_must_be_a_key_set(tmp_path: Path, issuer: ReceiptIssuer) -> None:
     path = tmp_path / "kept.json"
-    path.write_text(json.dumps(issuer.issue(**leaf(1))))
+    path.write_text(json.dumps(issuer.issue_tree([leaf(1)], "t")[0]))
     assert "give the gateway's public keys" in said(run(str(path)))
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")

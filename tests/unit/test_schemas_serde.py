@@ -251,6 +251,17 @@ def test_wire_format_errors(data: bytes, error: type[Exception]) -> None:
         decoder.decode(data)
 
 
+def test_bytes_after_the_record_are_a_wire_format_error() -> None:
+    """fastavro decodes a record and ignores what follows it; the object sink stores bodies as
+    received, so one with bytes appended would shift every later record of its file."""
+    schema = default_catalog().event_schema("page_view")
+    good = Encoder(1, schema).encode(page_view_event())
+    decoder = Decoder(lambda i: json.dumps(schema))
+    assert decoder.decode(good)[1] == page_view_event()
+    with pytest.raises(WireFormatError, match="2 byte"):
+        decoder.decode(good + b"\x02\x02")
+
+
 def test_wire_format_error_is_a_value_error() -> None:
     assert issubclass(WireFormatError, ValueError)
 
