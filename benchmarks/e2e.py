@@ -1,7 +1,10 @@
 """End-to-end benchmark: from the HTTP 202 to the row in ClickHouse, through the whole pipeline
 as ``sealstream up`` runs it (Kafka, registry, gateway, one worker, both sinks, embedded chDB).
 
-    python -m benchmarks.e2e [--seconds 20] [--runs 3]
+    python -m benchmarks.e2e [--seconds 20] [--runs 3] [--compare KEY=VALUE ...]
+
+``--compare`` runs the whole benchmark a second time with those settings (for example
+``SEALSTREAM_GATEWAY_FRAME_MAX_EVENTS=1``: no frames) and reports both, with their ratio.
 
 (a) Sustained: as many events as the gateway takes (``clients`` connections posting batches)
 for ``seconds``, then wait until ClickHouse holds every accepted one. Reported: accepted
@@ -217,13 +220,19 @@ def peak_rss_mib(job: UpJob) -> dict[str, float]:
 
 
 def run(
-    *, seconds: float = 20.0, runs: int = 3, clients: int = 25, batch: int = 100
+    *,
+    seconds: float = 20.0,
+    runs: int = 3,
+    clients: int = 25,
+    batch: int = 100,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Start ``sealstream up`` (its own stack and ports), (a) then (b) ``runs`` times."""
+    """Start ``sealstream up`` (its own stack and ports; ``env`` added to its settings), (a)
+    then (b) ``runs`` times."""
     import shutil
 
     shutil.rmtree(WORK, ignore_errors=True)
-    job = UpJob(WORK, PORTS, **ENV)
+    job = UpJob(WORK, PORTS, **{**ENV, **(env or {})})
     per_run: list[dict[str, Any]] = []
     peaks: dict[str, float] = {}
     try:
@@ -247,6 +256,7 @@ def run(
         "seconds": seconds,
         "clients": clients,
         "batch": batch,
+        "env": env or {},
         "n_runs": runs,
         **summary,
         "cdf_quantiles": QUANTILES,
@@ -276,6 +286,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         f"| (b) open-loop rate (50% of (a)) | {r['latency_rate_events_per_s']:,.0f} events/s |\n"
         f"| (b) end-to-end latency p50 | {r['latency_p50_ms']:,.0f} ms |\n"
         f"| (b) end-to-end latency p99 | {r['latency_p99_ms']:,.0f} ms |\n"
+        + _compared(r)
         + "".join(
             f"| peak RSS, {name} | {mib:,.0f} MiB |\n"
             for name, mib in r.get("peak_rss_mib", {}).items()
@@ -296,14 +307,45 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
     )
 
 
+COMPARED = ("events_per_s", "steady_events_per_s", "latency_p50_ms", "latency_p99_ms")
+
+
+def compare(result: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``other`` (the same benchmark with other settings) beside ``result``, as ratios."""
+    return {
+        "env": other["env"],
+        **{key: other[key] for key in COMPARED},
+        **{f"ratio_{key}": round(result[key] / max(other[key], 1e-9), 3) for key in COMPARED},
+        "peak_rss_mib": other.get("peak_rss_mib", {}),
+    }
+
+
+def _compared(r: dict[str, Any]) -> str:
+    other = r.get("compared")
+    if not other:
+        return ""
+    settings = ", ".join(f"`{k}={v}`" for k, v in other["env"].items())
+    return (
+        f"| with {settings}: (a) sustained | {other['events_per_s']:,.0f} events/s "
+        f"(the defaults: {other['ratio_events_per_s']}x that) |\n"
+        f"| with {settings}: (b) latency p50 / p99 | {other['latency_p50_ms']:,.0f} / "
+        f"{other['latency_p99_ms']:,.0f} ms |\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=25)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--compare", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    result = run(seconds=args.seconds, runs=args.runs, clients=args.clients, batch=args.batch)
+    shape = {"seconds": args.seconds, "runs": args.runs, "clients": args.clients}
+    result = run(**shape, batch=args.batch)
+    if args.compare:
+        env = dict(item.split("=", 1) for item in args.compare)
+        result["compared"] = compare(result, run(**shape, batch=args.batch, env=env))
     write(result)
     from benchmarks.report import plot_e2e
 

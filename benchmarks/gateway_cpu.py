@@ -25,6 +25,7 @@ import orjson
 
 from benchmarks.common import console
 from producers.dedup import ReceiptStore
+from producers.framing import Framer
 from producers.kafka import PendingBatch, Record
 from producers.limits import RecordLimits
 from producers.metrics import Metrics
@@ -101,6 +102,7 @@ def service(keys_dir: Path) -> IngestService:
         ReceiptStore(1_000_000, None, settings.receipts_topic),
         Metrics(),
         RecordLimits(1_000_000, "events.raw"),
+        Framer(settings.raw_topic, 6, settings.frame_max_events, 1_000_000),
     )
 
 

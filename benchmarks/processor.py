@@ -2,7 +2,11 @@
 a plain confluent-kafka consume-transform-produce loop doing the same decode/enrich/mask/sign/
 encode with the same Processor, on the same broker and the same input.
 
-    python -m benchmarks.processor [--events 20000] [--runs 3]
+    python -m benchmarks.processor [--events 20000] [--runs 3] [--frame 16]
+
+Each pipeline reads the input twice: one plain record per event, then frames of ``--frame``
+events per record (schemas/frames.py; the gateway writes a request's events of one partition
+as one frame: 100 events over 6 partitions are frames of about 17).
 
 Writes benchmarks/results/processor.json and .md.
 """
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from benchmarks.common import (
 )
 from ops.stack.local import LocalStack
 from schemas.catalog import Catalog, subject_for
+from schemas.frames import FramedEvent, decode_frame, encode_frame, is_frame
 from schemas.samples import payment_event
 from schemas.serde import Encoder
 from sealstream.integrity import ChainHead
@@ -51,9 +57,11 @@ from streams.processor import Source
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 3
+FRAME = 16
 
 
-def produce_raw(stack: LocalStack, topic: str, count: int) -> None:
+def produce_raw(stack: LocalStack, topic: str, count: int, frame: int = 1) -> None:
+    """``count`` payment events, one per record, or ``frame`` per record (frames)."""
     catalog = Catalog()
     schema = catalog.event_schema("payment")
     with SchemaRegistryClient({"url": stack.registry_url}) as client:
@@ -67,9 +75,16 @@ def produce_raw(stack: LocalStack, topic: str, count: int) -> None:
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC)
+    pending: list[FramedEvent] = []
     for i in range(count):
-        record = payment_event(i, "acme", now)
-        producer.produce(topic, value=encoder.encode(record), key=f"acme:a{i % 50}".encode())
+        value, key = encoder.encode(payment_event(i, "acme", now)), f"acme:a{i % 50}".encode()
+        if frame == 1:
+            producer.produce(topic, value=value, key=key)
+        else:
+            pending.append(FramedEvent(key, {"tenant": b"acme"}, value))
+            if len(pending) == frame:
+                producer.produce(topic, value=encode_frame(pending), partition=i % PARTITIONS)
+                pending = []
         if i % 10_000 == 0:
             producer.poll(0)
     producer.flush(60)
@@ -87,8 +102,14 @@ def committed(stack: LocalStack, group: str, topic: str) -> int:
 
 
 def run_worker(
-    stack: LocalStack, topics: dict[str, str], keys: KeySettings, count: int, work: Path
+    stack: LocalStack,
+    topics: dict[str, str],
+    keys: KeySettings,
+    count: int,
+    work: Path,
+    frame: int = 1,
 ) -> float:
+    """Events/s of the worker over ``count`` events, ``frame`` per input record."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -118,7 +139,7 @@ def run_worker(
         started = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = committed(stack, app_id, topics["raw"])
+            done = committed(stack, app_id, topics["raw"]) * frame
             if started is None and done > 0:
                 started = (time.monotonic(), done)
             if done >= count:
@@ -204,20 +225,14 @@ def run_plain(
             started = started or time.monotonic()
             if transactional:
                 producer.begin_transaction()
-            for msg in batch:
-                source = Source(
-                    msg.topic() or "",
-                    msg.partition() or 0,
-                    msg.offset() or 0,
-                    dict(msg.headers() or []),  # type: ignore[arg-type]
-                )
+            for msg, index, key, headers, value in _events(batch):
+                source = Source(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                                headers, index)  # fmt: skip
                 signed = await processor.process(
-                    msg.value(), source, heads.get(source.partition, ChainHead())
+                    value, source, heads.get(source.partition, ChainHead())
                 )
                 heads[source.partition] = signed.head
-                producer.produce(
-                    out_topic, value=signed.value, key=msg.key(), partition=source.partition
-                )
+                producer.produce(out_topic, value=signed.value, key=key, partition=source.partition)
                 done += 1
             producer.poll(0)
             if transactional:
@@ -238,8 +253,22 @@ def run_plain(
         consumer.close()
 
 
-def one_run(stack: LocalStack, keys: KeySettings, events: int, work: Path) -> dict[str, Any]:
-    """Fresh topics, ``events`` raw events, the plain loop then the worker over them."""
+def _events(batch: list[Any]) -> Iterator[tuple[Any, int | None, Any, dict[str, bytes], Any]]:
+    """Each event of the consumed records: (record, index in its frame, key, headers, value)."""
+    for msg in batch:
+        value = msg.value()
+        if is_frame(value):
+            for index, framed in enumerate(decode_frame(value)):
+                yield msg, index, framed.key, dict(framed.headers), framed.value
+        else:
+            yield msg, None, msg.key(), dict(msg.headers() or []), value
+
+
+def one_run(
+    stack: LocalStack, keys: KeySettings, events: int, work: Path, frame: int = 1
+) -> dict[str, Any]:
+    """Fresh topics, ``events`` raw events (``frame`` per record), the plain loops then the
+    worker over them."""
     suffix = uuid.uuid4().hex[:6]
     topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})
@@ -253,24 +282,28 @@ def one_run(stack: LocalStack, keys: KeySettings, events: int, work: Path) -> di
             (topics["checkpoints"], catalog.checkpoint_schema()),
         ):
             client.register_schema(subject_for(topic, schema), Schema(json.dumps(schema), "AVRO"))
-    with task(f"processor: producing {events:,} raw events"):
-        produce_raw(stack, topics["raw"], events)
-    with task("processor: plain confluent-kafka loop"):
+    how = "one event per record" if frame == 1 else f"frames of {frame} events"
+    with task(f"processor: producing {events:,} raw events, {how}"):
+        produce_raw(stack, topics["raw"], events, frame)
+    with task(f"processor: plain confluent-kafka loop, {how}"):
         plain = run_plain(stack, topics, keys, events)
-    with task("processor: plain transactional confluent-kafka loop"):
+    with task(f"processor: plain transactional confluent-kafka loop, {how}"):
         transactional = run_plain(stack, topics, keys, events, transactional=True)
-    with task("processor: sealstream worker (faust, exactly-once)"):
-        worker = run_worker(stack, topics, keys, events, work)
+    with task(f"processor: sealstream worker (faust, exactly-once), {how}"):
+        worker = run_worker(stack, topics, keys, events, work, frame)
+    prefix = "" if frame == 1 else "framed_"
     return {
-        "worker_events_per_s": round(worker, 1),
-        "plain_loop_events_per_s": round(plain, 1),
-        "transactional_loop_events_per_s": round(transactional, 1),
-        "ratio_worker_to_plain": round(worker / plain, 3),
-        "ratio_worker_to_transactional": round(worker / transactional, 3),
+        f"{prefix}worker_events_per_s": round(worker, 1),
+        f"{prefix}plain_loop_events_per_s": round(plain, 1),
+        f"{prefix}transactional_loop_events_per_s": round(transactional, 1),
+        f"{prefix}ratio_worker_to_plain": round(worker / plain, 3),
+        f"{prefix}ratio_worker_to_transactional": round(worker / transactional, 3),
     }
 
 
-def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3) -> dict[str, Any]:
+def run(
+    stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3, frame: int = FRAME
+) -> dict[str, Any]:
     """``runs`` times :func:`one_run` on ``stack`` (its own when None); medians."""
     work = RESULTS / "tmp" / "processor"
     work.mkdir(parents=True, exist_ok=True)
@@ -278,7 +311,13 @@ def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3)
     own = stack is None
     stack = stack or bench_stack("processor", STACK_PORT)
     try:
-        per_run = [one_run(stack, keys, events, work) for _ in range(runs)]
+        per_run = [
+            {
+                **one_run(stack, keys, events, work),
+                **one_run(stack, keys, events // frame * frame, work, frame),
+            }
+            for _ in range(runs)
+        ]
     finally:
         if own:
             stack.down()
@@ -286,6 +325,7 @@ def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3)
         "benchmark": "processor",
         "machine": machine(),
         "events": events,
+        "frame": frame,
         "n_runs": runs,
         **median_of(per_run),
         "note": "one worker process vs one plain loop, same Processor, same broker; the worker "
@@ -295,29 +335,34 @@ def run(stack: LocalStack | None = None, *, events: int = 20_000, runs: int = 3)
     }
 
 
+def _cell(result: dict[str, Any], key: str) -> str:
+    value = result.get(key)
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 10 else f"{value}"
+
+
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
+    rows = [
+        ("sealstream worker (faust, exactly-once)", "worker_events_per_s"),
+        ("plain confluent-kafka loop (same work, at-least-once)", "plain_loop_events_per_s"),
+        ("plain transactional loop (same work, exactly-once)", "transactional_loop_events_per_s"),
+        ("ratio worker / plain", "ratio_worker_to_plain"),
+        ("ratio worker / transactional", "ratio_worker_to_transactional"),
+    ]
+    frame = result.get("frame", FRAME)
+    table = "".join(
+        f"| {label} | {_cell(result, key)} | {_cell(result, 'framed_' + key)} |\n"
+        for label, key in rows
+    )
     save(
         out,
         "processor",
         result,
         f"# Processor benchmark\n\nMachine: {describe(result['machine'])}. "
         f"{result['events']:,} events, {PARTITIONS} partitions, {result['n_runs']} run(s).\n\n"
-        "| pipeline | events/s |\n|---|---:|\n"
-        f"| sealstream worker (faust, exactly-once) | {result['worker_events_per_s']:,.0f} |\n"
-        "| plain confluent-kafka loop (same work, at-least-once) | "
-        f"{result['plain_loop_events_per_s']:,.0f} |\n"
-        + (
-            "| plain transactional loop (same work, exactly-once) | "
-            f"{result['transactional_loop_events_per_s']:,.0f} |\n"
-            if "transactional_loop_events_per_s" in result
-            else ""
-        )
-        + f"| ratio worker / plain | {result['ratio_worker_to_plain']} |\n"
-        + (
-            f"| ratio worker / transactional | {result['ratio_worker_to_transactional']} |\n"
-            if "ratio_worker_to_transactional" in result
-            else ""
-        )
+        f"| events/s | one event per record | frames of {frame} events |\n|---|---:|---:|\n"
+        + table
         + f"\n{result['note']}.\n",
     )
 
@@ -326,8 +371,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--frame", type=int, default=FRAME, help="events per framed record")
     args = parser.parse_args()
-    result = run(events=args.events, runs=args.runs)
+    result = run(events=args.events, runs=args.runs, frame=args.frame)
     write(result)
     console.print((RESULTS / "processor.md").read_text())
 

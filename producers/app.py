@@ -30,6 +30,7 @@ from starlette.routing import Route
 from producers import http, routes
 from producers.dedup import ReceiptStore
 from producers.errors import GatewayError
+from producers.framing import Framer
 from producers.kafka import AsyncProducer
 from producers.limits import record_limits
 from producers.metrics import Metrics
@@ -51,6 +52,7 @@ from sealstream.settings import (
     KeySettings,
     RegistrySettings,
 )
+from sealstream.topics import partition_count
 
 log = logging.getLogger("sealstream.gateway")
 
@@ -112,7 +114,16 @@ def build_gateway(
     limits = record_limits(kafka, [settings.raw_topic, settings.signed_topic, settings.dlq_topic])
     log.info("largest event: %d bytes of records (%s)", limits.max_record_bytes, limits.topic)
     service = IngestService(
-        settings, policy, limiter, producer, book, issuer, receipts, metrics, limits
+        settings,
+        policy,
+        limiter,
+        producer,
+        book,
+        issuer,
+        receipts,
+        metrics,
+        limits,
+        raw_framer(kafka, settings, limits.max_record_bytes),
     )
     return Gateway(
         settings,
@@ -126,6 +137,18 @@ def build_gateway(
         followers,
         registry.url,
     )
+
+
+def raw_framer(kafka: KafkaSettings, settings: GatewaySettings, max_record_bytes: int) -> Framer:
+    """Frames of the topic's partition count; plain records if the topic cannot be described
+    (they are the format frames replace, read by the worker alike)."""
+    partitions: int | None = None
+    if settings.frame_max_events > 1:
+        try:
+            partitions = partition_count(kafka, settings.raw_topic)
+        except Exception as exc:
+            log.warning("%s: one record per event (no frames): %s", settings.raw_topic, exc)
+    return Framer(settings.raw_topic, partitions, settings.frame_max_events, max_record_bytes)
 
 
 EVENTS_BODY: dict[str, Any] = {

@@ -23,7 +23,9 @@ from producers.errors import RecordRefused, Unavailable
 from sealstream.settings import KafkaSettings
 
 Headers = list[tuple[str, str | bytes | None]]
-Record = tuple[str, bytes, bytes | None, Headers | None]
+PARTITION_UA = -1  # librdkafka's RD_KAFKA_PARTITION_UA: its partitioner picks by the key
+# topic, value, key, headers, partition (None: librdkafka's partitioner picks it by the key)
+Record = tuple[str, bytes, bytes | None, Headers | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,14 @@ class AsyncProducer:
         Raises :class:`Unavailable` if Kafka refuses it or does not acknowledge it within the
         delivery timeout; the caller then must not report the event as accepted.
         """
-        (result,) = await self.produce_batch([(topic, value, key, headers)]).wait()
+        (result,) = await self.produce_batch([(topic, value, key, headers, None)]).wait()
         if isinstance(result, Unavailable | RecordRefused):
             raise result
         return result
 
     def produce_batch(self, records: Sequence[Record]) -> PendingBatch:
-        """Enqueue ``records`` (topic, value, key, headers) now; await ``.wait()`` for the acks.
+        """Enqueue ``records`` (topic, value, key, headers, partition) now; await ``.wait()``
+        for the acks.
 
         One future per batch, not per record: the poll thread wakes the event loop once, when
         the last delivery report of the batch arrives. A record that librdkafka refuses at
@@ -101,7 +104,7 @@ class AsyncProducer:
         """
         batch = PendingBatch(asyncio.get_running_loop(), len(records))
         produce = self._producer.produce
-        for index, (topic, value, key, headers) in enumerate(records):
+        for index, (topic, value, key, headers, partition) in enumerate(records):
             try:
                 produce(
                     topic,
@@ -109,6 +112,7 @@ class AsyncProducer:
                     key=key,
                     headers=headers,
                     on_delivery=functools.partial(batch.on_delivery, index, topic),
+                    partition=PARTITION_UA if partition is None else partition,
                 )
             except BufferError:
                 batch.refuse(

@@ -24,6 +24,7 @@ import orjson
 
 from producers.dedup import ReceiptStore
 from producers.errors import RateLimited, RecordRefused, Unavailable
+from producers.framing import Event, Framer
 from producers.ids import uuid7
 from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
 from producers.limits import RecordLimits
@@ -87,8 +88,10 @@ class IngestService:
         receipts: ReceiptStore,
         metrics: Metrics,
         limits: RecordLimits,
+        framer: Framer,
     ) -> None:
         self.settings = settings
+        self.framer = framer
         self.policy = policy
         self.limiter = limiter
         self.producer = producer
@@ -308,7 +311,7 @@ class IngestService:
         accepted: list[Accepted] = []
         failed: list[Rejected] = []
         to_send: list[_Pending] = []
-        records: list[Record] = []
+        events_out: list[Event] = []
         duplicates: Counter[tuple[str, str]] = Counter()
         await self.receipts.wait_unclaimed([item.claim_key for item in pending])
         received = _millis(dt.datetime.now(dt.UTC))
@@ -328,15 +331,16 @@ class IngestService:
                 info = self.book.get(item.event.event_type)
                 assert info is not None
                 value, key = self._encode(principal, item, info, received, ctx)
-                records.append(
-                    (self.settings.raw_topic, value, key, self._headers(item, info, ctx))
-                )
+                events_out.append((value, key, self._headers(item, info, ctx)))
                 to_send.append(item)
             for (tenant, event_type), count in duplicates.items():
                 self.metrics.duplicates.labels(tenant, event_type).inc(count)
+            # a frame per partition; each event's ack is its frame's
+            records, placed = self.framer.records(events_out)
             events = self.producer.produce_batch(records) if records else None
             audit = self._log_decisions(principal, decisions, ctx)
-            acks = await events.wait(self.settings.produce_timeout_s) if events else []
+            frame_acks = await events.wait(self.settings.produce_timeout_s) if events else []
+            acks = [frame_acks[slot] for slot in placed]
             if audit is not None:
                 lost = [r for r in await audit.wait() if not isinstance(r, Ack)]
                 if lost:
@@ -468,7 +472,7 @@ class IngestService:
                     "user_agent": ctx.user_agent,
                 }
             )
-            records.append((topic, value, key, None))
+            records.append((topic, value, key, None, None))
         return self.producer.produce_batch(records)
 
 

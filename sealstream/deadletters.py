@@ -46,6 +46,8 @@ class DeadLetterHeaders:
     attempts: int = 1
     first_failure_ms: int = 0
     last_failure_ms: int = 0
+    # the event's place in its record when that record was a frame of several (schemas/frames.py)
+    index: int | None = None
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """The ``dlq.*`` headers, in the order the workers have always written them."""
@@ -60,6 +62,7 @@ class DeadLetterHeaders:
             ("attempts", str(self.attempts)),
             ("first_failure_ms", str(self.first_failure_ms) if self.first_failure_ms else ""),
             ("last_failure_ms", str(self.last_failure_ms) if self.last_failure_ms else ""),
+            ("index", "" if self.index is None else str(self.index)),
         ]
         return [(PREFIX + name, value.encode()) for name, value in pairs if value != ""]
 
@@ -82,6 +85,7 @@ class DeadLetterHeaders:
             attempts=_count(get("attempts"), 65535),
             first_failure_ms=_count(get("first_failure_ms")),
             last_failure_ms=_count(get("last_failure_ms")),
+            index=_count(get("index")) if get("index") else None,
         )
 
 

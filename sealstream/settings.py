@@ -261,6 +261,13 @@ class GatewaySettings(BaseSettings):
     produce_timeout_s: float = Field(default=10.0, gt=0, description="Wait for Kafka, then 503.")
     retry_after_s: int = Field(default=5, ge=1)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    frame_max_events: int = Field(
+        default=500,
+        ge=1,
+        description="Events per events.raw record: a request's events of one partition go in "
+        "one frame of at most this many (schemas/frames.py); 1 writes one plain record per "
+        "event, as before frames.",
+    )
     occurred_at_max_age_s: float = Field(
         default=30 * 86400.0,
         gt=0,

@@ -7,6 +7,7 @@ explicitly (by ``sealstream stack up`` or :func:`ensure_topics`), never auto-cre
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -148,6 +149,22 @@ def max_message_bytes(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]
         if not found.get(resource.name):
             found[resource.name] = BROKER_DEFAULT_MAX_MESSAGE_BYTES
     return found
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (``consistent_random``: CRC-32 of the
+    key) picks for a keyed record: the gateway places its frames by it, so an event it frames
+    lands where the same event replayed one by one (a dead letter) lands, in the same chain."""
+    return zlib.crc32(key) % partitions
+
+
+def partition_count(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> int:
+    """How many partitions ``topic`` has (from the cluster's metadata)."""
+    admin = AdminClient(kafka.client_config())
+    metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise RuntimeError(f"topic {topic} is not in the cluster's metadata: create it first")
+    return len(metadata.partitions)
 
 
 def record_limit(kafka: KafkaSettings, topics: list[str]) -> tuple[int, str]:

@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter
 
+from schemas.frames import FrameError, decode_frame, is_frame
 from sealstream.integrity import ChainHead
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
@@ -75,6 +76,9 @@ GAP_FILLED = Counter(
 )
 # what a record costs beyond its value, key and headers in a Kafka record batch, generously
 RECORD_OVERHEAD = 512
+# the index a chain head records for a record done whole (a plain record, a frame refused
+# whole, or a head written before frames): every event of its offset is done
+WHOLE = 2**31 - 1
 
 
 class SignedRecordTooLarge(ValueError):
@@ -113,10 +117,19 @@ class PartitionState:
     seen: SeenWindow | None = None
     # since when its newest entries wait for a signed checkpoint
     anchor: Anchor | None = None
-    # its chain's head: [seq, head hash, last source offset done]. Kept here and written to
-    # the chain-heads table only with each checkpoint: a table write is a changelog record
-    # per event, and the table is a hint anyway (reconcile takes the committed output).
+    # its chain's head: [seq, head hash, last source offset done, index done in it]. Kept
+    # here and written to the chain-heads table only with each checkpoint: a table write is a
+    # changelog record per event, and the table is a hint anyway (reconcile takes the
+    # committed output). The index is the last event done of a frame; WHOLE when the record
+    # at that offset is done whole.
     head: list[Any] | None = None
+
+
+def done_through(head: list[Any] | None) -> tuple[int, int] | None:
+    """(offset, index) of the last input event ``head`` records as done."""
+    if not head or len(head) < 3:
+        return None
+    return int(head[2]), int(head[3]) if len(head) > 3 else WHOLE
 
 
 class Signer:
@@ -200,7 +213,12 @@ class Signer:
         fresh: list[Any] | None = (
             None
             if committed is None
-            else [committed.head.seq, committed.head.hash, committed.source_offset]
+            else [
+                committed.head.seq,
+                committed.head.hash,
+                committed.source_offset,
+                WHOLE if committed.source_index is None else committed.source_index,
+            ]
         )
         if (fresh or None) != (stored or None):
             log.info(
@@ -218,7 +236,11 @@ class Signer:
         if resume is not None:
             # the output can be ahead of the committed input offset: faust acks an event only
             # when the next one is taken, so a transaction may hold its output but not its ack
-            self._state(partition).next_offset = max(resume, int(fresh[2]) + 1 if fresh else resume)
+            # a frame's event: the rest of that frame may still be to do (its done ones are
+            # skipped by the head's index)
+            done = done_through(fresh)
+            after = resume if done is None else done[0] + (1 if done[1] == WHOLE else 0)
+            self._state(partition).next_offset = max(resume, after)
         start = outputs.consumer_committed(partition)
         start = resume if start is None else start
         if start is not None:
@@ -257,13 +279,8 @@ class Signer:
             if expected is not None and message.offset < expected:
                 REPLAYED.inc()  # redelivered: already part of a committed transaction
                 continue
-            await self.handle(
-                message.topic,
-                partition,
-                message.offset,
-                message.key,
-                event.value,
-                message.headers,
+            await self.handle_record(
+                message.topic, partition, message.offset, message.key, event.value, message.headers
             )
             self._state(partition).next_offset = message.offset + 1
 
@@ -282,16 +299,11 @@ class Signer:
         )
         for record in gap:
             GAP_FILLED.inc()
-            await self.handle(
-                record.topic,
-                partition,
-                record.offset,
-                record.key,
-                record.value,
-                record.headers,
+            await self.handle_record(
+                record.topic, partition, record.offset, record.key, record.value, record.headers
             )
 
-    async def handle(
+    async def handle_record(
         self,
         topic: str,
         partition: int,
@@ -300,20 +312,55 @@ class Signer:
         value: bytes | None,
         raw_headers: Any,
     ) -> None:
-        """Sign one input event into its partition's chain, or skip, drop or dead-letter it;
-        either way the chain head records its offset as done."""
+        """One input record: a plain event, or a frame whose events are handled in order (a
+        frame that does not decode is dead-lettered whole, as any undecodable record is)."""
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
-        source = Source(topic, partition, offset, headers)
+        if not is_frame(value):
+            await self.handle(Source(topic, partition, offset, headers), key, value)
+            return
+        assert value is not None
+        try:
+            events = decode_frame(value)
+        except FrameError as exc:
+            await self._dead_whole(Source(topic, partition, offset, headers), key, value, exc)
+            return
+        for index, framed in enumerate(events):
+            source = Source(topic, partition, offset, framed.headers, index)
+            await self.handle(source, framed.key, framed.value)
+
+    async def _dead_whole(
+        self, source: Source, key: bytes | None, value: bytes, exc: FrameError
+    ) -> None:
+        done = done_through(self._state(source.partition).head)
+        if done is not None and (source.offset, WHOLE) <= done:
+            REPLAYED.inc()
+            return
+        await self._dead(value, key, source, exc, "undecodable_frame", "decode", 1, 0.0)
+        self._mark_done(source, WHOLE)
+
+    def _mark_done(self, source: Source, index: int, head: ChainHead | None = None) -> None:
+        """The chain head, moved on to ``head`` (or as it is) with this input event done."""
+        if head is None:
+            stored = self._state(source.partition).head
+            head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
+        self._state(source.partition).head = [head.seq, head.hash, source.offset, index]
+
+    async def handle(self, source: Source, key: bytes | None, value: bytes | None) -> None:
+        """Sign one input event into its partition's chain, or skip, drop or dead-letter it;
+        either way the chain head records it as done."""
+        partition, offset = source.partition, source.offset
+        index = WHOLE if source.index is None else source.index
         stored = self._state(partition).head
         head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
-        if stored and len(stored) > 2 and offset <= stored[2]:
+        done = done_through(stored)
+        if done is not None and (offset, index) <= done:
             # faust redelivers the last message after a rebalance or restart; the chain
             # head (same transaction as the output) says it is done: skip, don't re-sign.
             REPLAYED.inc()
             return
         signed = await self.process_with_retries(value, source, head, key)
-        if signed is None:  # dead-lettered: the chain is unchanged, the offset is done
-            self._state(partition).head = [head.seq, head.hash, offset]
+        if signed is None:  # dead-lettered: the chain is unchanged, the event is done
+            self._mark_done(source, index, head)
             return
         tenant, event_id = str(signed.record["tenant"]), str(signed.record["event_id"])
         window = self._state(partition).seen
@@ -323,19 +370,21 @@ class Signer:
             # chain stays as it is, the offset is done
             DUPLICATES.labels(tenant).inc()
             log.info(
-                "duplicate event dropped tenant=%s event_id=%s topic=%s partition=%s offset=%s",
+                "duplicate event dropped tenant=%s event_id=%s topic=%s partition=%s offset=%s "
+                "index=%s",
                 tenant,
                 event_id,
-                topic,
+                source.topic,
                 partition,
                 offset,
+                source.index,
             )
-            self._state(partition).head = [head.seq, head.hash, offset]
+            self._mark_done(source, index, head)
             return
         if not await self._send_signed(source, signed, key, value, tenant, event_id):
-            self._state(partition).head = [head.seq, head.hash, offset]
+            self._mark_done(source, index, head)
             return
-        self._state(partition).head = [signed.head.seq, signed.head.hash, offset]
+        self._mark_done(source, index, signed.head)
         if window is not None:
             window.add(event_key, now_ms)
         PROCESSED.labels(signed.record["tenant"], signed.record["event_type"]).inc()
@@ -359,6 +408,9 @@ class Signer:
             ("tenant", tenant.encode()),
             ("event_id", event_id.encode()),
         ]
+        if source.index is not None:
+            # where reconcile resumes inside the frame (streams/heads.py)
+            out_headers.append(("source_index", str(source.index).encode()))
         size = len(signed.value) + len(key or b"") + RECORD_OVERHEAD
         size += sum(len(k) + len(v) for k, v in out_headers)
         try:

@@ -35,6 +35,9 @@ from streams.dedup import dedup_key
 class CommittedHead:
     head: ChainHead
     source_offset: int
+    # the event's index in its frame (its signed record's source_index header), None for a
+    # plain input record
+    source_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,11 @@ def committed_tail(
         head = None
         if last:
             _, record = decoder.decode(last[0].value())
+            index = dict(last[0].headers() or []).get("source_index")
             head = CommittedHead(
-                ChainHead(int(record["seq"]), str(record["hash"])), int(record["source_offset"])
+                ChainHead(int(record["seq"]), str(record["hash"])),
+                int(record["source_offset"]),
+                None if index is None else int(index),
             )
         return CommittedTail(head, recent)
     finally:

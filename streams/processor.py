@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,9 @@ class Source:
     topic: str
     partition: int
     offset: int
-    headers: dict[str, bytes]
+    headers: Mapping[str, bytes]
+    # the event's place in its record, when that record is a frame (schemas/frames.py)
+    index: int | None = None
 
     @property
     def chain_id(self) -> str:
@@ -167,6 +170,7 @@ def dead_letter_headers(
         topic=source.topic,
         partition=source.partition,
         offset=source.offset,
+        index=source.index,
         attempts=attempts,
         first_failure_ms=int(first_failure * 1000),
         last_failure_ms=int(last_failure * 1000),

@@ -147,8 +147,8 @@ class GatewayHandle:
             self.keyring, self.auth, kwargs.pop("sub", "svc-test"), tenant, scopes, **kwargs
         )
 
-    def raw_end_offsets(self) -> int:
-        """Sum of events.raw high watermarks: how many events have ever been produced."""
+    def raw_mark(self) -> dict[int, int]:
+        """events.raw's end offset per partition: where :meth:`raw_events_since` counts from."""
         from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer(
@@ -156,10 +156,41 @@ class GatewayHandle:
         )
         try:
             topic = consumer.list_topics("events.raw", timeout=10).topics["events.raw"]
-            return sum(
-                consumer.get_watermark_offsets(TopicPartition("events.raw", p), timeout=10)[1]
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition("events.raw", p), timeout=10)[1]
                 for p in topic.partitions
-            )
+            }
+        finally:
+            consumer.close()
+
+    def raw_events_since(self, mark: dict[int, int]) -> int:
+        """How many events were written to events.raw after ``mark``: a frame counts its
+        events (schemas/frames.py), a plain record one."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from schemas.frames import decode_frame, is_frame
+
+        end = self.raw_mark()
+        consumer = Consumer(
+            self.stack.kafka_settings().client_config(group_id=f"wm-{uuid.uuid4().hex}")
+        )
+        events = 0
+        try:
+            for partition, stop in end.items():
+                start = mark.get(partition, 0)
+                if stop <= start:
+                    continue
+                tp = TopicPartition("events.raw", partition, start)
+                consumer.assign([tp])
+                # until the position passes ``stop`` (a transaction marker is never returned)
+                while consumer.position([tp])[0].offset < stop:
+                    msg = consumer.poll(15)
+                    assert msg is not None, f"events.raw[{partition}] {start}..{stop} unread"
+                    if msg.error() is not None or (msg.offset() or 0) >= stop:
+                        continue
+                    value = msg.value()
+                    events += len(decode_frame(value)) if is_frame(value) else 1
+            return events
         finally:
             consumer.close()
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def test_an_event_id_twice_in_one_batch_is_refused_for_the_second(gateway: Any) -> None:
     event_id = str(uuid.uuid4())
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
     batch = {
         "events": [
             event(event_id=event_id, key="entity-1"),
@@ -43,14 +43,14 @@ def test_an_event_id_twice_in_one_batch_is_refused_for_the_second(gateway: Any) 
     assert refused["error"]["code"] == "duplicate_event_id"
     assert refused["error"]["field"] == "events[2].event_id"
     assert "events[0]" in refused["error"]["message"]
-    assert gateway.raw_end_offsets() == before + 2
+    assert gateway.raw_events_since(before) == 2
 
 
 def test_a_known_event_id_with_other_content_is_a_conflict_not_a_retry(gateway: Any) -> None:
     event_id = str(uuid.uuid4())
     first = post(gateway, event(event_id=event_id), gateway.token())
     assert first.status_code == 202
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
     other = post(
         gateway, event(event_id=event_id, payload={**PAYMENT, "amount_minor": 1}), gateway.token()
     )
@@ -63,7 +63,7 @@ def test_a_known_event_id_with_other_content_is_a_conflict_not_a_retry(gateway: 
     assert post(gateway, login, gateway.token()).status_code == 409  # another type
     again = post(gateway, event(event_id=event_id, key="another-key"), gateway.token())
     assert again.status_code == 202 and again.json()["duplicate"] is True  # a real retry
-    assert gateway.raw_end_offsets() == before
+    assert gateway.raw_events_since(before) == 0
 
 
 def test_concurrent_requests_for_one_event_make_one_record_and_one_receipt(
@@ -71,7 +71,7 @@ def test_concurrent_requests_for_one_event_make_one_record_and_one_receipt(
 ) -> None:
     event_id = str(uuid.uuid4())
     token = gateway.token()
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
 
     async def main() -> list[httpx.Response]:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -92,7 +92,7 @@ def test_concurrent_requests_for_one_event_make_one_record_and_one_receipt(
     receipts = {json.dumps(r.json()["receipt"], sort_keys=True) for r in responses}
     assert len(receipts) == 1
     assert sum(not r.json()["duplicate"] for r in responses) == 1
-    assert gateway.raw_end_offsets() == before + 1
+    assert gateway.raw_events_since(before) == 1
     # the partition follows (tenant, event_id), so every copy would meet one chain
     msg = fetch(gateway, responses[0].json()["receipt"])
     assert msg.key() == f"acme/{event_id}".encode()
@@ -111,11 +111,11 @@ def test_concurrent_requests_for_one_event_make_one_record_and_one_receipt(
 def test_a_body_that_is_not_declared_json_is_415(
     gateway: Any, content_type: str, body: bytes
 ) -> None:
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
     response = post(gateway, body, gateway.token(), **{"Content-Type": content_type})
     assert response.status_code == 415, response.text
     assert response.json()["error"]["code"] == "unsupported_media_type"
-    assert gateway.raw_end_offsets() == before
+    assert gateway.raw_events_since(before) == 0
 
 
 def test_json_with_a_charset_is_json(gateway: Any) -> None:
@@ -152,7 +152,7 @@ def test_an_event_the_pipeline_could_not_carry_is_413_and_a_permanent_error_is_n
     gateway: Any,
 ) -> None:
     limits = gateway.gateway.service.limits
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
     near = limits.max_payload_bytes - 1000  # fits: accepted
     fits = post(gateway, event(payload={**PAYMENT, "merchant_id": "m" * near}), gateway.token())
     assert fits.status_code == 202, fits.text[:500]
@@ -167,7 +167,7 @@ def test_an_event_the_pipeline_could_not_carry_is_413_and_a_permanent_error_is_n
         error = response.json()["error"]
         assert (error["code"], error["field"]) == ("event_too_large", "payload")
         assert "Retry-After" not in response.headers
-    assert gateway.raw_end_offsets() == before + 1
+    assert gateway.raw_events_since(before) == 1
 
 
 def _metric_tenants(gateway: Any) -> set[str]:
@@ -249,9 +249,9 @@ def test_a_signed_token_with_a_nan_or_infinite_exp_is_401_and_counted(
 def test_occurred_at_outside_the_window_or_not_a_timestamp_is_422(
     gateway: Any, occurred_at: Any, code: str
 ) -> None:
-    before = gateway.raw_end_offsets()
+    before = gateway.raw_mark()
     response = post(gateway, event(occurred_at=occurred_at), gateway.token())
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["field"] == "occurred_at"
-    assert gateway.raw_end_offsets() == before
+    assert gateway.raw_events_since(before) == 0

@@ -125,3 +125,26 @@ def test_pipeline_topics_exist_with_their_policies(stack: Any) -> None:
     resource = ConfigResource("topic", "_schemas")
     config = admin.describe_configs([resource])[resource].result(10)
     assert config["cleanup.policy"].value == "compact"
+
+
+def test_partition_for_is_the_partitioner_of_keyed_records(stack: Any, fresh_topic: str) -> None:
+    """The gateway places its frames by ``partition_for``; a dead letter replayed one record
+    at a time is placed by librdkafka from its key. Both must pick the same partition, or a
+    replayed copy of an event would meet another chain's dedup window."""
+    from sealstream.topics import partition_count, partition_for
+
+    partitions = partition_count(stack.kafka_settings(), fresh_topic)
+    assert partitions == 3
+    producer = Producer(stack.kafka_settings().client_config())
+    placed: dict[bytes, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None
+        placed[msg.key()] = msg.partition()
+
+    keys = [f"acme/{uuid.uuid4()}".encode() for _ in range(60)]
+    for key in keys:
+        producer.produce(fresh_topic, b"x", key, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert placed == {key: partition_for(key, partitions) for key in keys}
+    assert len(set(placed.values())) == 3

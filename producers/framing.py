@@ -1,0 +1,76 @@
+"""A request's events, placed in frames: one ``events.raw`` record per partition (at most
+``frame_max_events`` events and the topic's record limit each) instead of one per event.
+
+Each event goes to the partition its key (``tenant/event_id``) picks under librdkafka's own
+partitioner (``sealstream.topics.partition_for``), framed or not, so every copy of an event
+still meets one chain's dedup window. A partition's lone event is written as a plain record:
+a frame of one would only cost its encoding. Why frames: schemas/frames.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from producers.kafka import Headers, Record
+from schemas.frames import FramedEvent, encode_frame, entry_size
+from sealstream.topics import partition_for
+
+# value, key, headers of one event as a plain record
+Event = tuple[bytes, bytes, Headers]
+# a record's allowance beyond its frame's entries (the frame's own framing, the record batch)
+FRAME_OVERHEAD = 1024
+
+
+def _bytes_headers(headers: Headers) -> list[tuple[str, bytes]]:
+    return [
+        (name, value if isinstance(value, bytes) else (value or "").encode())
+        for name, value in headers
+    ]
+
+
+class Framer:
+    """``partitions``: of the topic, or None when unknown (every event then a plain record,
+    placed by librdkafka)."""
+
+    def __init__(
+        self, topic: str, partitions: int | None, max_events: int, max_record_bytes: int
+    ) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self.max_events = max_events
+        self.max_bytes = max(max_record_bytes - FRAME_OVERHEAD, 1)
+
+    def records(self, events: Sequence[Event]) -> tuple[list[Record], list[int]]:
+        """The records to produce, and for each event the index of the record that holds it."""
+        if self.max_events == 1 or not self.partitions:
+            return [(self.topic, v, k, h, None) for v, k, h in events], list(range(len(events)))
+        # per partition, its open frame: (event indexes, their bytes so far)
+        open_frames: dict[int, tuple[list[int], int]] = {}
+        frames: list[tuple[int, list[int]]] = []
+        placed = [0] * len(events)
+        for index, (value, key, headers) in enumerate(events):
+            partition = partition_for(key, self.partitions)
+            size = entry_size(key, _bytes_headers(headers), value)
+            members, used = open_frames.get(partition, ([], 0))
+            if members and (len(members) >= self.max_events or used + size > self.max_bytes):
+                members, used = [], 0
+            if not members:
+                frames.append((partition, members))
+            members.append(index)
+            open_frames[partition] = (members, used + size)
+        records: list[Record] = []
+        for slot, (partition, members) in enumerate(frames):
+            for index in members:
+                placed[index] = slot
+            if len(members) == 1:
+                value, key, headers = events[members[0]]
+                records.append((self.topic, value, key, headers, partition))
+                continue
+            frame = encode_frame(
+                [
+                    FramedEvent(events[i][1], dict(_bytes_headers(events[i][2])), events[i][0])
+                    for i in members
+                ]
+            )
+            records.append((self.topic, frame, None, None, partition))
+        return records, placed

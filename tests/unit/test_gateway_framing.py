@@ -1,0 +1,72 @@
+"""The gateway's frames (producers/framing.py): one record per partition, bounded in events
+and bytes, each event placed where librdkafka would place it alone."""
+
+from __future__ import annotations
+
+from producers.framing import FRAME_OVERHEAD, Framer
+from schemas.frames import decode_frame, is_frame
+from sealstream.topics import partition_for
+
+
+def events(
+    n: int, size: int = 100
+) -> list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]:
+    return [
+        (
+            b"\x00" + bytes([i % 256]) * size,
+            f"acme/e{i}".encode(),
+            [("event_id", f"e{i}".encode()), ("tenant", "acme")],
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_request_becomes_one_frame_per_partition_in_event_order() -> None:
+    batch = events(120)
+    records, placed = Framer("events.raw", 6, 500, 1_000_000).records(batch)
+    assert len(records) == 6
+    seen: list[bytes] = []
+    for slot, (topic, value, key, headers, partition) in enumerate(records):
+        assert topic == "events.raw" and is_frame(value) and key is None and headers is None
+        framed = decode_frame(value)
+        members = [i for i, s in enumerate(placed) if s == slot]
+        assert [e.value for e in framed] == [batch[i][0] for i in members]  # in order
+        for i, e in zip(members, framed, strict=True):
+            assert partition == partition_for(batch[i][1], 6)
+            assert e.key == batch[i][1] and e.headers == {
+                "event_id": f"e{i}".encode(),
+                "tenant": b"acme",
+            }
+        seen += [e.value for e in framed]
+    assert sorted(seen) == sorted(v for v, _, _ in batch)
+
+
+def test_a_lone_event_of_its_partition_stays_a_plain_record() -> None:
+    batch = events(1)
+    records, placed = Framer("events.raw", 6, 500, 1_000_000).records(batch)
+    assert placed == [0]
+    (_, value, key, headers, partition) = records[0]
+    assert (value, key, headers) == batch[0] and partition == partition_for(key, 6)
+
+
+def test_frames_are_bounded_in_events_and_bytes() -> None:
+    batch = events(30)
+    records, placed = Framer("events.raw", 1, 7, 1_000_000).records(batch)
+    assert [len(decode_frame(r[1])) if is_frame(r[1]) else 1 for r in records] == [7, 7, 7, 7, 2]
+    limit = 5_000
+    big = events(30, size=1_000)
+    records, placed = Framer("events.raw", 1, 500, limit).records(big)
+    assert all(len(r[1]) <= limit - FRAME_OVERHEAD for r in records)
+    assert sum(len(decode_frame(r[1])) if is_frame(r[1]) else 1 for r in records) == 30
+    assert placed == sorted(placed)
+
+
+def test_without_frames_or_a_partition_count_each_event_is_a_plain_record() -> None:
+    batch = events(5)
+    for framer in (
+        Framer("events.raw", 6, 1, 1_000_000),
+        Framer("events.raw", None, 500, 1_000_000),
+    ):
+        records, placed = framer.records(batch)
+        assert records == [("events.raw", v, k, h, None) for v, k, h in batch]
+        assert placed == [0, 1, 2, 3, 4]
