@@ -1,5 +1,6 @@
-"""A request's events, placed in frames: one ``events.raw`` record per partition (at most
-``frame_max_events`` events and the topic's record limit each) instead of one per event.
+"""Events placed in frames: one ``events.raw`` record per partition (at most
+``frame_max_events`` events and the topic's record limit each) instead of one per event, for
+a request and the tenant's other requests of the same event-loop turn (:class:`FrameWindow`).
 
 Each event goes to the partition its key (``tenant/event_id``) picks under librdkafka's own
 partitioner (``sealstream.topics.partition_for``), framed or not, so every copy of an event
@@ -9,9 +10,11 @@ a frame of one would only cost its encoding. Why frames: schemas/frames.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
-from producers.kafka import Headers, Record
+from producers.kafka import Headers, PendingBatch, Record
 from schemas.frames import FramedEvent, encode_frame, entry_size
 from sealstream.topics import partition_for
 
@@ -74,3 +77,46 @@ class Framer:
             )
             records.append((self.topic, frame, None, None, partition))
         return records, placed
+
+
+class FrameWindow:
+    """Frames across the requests of one tenant that reach Kafka in the same turn of the
+    event loop: 25 concurrent single-event requests of a partition can share one record, as
+    one request's events do, so the worker pays faust's per-message cost once for them.
+
+    As :class:`producers.receipts.SigningWindow` does, the first request of a turn schedules
+    the write with ``call_soon``: it runs once the callbacks already due have run, so no
+    request waits on a timer. Frames never mix tenants (a receipt names its record: a shared
+    one would tell one tenant of another's traffic). Each request gets the batch and, for
+    each of its events, the index of the record holding it.
+    """
+
+    def __init__(self, framer: Framer, producer: Any) -> None:
+        self.framer = framer
+        self.producer = producer
+        self._pending: dict[str, list[tuple[Sequence[Event], asyncio.Future[Any]]]] = {}
+
+    async def produce(self, tenant: str, events: Sequence[Event]) -> tuple[PendingBatch, list[int]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[PendingBatch, list[int]]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.setdefault(tenant, []).append((events, future))
+        return await future
+
+    def _flush(self) -> None:
+        windows, self._pending = self._pending, {}
+        for pending in windows.values():
+            try:
+                records, placed = self.framer.records([e for group, _ in pending for e in group])
+                batch = self.producer.produce_batch(records)
+            except Exception as exc:  # every request of the window hears it
+                for _, future in pending:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for group, future in pending:
+                if not future.done():
+                    future.set_result((batch, placed[start : start + len(group)]))
+                start += len(group)

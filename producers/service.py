@@ -24,7 +24,7 @@ import orjson
 
 from producers.dedup import ReceiptStore
 from producers.errors import RateLimited, RecordRefused, Unavailable
-from producers.framing import Event, Framer
+from producers.framing import Event, Framer, FrameWindow
 from producers.ids import uuid7
 from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
 from producers.limits import RecordLimits
@@ -91,7 +91,7 @@ class IngestService:
         framer: Framer,
     ) -> None:
         self.settings = settings
-        self.framer = framer
+        self.frames = FrameWindow(framer, producer)
         self.policy = policy
         self.limiter = limiter
         self.producer = producer
@@ -335,12 +335,14 @@ class IngestService:
                 to_send.append(item)
             for (tenant, event_type), count in duplicates.items():
                 self.metrics.duplicates.labels(tenant, event_type).inc(count)
-            # a frame per partition; each event's ack is its frame's
-            records, placed = self.framer.records(events_out)
-            events = self.producer.produce_batch(records) if records else None
+            # a frame per partition, shared with the tenant's other requests of this loop
+            # turn; each event's ack is its frame's
             audit = self._log_decisions(principal, decisions, ctx)
-            frame_acks = await events.wait(self.settings.produce_timeout_s) if events else []
-            acks = [frame_acks[slot] for slot in placed]
+            acks: list[Ack | Unavailable | RecordRefused] = []
+            if events_out:
+                events, placed = await self.frames.produce(principal.tenant, events_out)
+                frame_acks = await events.wait(self.settings.produce_timeout_s)
+                acks = [frame_acks[slot] for slot in placed]
             if audit is not None:
                 lost = [r for r in await audit.wait() if not isinstance(r, Ack)]
                 if lost:

@@ -345,11 +345,14 @@ class WorkerSettings(BaseSettings):
         "readable to the sinks (read_committed) only then, so this bounds the added latency.",
     )
     producer_linger_ms: int = Field(
-        default=5,
+        default=50,
         ge=0,
         le=1000,
         description="How long output records wait to share a produce request (faust's default "
-        "0 sent one tiny request per event: a quarter of the worker's time in socket writes).",
+        "0 sent one tiny request per event: a quarter of the worker's time in socket writes; "
+        "50 against 5 ms: 1.15x the events/s on framed input, median of 3 paired runs). The "
+        "sinks see records only when the transaction commits (commit_interval_s), so this "
+        "adds no visible latency beyond it.",
     )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="Group heartbeats; well under session_timeout_s."

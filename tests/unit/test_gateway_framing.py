@@ -70,3 +70,36 @@ def test_without_frames_or_a_partition_count_each_event_is_a_plain_record() -> N
         records, placed = framer.records(batch)
         assert records == [("events.raw", v, k, h, None) for v, k, h in batch]
         assert placed == [0, 1, 2, 3, 4]
+
+
+class Recorder:
+    """produce_batch that records what it was given and acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[object, ...]]] = []
+
+    def produce_batch(self, records: list[tuple[object, ...]]) -> object:
+        self.batches.append(list(records))
+        return f"batch-{len(self.batches)}"
+
+
+async def test_requests_of_one_loop_turn_share_frames_but_tenants_never_do() -> None:
+    import asyncio
+
+    from producers.framing import FrameWindow
+
+    producer = Recorder()
+    window = FrameWindow(Framer("events.raw", 1, 500, 1_000_000), producer)
+    one, two, other = events(3), events(2), events(4)
+    results = await asyncio.gather(
+        window.produce("acme", one), window.produce("acme", two), window.produce("globex", other)
+    )
+    # one batch per tenant; acme's two requests in one frame (one partition here)
+    assert len(producer.batches) == 2
+    acme, globex = producer.batches
+    assert len(acme) == 1 and len(decode_frame(acme[0][1])) == 5
+    assert [e.value for e in decode_frame(acme[0][1])] == [v for v, _, _ in one + two]
+    assert [e.value for e in decode_frame(globex[0][1])] == [v for v, _, _ in other]
+    assert results == [("batch-1", [0, 0, 0]), ("batch-1", [0, 0]), ("batch-2", [0, 0, 0, 0])]
+    # a later turn is a window of its own
+    assert await window.produce("acme", events(1)) == ("batch-3", [0])
