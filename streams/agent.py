@@ -314,6 +314,9 @@ class Signer:
     ) -> None:
         """One input record: a plain event, or a frame whose events are handled in order (a
         frame that does not decode is dead-lettered whole, as any undecodable record is)."""
+        if partition in self.lost or not self._state(partition).reconciled:
+            STALE.inc()  # revoked while a gap before it was read back: the next owner's
+            return
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
         if not is_frame(value):
             await self.handle(Source(topic, partition, offset, headers), key, value)
@@ -325,6 +328,11 @@ class Signer:
             await self._dead_whole(Source(topic, partition, offset, headers), key, value, exc)
             return
         for index, framed in enumerate(events):
+            if partition in self.lost or not self._state(partition).reconciled:
+                # revoked (or forgotten) while an event of the frame was awaited: the rest is
+                # its next owner's, who resumes after the last committed event of the frame
+                STALE.inc(len(events) - index)
+                return
             source = Source(topic, partition, offset, framed.headers, index)
             await self.handle(source, framed.key, framed.value)
 

@@ -118,3 +118,27 @@ async def test_one_bad_event_of_a_frame_is_dead_lettered_alone(harness: Any) -> 
     letter = DeadLetterHeaders.from_headers(headers)
     assert value == b"\xfa\x01\x02broken" and letter.reason == "undecodable_frame"
     assert (letter.offset, letter.index) == (1, None)
+
+
+async def test_a_partition_revoked_in_the_middle_of_a_frame_leaves_the_rest_to_its_owner(
+    harness: Any,
+) -> None:
+    """The rebalance signals run while the agent awaits a send: the rest of the frame is the
+    next owner's (it resumes after the last committed event), never signed here on a
+    forgotten chain head (that would start the chain again at seq 1)."""
+    from faust.types import TP
+
+    app, recorder, decoder = harness
+    send = recorder.send
+
+    async def send_then_lose(source: Any, topic: str, *args: Any) -> None:
+        await send(source, topic, *args)
+        if topic == "events.signed" and source.index == 1:
+            await app.on_partitions_revoked.send(revoked={TP("events.raw", 0)})
+            await app.on_partitions_assigned.send(assigned={TP("events.raw", 1)})
+
+    recorder.send = send_then_lose  # type: ignore[method-assign]
+    async with app.sign_events.test_context() as agent:
+        await agent.put(frame(*(raw("acme", i) for i in range(5))), partition=0)
+    signed = signed_records(recorder, decoder)
+    assert [(r["event_id"], r["seq"]) for r in signed] == [("acme-0", 1), ("acme-1", 2)]
