@@ -30,7 +30,7 @@ from starlette.routing import Route
 from producers import http, routes
 from producers.dedup import ReceiptStore
 from producers.errors import GatewayError
-from producers.framing import Framer
+from producers.framing import Framer, PartitionWatch
 from producers.kafka import AsyncProducer
 from producers.limits import record_limits
 from producers.metrics import Metrics
@@ -71,8 +71,12 @@ class Gateway:
     policy: PolicyStore
     followers: list[TopicFollower]
     registry_url: str
+    # keeps the framer's partition count current (None: frames are off)
+    watch: PartitionWatch | None = None
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         for follower in self.followers:
             follower.close()
         left = self.producer.close()
@@ -113,6 +117,7 @@ def build_gateway(
     ]
     limits = record_limits(kafka, [settings.raw_topic, settings.signed_topic, settings.dlq_topic])
     log.info("largest event: %d bytes of records (%s)", limits.max_record_bytes, limits.topic)
+    framer, watch = raw_framer(kafka, settings, limits.max_record_bytes)
     service = IngestService(
         settings,
         policy,
@@ -123,7 +128,7 @@ def build_gateway(
         receipts,
         metrics,
         limits,
-        raw_framer(kafka, settings, limits.max_record_bytes),
+        framer,
     )
     return Gateway(
         settings,
@@ -136,19 +141,24 @@ def build_gateway(
         policy,
         followers,
         registry.url,
+        watch,
     )
 
 
-def raw_framer(kafka: KafkaSettings, settings: GatewaySettings, max_record_bytes: int) -> Framer:
-    """Frames of the topic's partition count; plain records if the topic cannot be described
-    (they are the format frames replace, read by the worker alike)."""
-    partitions: int | None = None
-    if settings.frame_max_events > 1:
-        try:
-            partitions = partition_count(kafka, settings.raw_topic)
-        except Exception as exc:
-            log.warning("%s: one record per event (no frames): %s", settings.raw_topic, exc)
-    return Framer(settings.raw_topic, partitions, settings.frame_max_events, max_record_bytes)
+def raw_framer(
+    kafka: KafkaSettings, settings: GatewaySettings, max_record_bytes: int
+) -> tuple[Framer, PartitionWatch | None]:
+    """Frames of the topic's partition count, and the watch that keeps that count current;
+    plain records while the topic cannot be described (they are the format frames replace,
+    read by the worker alike)."""
+    framer = Framer(settings.raw_topic, None, settings.frame_max_events, max_record_bytes)
+    if settings.frame_max_events == 1:
+        return framer, None
+    watch = PartitionWatch(framer, lambda: partition_count(kafka, settings.raw_topic))
+    watch.check()
+    if framer.partitions is None:
+        log.warning("%s: one record per event until its partitions are known", framer.topic)
+    return framer, watch
 
 
 EVENTS_BODY: dict[str, Any] = {

@@ -11,13 +11,16 @@ a frame of one would only cost its encoding. Why frames: schemas/frames.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from producers.kafka import Headers, PendingBatch, Record
 from schemas.frames import FramedEvent, encode_frame, entry_size
 from sealstream.topics import partition_for
 
+log = logging.getLogger("sealstream.gateway")
 # value, key, headers of one event as a plain record
 Event = tuple[bytes, bytes, Headers]
 # a record's allowance beyond its frame's entries (the frame's own framing, the record batch)
@@ -120,3 +123,40 @@ class FrameWindow:
                 if not future.done():
                     future.set_result((batch, placed[start : start + len(group)]))
                 start += len(group)
+
+
+class PartitionWatch:
+    """Keeps ``framer.partitions`` equal to the topic's partition count, read every
+    ``interval_s`` on a thread of its own: partitions added while the gateway runs (or a
+    topic that did not exist at start-up) are framed by the count librdkafka uses too."""
+
+    def __init__(self, framer: Framer, count: Callable[[], int], interval_s: float = 30.0) -> None:
+        self.framer = framer
+        self._count = count
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="partition-watch", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        try:
+            partitions = self._count()
+        except Exception as exc:  # the broker is down: keep the count known
+            log.warning("partition count of %s not read: %s", self.framer.topic, exc)
+            return
+        if partitions != self.framer.partitions:
+            log.warning(
+                "%s has %s partitions (framing by %s until now)",
+                self.framer.topic,
+                partitions,
+                self.framer.partitions,
+            )
+            self.framer.partitions = partitions
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.check()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)

@@ -262,11 +262,12 @@ class GatewaySettings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
     frame_max_events: int = Field(
-        default=500,
+        default=100,
         ge=1,
         description="Events per events.raw record: a request's events of one partition go in "
         "one frame of at most this many (schemas/frames.py); 1 writes one plain record per "
-        "event, as before frames.",
+        "event, as before frames. 100 already spreads the worker's per-message cost over "
+        "100 events, and bounds how long a rebalance waits for the frame in hand.",
     )
     occurred_at_max_age_s: float = Field(
         default=30 * 86400.0,

@@ -27,6 +27,7 @@ from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
 from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import EnrichmentFailed
+from streams.heads import WHOLE, done_through, resume_head
 from streams.outputs import Outputs
 from streams.processor import (
     PoisonMessage,
@@ -76,9 +77,6 @@ GAP_FILLED = Counter(
 )
 # what a record costs beyond its value, key and headers in a Kafka record batch, generously
 RECORD_OVERHEAD = 512
-# the index a chain head records for a record done whole (a plain record, a frame refused
-# whole, or a head written before frames): every event of its offset is done
-WHOLE = 2**31 - 1
 
 
 class SignedRecordTooLarge(ValueError):
@@ -123,13 +121,6 @@ class PartitionState:
     # committed output). The index is the last event done of a frame; WHOLE when the record
     # at that offset is done whole.
     head: list[Any] | None = None
-
-
-def done_through(head: list[Any] | None) -> tuple[int, int] | None:
-    """(offset, index) of the last input event ``head`` records as done."""
-    if not head or len(head) < 3:
-        return None
-    return int(head[2]), int(head[3]) if len(head) > 3 else WHOLE
 
 
 class Signer:
@@ -210,16 +201,8 @@ class Signer:
         for event_key, at_ms in tail.recent:
             window.add(event_key, at_ms)
         self._state(partition).seen = window
-        fresh: list[Any] | None = (
-            None
-            if committed is None
-            else [
-                committed.head.seq,
-                committed.head.hash,
-                committed.source_offset,
-                WHOLE if committed.source_index is None else committed.source_index,
-            ]
-        )
+        dead = await outputs.dead_letter_position(self.kafka, partition)
+        fresh = resume_head(committed, dead)
         if (fresh or None) != (stored or None):
             log.info(
                 "chain head table differs from committed output (it is written with each "
@@ -313,10 +296,13 @@ class Signer:
         raw_headers: Any,
     ) -> None:
         """One input record: a plain event, or a frame whose events are handled in order (a
-        frame that does not decode is dead-lettered whole, as any undecodable record is)."""
-        if partition in self.lost or not self._state(partition).reconciled:
-            STALE.inc()  # revoked while a gap before it was read back: the next owner's
-            return
+        frame that does not decode is dead-lettered whole, as any undecodable record is).
+
+        A record is handled whole, a frame included: faust sends the revocation signal only
+        after every message that started processing is acked (``stream_wait_empty``, on by
+        default and checked by tests/unit/test_streams_frames.py), and a message is acked when
+        the agent takes the next one, so a rebalance never lands inside a frame. A worker
+        killed inside one resumes after its last committed event (``reconcile``)."""
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
         if not is_frame(value):
             await self.handle(Source(topic, partition, offset, headers), key, value)
@@ -328,11 +314,6 @@ class Signer:
             await self._dead_whole(Source(topic, partition, offset, headers), key, value, exc)
             return
         for index, framed in enumerate(events):
-            if partition in self.lost or not self._state(partition).reconciled:
-                # revoked (or forgotten) while an event of the frame was awaited: the rest is
-                # its next owner's, who resumes after the last committed event of the frame
-                STALE.inc(len(events) - index)
-                return
             source = Source(topic, partition, offset, framed.headers, index)
             await self.handle(source, framed.key, framed.value)
 

@@ -73,6 +73,9 @@ def _faust_app(settings: WorkerSettings, kafka: KafkaSettings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_linger=settings.producer_linger_ms / 1000,
+        # faust's default, stated: a revocation waits until every started message is acked,
+        # so the agent always finishes the record (a frame of many events) in hand
+        stream_wait_empty=True,
         producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
 

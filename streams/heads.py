@@ -30,6 +30,10 @@ from sealstream.integrity import ChainHead
 from sealstream.settings import KafkaSettings
 from streams.dedup import dedup_key
 
+# the index a chain position records for a record done whole (a plain record, a frame
+# dead-lettered whole, or a head written before frames): every event of its offset is done
+WHOLE = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class CommittedHead:
@@ -180,6 +184,69 @@ def committed_tail(
                 None if index is None else int(index),
             )
         return CommittedTail(head, recent)
+    finally:
+        consumer.close()
+
+
+def done_through(head: list[Any] | None) -> tuple[int, int] | None:
+    """(offset, index) of the last input event a chain head ``[seq, hash, offset, index]``
+    records as done (a head of three, written before frames, did its offset whole)."""
+    if not head or len(head) < 3:
+        return None
+    return int(head[2]), int(head[3]) if len(head) > 3 else WHOLE
+
+
+def resume_head(committed: CommittedHead | None, dead: tuple[int, int] | None) -> list[Any] | None:
+    """The chain head a partition resumes from: the last committed signed record's sequence
+    number and hash, and as done the later of its input event and ``dead``, the position of
+    the newest committed dead letter (:func:`dead_letter_position`)."""
+    head: list[Any] | None = None
+    if committed is not None:
+        index = WHOLE if committed.source_index is None else committed.source_index
+        head = [committed.head.seq, committed.head.hash, committed.source_offset, index]
+    done = done_through(head)
+    if dead is not None and (done is None or dead > done):
+        genesis = ChainHead()
+        seq, digest = (head[0], head[1]) if head else (genesis.seq, genesis.hash)
+        head = [seq, digest, dead[0], dead[1]]
+    return head
+
+
+def dead_letter_position(
+    kafka: KafkaSettings,
+    dlq_topic: str,
+    dlq_partition: int,
+    topic: str,
+    partition: int,
+    window: int = 256,
+    timeout_s: float = 30.0,
+) -> tuple[int, int] | None:
+    """(offset, index) of the newest committed dead letter of input ``topic[partition]``
+    among the last ``window`` records of ``dlq_topic[dlq_partition]``, or None.
+
+    A dead letter commits in the transaction of the input it came from, like a signed record,
+    so an event dead-lettered after the chain's last signed one is done as well: without this
+    a restart dead-lettered it again (and an event that had failed enrichment could then be
+    signed as well as dead-lettered). Frames made that window up to a frame long."""
+    consumer = _reader(kafka)
+    try:
+        tp = TopicPartition(dlq_topic, dlq_partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        found: list[tuple[int, int]] = []
+        wanted = (topic.encode(), str(partition).encode())
+
+        def visit(msg: Any) -> None:
+            headers = dict(msg.headers() or [])
+            if (headers.get("dlq.topic"), headers.get("dlq.partition")) != wanted:
+                return
+            try:
+                index = headers.get("dlq.index")
+                found.append((int(headers["dlq.offset"]), int(index) if index else WHOLE))
+            except (KeyError, ValueError):
+                return
+
+        _scan(consumer, tp, max(low, high - window), high, timeout_s, visit, idle_s=1.0)
+        return max(found) if found else None
     finally:
         consumer.close()
 

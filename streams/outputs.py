@@ -12,7 +12,14 @@ from faust.types import TP
 
 from schemas.serde import Decoder, Encoder
 from sealstream.settings import KafkaSettings, WorkerSettings
-from streams.heads import CommittedTail, RawRecord, committed_tail, read_range, resume_offset
+from streams.heads import (
+    CommittedTail,
+    RawRecord,
+    committed_tail,
+    dead_letter_position,
+    read_range,
+    resume_offset,
+)
 from streams.processor import Source
 
 
@@ -84,6 +91,20 @@ class Outputs:
             decoder,
             int((time.time() - self.settings.dedup_window_s) * 1000),
             self.settings.dedup_max_per_partition,
+        )
+
+    async def dead_letter_position(
+        self, kafka: KafkaSettings, partition: int
+    ) -> tuple[int, int] | None:
+        """(offset, index) of input ``partition``'s newest committed dead letter, if recent
+        (streams/heads.py)."""
+        return await asyncio.to_thread(
+            dead_letter_position,
+            kafka,
+            self.settings.dlq_topic,
+            partition % self.settings.dlq_partitions,
+            self.settings.raw_topic,
+            partition,
         )
 
     async def resume_offset(self, kafka: KafkaSettings, partition: int) -> int | None:

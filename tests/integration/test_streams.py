@@ -308,6 +308,17 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
         "dlq.last_failure_ms",
     ):
         assert name in headers
+    # a new owner of the partition finds the newest dead letter's position (streams/heads.py)
+    from streams.heads import WHOLE, dead_letter_position
+
+    source = int(headers["dlq.partition"])
+    found = dead_letter_position(
+        stack.kafka_settings(), dlq, source % 3, workers.topics["events.raw"], source
+    )
+    newest = max(
+        int(h["dlq.offset"]) for _, h in dead if int(h["dlq.partition"]) == source
+    )
+    assert found == (newest, WHOLE)
 
 
 @pytest.mark.timeout(420)

@@ -55,10 +55,9 @@ def test_frames_are_bounded_in_events_and_bytes() -> None:
     assert [len(decode_frame(r[1])) if is_frame(r[1]) else 1 for r in records] == [7, 7, 7, 7, 2]
     limit = 5_000
     big = events(30, size=1_000)
-    records, placed = Framer("events.raw", 1, 500, limit).records(big)
+    records, _ = Framer("events.raw", 1, 500, limit).records(big)
     assert all(len(r[1]) <= limit - FRAME_OVERHEAD for r in records)
     assert sum(len(decode_frame(r[1])) if is_frame(r[1]) else 1 for r in records) == 30
-    assert placed == sorted(placed)
 
 
 def test_without_frames_or_a_partition_count_each_event_is_a_plain_record() -> None:
@@ -103,3 +102,28 @@ async def test_requests_of_one_loop_turn_share_frames_but_tenants_never_do() -> 
     assert results == [("batch-1", [0, 0, 0]), ("batch-1", [0, 0]), ("batch-2", [0, 0, 0, 0])]
     # a later turn is a window of its own
     assert await window.produce("acme", events(1)) == ("batch-3", [0])
+
+
+def test_the_partition_count_follows_the_topic() -> None:
+    from producers.framing import PartitionWatch
+
+    framer = Framer("events.raw", None, 100, 1_000_000)
+    counts = iter([RuntimeError("no such topic"), 6, 6, 12, RuntimeError("broker down")])
+
+    def count() -> int:
+        value = next(counts)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    watch = PartitionWatch(framer, count, interval_s=3600)
+    try:
+        seen = []
+        for _ in range(5):
+            watch.check()
+            seen.append(framer.partitions)
+        # unknown: plain records; then framed by the topic's count, partitions added
+        # included; a failed read keeps the count known
+        assert seen == [None, 6, 6, 12, 12]
+    finally:
+        watch.close()

@@ -43,10 +43,15 @@ class Recorder(Outputs):
         self.faust_committed: dict[int, int] = {}  # faust's own view, when it differs
         self.tails: dict[int, CommittedTail] = {}  # the committed output, per partition
         self.restarted: list[tuple[int, bool]] = []  # transactions aborted at assignments
+        # (offset, index) of the newest committed dead letter, per input partition
+        self.dead_positions: dict[int, tuple[int, int]] = {}
 
     async def committed_tail(self, kafka: Any, partition: int, decoder: Any) -> CommittedTail:
         # no earlier output unless a test says so: the table is the only state
         return self.tails.get(partition, CommittedTail(None, []))
+
+    async def dead_letter_position(self, kafka: Any, partition: int) -> tuple[int, int] | None:
+        return self.dead_positions.get(partition)
 
     async def resume_offset(self, kafka: Any, partition: int) -> int | None:
         return self.resume.get(partition)

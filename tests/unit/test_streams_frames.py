@@ -120,25 +120,41 @@ async def test_one_bad_event_of_a_frame_is_dead_lettered_alone(harness: Any) -> 
     assert (letter.offset, letter.index) == (1, None)
 
 
-async def test_a_partition_revoked_in_the_middle_of_a_frame_leaves_the_rest_to_its_owner(
+def test_a_rebalance_waits_for_the_frame_in_hand(harness: Any) -> None:
+    """The agent handles a frame whole (streams/agent.py, ``handle_record``) because faust
+    sends the revocation only once every started message is acked: that is
+    ``stream_wait_empty``. Turned off, a rebalance could land inside a frame."""
+    app, _, _ = harness
+    assert app.conf.stream_wait_empty is True
+
+
+async def test_events_dead_lettered_after_the_last_signed_one_are_not_done_again(
     harness: Any,
 ) -> None:
-    """The rebalance signals run while the agent awaits a send: the rest of the frame is the
-    next owner's (it resumes after the last committed event), never signed here on a
-    forgotten chain head (that would start the chain again at seq 1)."""
-    from faust.types import TP
-
+    """The previous owner signed event 0 of the frame at offset 5 and dead-lettered events 1
+    and 2 (committed with it), then died. Reconcile takes the dead letters' position too: only
+    event 3 is handled again, and nothing is dead-lettered a second time."""
     app, recorder, decoder = harness
-    send = recorder.send
-
-    async def send_then_lose(source: Any, topic: str, *args: Any) -> None:
-        await send(source, topic, *args)
-        if topic == "events.signed" and source.index == 1:
-            await app.on_partitions_revoked.send(revoked={TP("events.raw", 0)})
-            await app.on_partitions_assigned.send(assigned={TP("events.raw", 1)})
-
-    recorder.send = send_then_lose  # type: ignore[method-assign]
+    recorder.tails = {0: CommittedTail(CommittedHead(ChainHead(7, "ab" * 32), 5, 0), [])}
+    recorder.dead_positions = {0: (5, 2)}
+    recorder.resume = {0: 5}
+    bad = b"\x00\x00\x00\x00\x63bad"
     async with app.sign_events.test_context() as agent:
-        await agent.put(frame(*(raw("acme", i) for i in range(5))), partition=0)
+        agent.sent_offset = 5
+        await agent.put(frame(raw("acme", 0), bad, bad, raw("acme", 3)), partition=0)
     signed = signed_records(recorder, decoder)
-    assert [(r["event_id"], r["seq"]) for r in signed] == [("acme-0", 1), ("acme-1", 2)]
+    assert [(r["event_id"], r["seq"], r["source_offset"]) for r in signed] == [("acme-3", 8, 5)]
+    assert [t for t, _, _, _ in recorder.sent if t == "events.raw.dlq"] == []
+
+
+def test_the_resume_head_is_the_later_of_the_signed_and_the_dead_lettered() -> None:
+    from streams.heads import WHOLE, resume_head
+
+    signed = CommittedHead(ChainHead(7, "ab" * 32), 5, 1)
+    assert resume_head(signed, None) == [7, "ab" * 32, 5, 1]
+    assert resume_head(signed, (5, 3)) == [7, "ab" * 32, 5, 3]
+    assert resume_head(signed, (4, WHOLE)) == [7, "ab" * 32, 5, 1]  # older: the signed one
+    plain = CommittedHead(ChainHead(7, "ab" * 32), 5)
+    assert resume_head(plain, (5, 0)) == [7, "ab" * 32, 5, WHOLE]  # offset 5 was done whole
+    assert resume_head(None, (2, WHOLE)) == [ChainHead().seq, ChainHead().hash, 2, WHOLE]
+    assert resume_head(None, None) is None
