@@ -51,7 +51,7 @@ def test_a_lone_event_of_its_partition_stays_a_plain_record() -> None:
 
 def test_frames_are_bounded_in_events_and_bytes() -> None:
     batch = events(30)
-    records, placed = Framer("events.raw", 1, 7, 1_000_000).records(batch)
+    records, _ = Framer("events.raw", 1, 7, 1_000_000).records(batch)
     assert [len(decode_frame(r[1])) if is_frame(r[1]) else 1 for r in records] == [7, 7, 7, 7, 2]
     limit = 5_000
     big = events(30, size=1_000)
