@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,10 @@ def run_worker(
     count: int,
     work: Path,
     frame: int = 1,
+    on_start: Callable[[int], None] | None = None,
 ) -> float:
-    """Events/s of the worker over ``count`` events, ``frame`` per input record."""
+    """Events/s of the worker over ``count`` events, ``frame`` per input record;
+    ``on_start`` gets the worker's pid once it is running (a profiler)."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -135,6 +137,8 @@ def run_worker(
             stderr=subprocess.STDOUT,
             cwd=work,
         )
+    if on_start is not None:
+        on_start(proc.pid)
     try:
         started = None
         deadline = time.monotonic() + 600
@@ -266,11 +270,9 @@ def _events(batch: list[Any]) -> Iterator[tuple[Any, int | None, Any, dict[str, 
             yield msg, None, msg.key(), dict(msg.headers() or []), value
 
 
-def one_run(
-    stack: LocalStack, keys: KeySettings, events: int, work: Path, frame: int = 1
-) -> dict[str, Any]:
-    """Fresh topics, ``events`` raw events (``frame`` per record), the plain loops then the
-    worker over them."""
+def fresh_topics(stack: LocalStack) -> dict[str, str]:
+    """New raw, signed, dead-letter and checkpoint topics (and the plain loops' outputs), the
+    worker's output schemas registered for them."""
     suffix = uuid.uuid4().hex[:6]
     topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})
@@ -284,6 +286,15 @@ def one_run(
             (topics["checkpoints"], catalog.checkpoint_schema()),
         ):
             client.register_schema(subject_for(topic, schema), Schema(json.dumps(schema), "AVRO"))
+    return topics
+
+
+def one_run(
+    stack: LocalStack, keys: KeySettings, events: int, work: Path, frame: int = 1
+) -> dict[str, Any]:
+    """Fresh topics, ``events`` raw events (``frame`` per record), the plain loops then the
+    worker over them."""
+    topics = fresh_topics(stack)
     how = "one event per record" if frame == 1 else f"frames of {frame} events"
     with task(f"processor: producing {events:,} raw events, {how}"):
         produce_raw(stack, topics["raw"], events, frame)
