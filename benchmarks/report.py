@@ -214,6 +214,24 @@ def _processor(h: Headline, processor: dict[str, Any]) -> None:
             "plain transactional loop (exactly-once)",
             processor["transactional_loop_events_per_s"],
         )
+    if "framed_worker_events_per_s" in processor:
+        frame = processor.get("frame", "n")
+        h.add(
+            "processor",
+            f"sealstream worker on frames of {frame} events",
+            processor["framed_worker_events_per_s"],
+            "events/s",
+            "plain transactional loop, same frames",
+            processor["framed_transactional_loop_events_per_s"],
+        )
+        h.add(
+            "processor",
+            f"sealstream worker on frames of {frame} events",
+            processor["framed_worker_events_per_s"],
+            "events/s",
+            "the worker on one event per record",
+            processor["worker_events_per_s"],
+        )
 
 
 def _sinks(h: Headline, sinks: dict[str, Any]) -> None:
@@ -265,6 +283,17 @@ def _e2e(h: Headline, e2e: dict[str, Any]) -> None:
         "ms",
     )
     h.add("e2e", "latency p99 (open loop)", e2e["latency_p99_ms"], "ms")
+    other = e2e.get("compared")
+    if other:
+        settings = ", ".join(f"{k}={v}" for k, v in other["env"].items())
+        h.add(
+            "e2e",
+            "sustained, 202 to rows visible in ClickHouse",
+            e2e["events_per_s"],
+            "events/s",
+            f"the same with {settings}",
+            other["events_per_s"],
+        )
 
 
 def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -461,15 +490,21 @@ def plot_processor(result: dict[str, Any], out: Path) -> Path:
         f"{fmt_ratio(result['ratio_worker_to_plain'])})",
         result["machine"],
     )
-    names = [
-        "sealstream worker\n(faust, exactly-once)",
-        "plain confluent-kafka loop\n(at-least-once)",
-    ]
+    names = ["worker\n(faust,\nexactly-once)", "plain loop\n(at-least-\nonce)"]
     values = [result["worker_events_per_s"], result["plain_loop_events_per_s"]]
     if "transactional_loop_events_per_s" in result:
-        names.append("plain transactional loop\n(exactly-once)")
+        names.append("transactional\nloop\n(exactly-once)")
         values.append(result["transactional_loop_events_per_s"])
-    bars = ax.bar(names, values, color=["C0", "C7", "C8"][: len(values)])
+    colors = ["C0", "C7", "C8"][: len(values)]
+    if "framed_worker_events_per_s" in result:
+        frame = result.get("frame", "n")
+        names += [f"worker,\nframes\nof {frame}", f"transactional\nloop, frames\nof {frame}"]
+        values += [
+            result["framed_worker_events_per_s"],
+            result["framed_transactional_loop_events_per_s"],
+        ]
+        colors += ["C1", "C9"]
+    bars = ax.bar(names, values, color=colors)
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
     ax.set_ylabel("events/s")
     ax.margins(y=0.12)
