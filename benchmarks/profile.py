@@ -5,9 +5,9 @@
 For each input shape: a fresh set of topics on the benchmark stack, ``--events`` payment
 events (one per record, or frames of n), one ``sealstream worker`` over them, and
 ``py-spy record --rate 200 --format raw`` of the worker for ``--seconds`` once it has been
-running 10 s. Writes ``benchmarks/results/profiles/worker-{plain,frames<n>}.raw`` (the stacks)
-and ``.txt`` (which functions the samples were in: self and inclusive shares), and prints the
-events/s of each run.
+running 10 s. Writes ``benchmarks/results/profiles/worker-{plain,frames<n>}.txt`` (which
+functions the samples were in: self and inclusive shares; the raw stacks stay in
+``benchmarks/results/tmp/profile/``, for a flame graph) and prints the events/s of each run.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def summarise(raw: Path, top: int = 25) -> str:
 def profile_worker(events: int, frame: int, seconds: float, name: str) -> float:
     """One worker over ``events`` events (``frame`` per record) under py-spy; its events/s."""
     stack = bench_stack("profile", STACK_PORT)
-    raw = OUT / f"{name}.raw"
+    work = RESULTS / "tmp" / "profile"
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / f"{name}.raw"
     try:
-        work = RESULTS / "tmp" / "profile"
-        work.mkdir(parents=True, exist_ok=True)
         topics = fresh_topics(stack)
         with task(f"profile: producing {events:,} events ({name})"):
             produce_raw(stack, topics["raw"], events, frame)
@@ -80,7 +80,7 @@ def profile_worker(events: int, frame: int, seconds: float, name: str) -> float:
     finally:
         stack.down()
     if raw.exists():
-        raw.with_suffix(".txt").write_text(
+        (OUT / f"{name}.txt").write_text(
             f"# worker, {name}: {rate:,.0f} events/s\n\n" + summarise(raw)
         )
     return rate
