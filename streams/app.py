@@ -77,6 +77,7 @@ def _faust_app(settings: WorkerSettings, kafka: KafkaSettings) -> faust.App:
         # so the agent always finishes the record (a frame of many events) in hand
         stream_wait_empty=True,
         producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
     )
 
 

@@ -128,6 +128,15 @@ def test_a_rebalance_waits_for_the_frame_in_hand(harness: Any) -> None:
     assert app.conf.stream_wait_empty is True
 
 
+def test_the_worker_producer_batches_what_the_settings_say(tmp_path: Path) -> None:
+    """faust's 16 KiB batches (about ten signed records) capped the worker at one small batch
+    per broker round trip."""
+    for size in (None, 65536):
+        extra = {} if size is None else {"producer_max_batch_bytes": size}
+        app = next(make_harness(tmp_path / str(size), **extra))[0]
+        assert app.conf.producer_max_batch_size == (size or 256 * 1024)
+
+
 async def test_events_dead_lettered_after_the_last_signed_one_are_not_done_again(
     harness: Any,
 ) -> None:
