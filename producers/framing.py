@@ -54,9 +54,11 @@ class Framer:
         open_frames: dict[int, tuple[list[int], int]] = {}
         frames: list[tuple[int, list[int]]] = []
         placed = [0] * len(events)
-        for index, (value, key, headers) in enumerate(events):
+        # each event's headers as bytes, once: sized here, written into its frame below
+        converted = [_bytes_headers(headers) for _, _, headers in events]
+        for index, (value, key, _) in enumerate(events):
             partition = partition_for(key, self.partitions)
-            size = entry_size(key, _bytes_headers(headers), value)
+            size = entry_size(key, converted[index], value)
             members, used = open_frames.get(partition, ([], 0))
             if members and (len(members) >= self.max_events or used + size > self.max_bytes):
                 members, used = [], 0
@@ -73,10 +75,7 @@ class Framer:
                 records.append((self.topic, value, key, headers, partition))
                 continue
             frame = encode_frame(
-                [
-                    FramedEvent(events[i][1], dict(_bytes_headers(events[i][2])), events[i][0])
-                    for i in members
-                ]
+                [FramedEvent(events[i][1], dict(converted[i]), events[i][0]) for i in members]
             )
             records.append((self.topic, frame, None, None, partition))
         return records, placed

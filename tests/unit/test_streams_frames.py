@@ -62,18 +62,26 @@ async def test_each_event_of_a_frame_is_signed_in_order_with_its_index(harness: 
     assert keys == [b"acme-0", b"acme-1", b"acme-2", b"acme-3", b"acme-4"]
 
 
-async def test_a_restart_inside_a_frame_signs_only_the_rest_of_it(harness: Any) -> None:
-    """The previous owner committed the first two events of the frame at offset 5 (a
-    transaction can end inside a frame: faust commits on its own timer); the frame comes
-    again, and only its third event is signed, after them in the chain."""
+async def restart_at_frame(harness: Any, seq: int, committed_index: int) -> list[Any]:
+    """A new owner of partition 0 whose committed output ends at event ``committed_index`` of
+    the frame at offset 5 (chain at ``seq``); the frame of three comes again, then offset 6.
+    What it signs."""
     app, recorder, decoder = harness
-    recorder.tails = {0: CommittedTail(CommittedHead(ChainHead(7, "ab" * 32), 5, 1), [])}
+    head = CommittedHead(ChainHead(seq, "ab" * 32), 5, committed_index)
+    recorder.tails = {0: CommittedTail(head, [])}
     recorder.resume = {0: 5}
     async with app.sign_events.test_context() as agent:
         agent.sent_offset = 5
         await agent.put(frame(raw("acme", 1), raw("acme", 2), raw("acme", 3)), partition=0)
         await agent.put(raw("acme", 4), key=b"k", partition=0)
-    signed = signed_records(recorder, decoder)
+    return signed_records(recorder, decoder)
+
+
+async def test_a_restart_inside_a_frame_signs_only_the_rest_of_it(harness: Any) -> None:
+    """The previous owner committed the first two events of the frame at offset 5 (a
+    transaction can end inside a frame: faust commits on its own timer); the frame comes
+    again, and only its third event is signed, after them in the chain."""
+    signed = await restart_at_frame(harness, seq=7, committed_index=1)
     assert [(r["event_id"], r["seq"], r["source_offset"]) for r in signed] == [
         ("acme-3", 8, 5),
         ("acme-4", 9, 6),
@@ -82,14 +90,8 @@ async def test_a_restart_inside_a_frame_signs_only_the_rest_of_it(harness: Any) 
 
 
 async def test_a_frame_done_whole_before_the_restart_is_not_signed_again(harness: Any) -> None:
-    app, recorder, decoder = harness
-    recorder.tails = {0: CommittedTail(CommittedHead(ChainHead(3, "ab" * 32), 5, 2), [])}
-    recorder.resume = {0: 5}
-    async with app.sign_events.test_context() as agent:
-        agent.sent_offset = 5
-        await agent.put(frame(raw("acme", 1), raw("acme", 2), raw("acme", 3)), partition=0)
-        await agent.put(raw("acme", 4), key=b"k", partition=0)
-    assert [(r["seq"], r["source_offset"]) for r in signed_records(recorder, decoder)] == [(4, 6)]
+    signed = await restart_at_frame(harness, seq=3, committed_index=2)
+    assert [(r["seq"], r["source_offset"]) for r in signed] == [(4, 6)]
 
 
 async def test_one_bad_event_of_a_frame_is_dead_lettered_alone(harness: Any) -> None:
