@@ -10,13 +10,13 @@ a frame of one would only cost its encoding. Why frames: schemas/frames.py.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from producers.kafka import Headers, PendingBatch, Record
+from producers.turns import TurnBatch
 from schemas.frames import FramedEvent, encode_frame, entry_size
 from sealstream.topics import partition_for
 
@@ -83,45 +83,26 @@ class Framer:
 
 class FrameWindow:
     """Frames across the requests of one tenant that reach Kafka in the same turn of the
-    event loop: 25 concurrent single-event requests of a partition can share one record, as
-    one request's events do, so the worker pays faust's per-message cost once for them.
-
-    As :class:`producers.receipts.SigningWindow` does, the first request of a turn schedules
-    the write with ``call_soon``: it runs once the callbacks already due have run, so no
-    request waits on a timer. Frames never mix tenants (a receipt names its record: a shared
-    one would tell one tenant of another's traffic). Each request gets the batch and, for
-    each of its events, the index of the record holding it.
+    event loop (producers/turns.py): 25 concurrent single-event requests of a partition can
+    share one record, as one request's events do, so the worker pays faust's per-message cost
+    once for them. Frames never mix tenants (a receipt names its record: a shared one would
+    tell one tenant of another's traffic). Each request gets the batch and, for each of its
+    events, the index of the record holding it.
     """
 
     def __init__(self, framer: Framer, producer: Any) -> None:
         self.framer = framer
         self.producer = producer
-        self._pending: dict[str, list[tuple[Sequence[Event], asyncio.Future[Any]]]] = {}
+        self._turns: TurnBatch[Event, tuple[PendingBatch, int]] = TurnBatch(self._produce)
 
     async def produce(self, tenant: str, events: Sequence[Event]) -> tuple[PendingBatch, list[int]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[PendingBatch, list[int]]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.setdefault(tenant, []).append((events, future))
-        return await future
+        placed = await self._turns.submit(tenant, events)
+        return placed[0][0], [slot for _, slot in placed]
 
-    def _flush(self) -> None:
-        windows, self._pending = self._pending, {}
-        for pending in windows.values():
-            try:
-                records, placed = self.framer.records([e for group, _ in pending for e in group])
-                batch = self.producer.produce_batch(records)
-            except Exception as exc:  # every request of the window hears it
-                for _, future in pending:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for group, future in pending:
-                if not future.done():
-                    future.set_result((batch, placed[start : start + len(group)]))
-                start += len(group)
+    def _produce(self, events: list[Event]) -> list[tuple[PendingBatch, int]]:
+        records, placed = self.framer.records(events)
+        batch = self.producer.produce_batch(records)
+        return [(batch, slot) for slot in placed]
 
 
 class PartitionWatch:

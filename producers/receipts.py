@@ -28,7 +28,6 @@ table of ``python -m benchmarks.gateway``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -37,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from producers.turns import TurnBatch
 from sealstream import merkle
 from sealstream.keys import HmacKeyring, ReceiptSigner, verify_ed25519
 
@@ -162,18 +162,14 @@ class ReceiptIssuer:
 
 class SigningWindow:
     """One tree and one signature for every request of one tenant that asks within the same
-    turn of the event loop: concurrent single-event requests (25 clients, one event each)
-    share a signature instead of paying 40-70 µs each.
+    turn of the event loop (producers/turns.py): concurrent single-event requests (25 clients,
+    one event each) share a signature instead of paying 40-70 µs each. Trees never mix
+    tenants: a receipt's proof and tree size would otherwise tell one tenant how many events
+    another published in the same instant.
 
-    Trees never mix tenants: a receipt's proof and tree size would otherwise tell one tenant
-    how many events another published in the same instant.
-
-    The first request of a window schedules the signing with ``call_soon``: it runs once the
-    callbacks already due have run (Kafka's acknowledgements of other requests arrive
-    together, from one poll of the delivery thread), so no request waits on a timer. Each
-    request gets the receipts of its own leaves, in order; ``on_issued`` sees every receipt
-    as soon as it is signed, even one whose request was cancelled meanwhile, so an event Kafka
-    has is never left without its receipt in the index.
+    Each request gets the receipts of its own leaves, in order; ``on_issued`` sees every
+    receipt as soon as it is signed, even one whose request was cancelled meanwhile, so an
+    event Kafka has is never left without its receipt in the index.
     """
 
     def __init__(
@@ -183,48 +179,20 @@ class SigningWindow:
     ) -> None:
         self.issuer = issuer
         self.on_issued = on_issued
-        # tenant -> the requests waiting for this turn's tree
-        self._pending: dict[str, list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]]] = {}
+        self._turns: TurnBatch[dict[str, Any], dict[str, Any]] = TurnBatch(self._sign)
 
     async def issue(self, tenant: str, leaves: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._sign)
-        self._pending.setdefault(tenant, []).append((leaves, future))
-        return await future
+        return await self._turns.submit(tenant, leaves)
 
-    def _sign(self) -> None:
-        windows, self._pending = self._pending, {}
+    def _sign(self, leaves: list[dict[str, Any]]) -> list[dict[str, Any]]:
         issued_at = (
             dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         )
-        for pending in windows.values():
-            self._sign_one(pending, issued_at)
-
-    def _sign_one(
-        self,
-        pending: list[tuple[Sequence[dict[str, Any]], asyncio.Future[Any]]],
-        issued_at: str,
-    ) -> None:
-        try:
-            receipts = self.issuer.issue_tree(
-                [leaf for group, _ in pending for leaf in group], issued_at
-            )
-        except Exception as exc:  # every request of the window hears it
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        start = 0
-        for group, future in pending:
-            mine = receipts[start : start + len(group)]
-            start += len(group)
-            if self.on_issued is not None:
-                for receipt in mine:
-                    self.on_issued(receipt)
-            if not future.done():
-                future.set_result(mine)
+        receipts = self.issuer.issue_tree(leaves, issued_at)
+        if self.on_issued is not None:
+            for receipt in receipts:
+                self.on_issued(receipt)
+        return receipts
 
 
 def _included(receipt: dict[str, Any]) -> bool:

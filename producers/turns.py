@@ -1,0 +1,53 @@
+"""Work of one tenant's requests that reach the same turn of the event loop, done once for
+them all: one Merkle tree and signature (producers/receipts.py ``SigningWindow``), one set of
+frames (producers/framing.py ``FrameWindow``).
+
+The first request of a turn schedules the work with ``call_soon``: it runs once the callbacks
+already due have run (Kafka's acknowledgements of other requests arrive together, from one
+poll of the delivery thread), so no request waits on a timer. Work never mixes tenants: a
+receipt's tree or a shared record would tell one tenant of another's traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class TurnBatch(Generic[Item, Result]):
+    """``work(items)`` gets the items of every request of one tenant in this turn, in arrival
+    order, and returns one result per item; each request gets its own items' results, in
+    order. If ``work`` raises, every request of that tenant's turn hears it."""
+
+    def __init__(self, work: Callable[[list[Item]], Sequence[Result]]) -> None:
+        self.work = work
+        # tenant -> the requests waiting for this turn
+        self._pending: dict[str, list[tuple[Sequence[Item], asyncio.Future[list[Result]]]]] = {}
+
+    async def submit(self, tenant: str, items: Sequence[Item]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Result]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._run)
+        self._pending.setdefault(tenant, []).append((items, future))
+        return await future
+
+    def _run(self) -> None:
+        turns, self._pending = self._pending, {}
+        for pending in turns.values():
+            try:
+                results = self.work([item for items, _ in pending for item in items])
+            except Exception as exc:
+                for _, future in pending:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for items, future in pending:
+                if not future.done():  # a request cancelled meanwhile
+                    future.set_result(list(results[start : start + len(items)]))
+                start += len(items)

@@ -1,0 +1,50 @@
+"""producers/turns.py: one tenant's requests of one event-loop turn are worked together, never
+with another tenant's; a failure reaches exactly that tenant's requests of the turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from producers.turns import TurnBatch
+
+
+def test_a_turn_works_each_tenants_requests_together_and_apart() -> None:
+    calls: list[list[str]] = []
+
+    def work(items: list[str]) -> list[str]:
+        calls.append(items)
+        if "boom" in items:
+            raise RuntimeError("refused")
+        return [item.upper() for item in items]
+
+    async def main() -> list[object]:
+        turns: TurnBatch[str, str] = TurnBatch(work)
+        return await asyncio.gather(
+            turns.submit("acme", ["a", "b"]),
+            turns.submit("globex", ["x"]),
+            turns.submit("acme", ["c"]),
+            turns.submit("initech", ["boom"]),
+            turns.submit("initech", ["z"]),
+            return_exceptions=True,
+        )
+
+    acme_ab, globex, acme_c, initech_boom, initech_z = asyncio.run(main())
+    assert (acme_ab, globex, acme_c) == (["A", "B"], ["X"], ["C"])
+    assert isinstance(initech_boom, RuntimeError) and isinstance(initech_z, RuntimeError)
+    assert sorted(calls) == [["a", "b", "c"], ["boom", "z"], ["x"]]  # one call per tenant
+
+
+def test_a_cancelled_request_does_not_keep_the_others_of_its_turn_waiting() -> None:
+    async def main() -> list[int]:
+        turns: TurnBatch[int, int] = TurnBatch(lambda items: [i * 10 for i in items])
+        first = asyncio.ensure_future(turns.submit("acme", [1]))
+        second = asyncio.ensure_future(turns.submit("acme", [2, 3]))
+        await asyncio.sleep(0)  # both are waiting on the turn
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await asyncio.wait_for(second, 5)
+
+    assert asyncio.run(main()) == [20, 30]
