@@ -6,8 +6,8 @@ and each read costs about 2 ms on the embedded engine however the table is laid 
 set-up, not storage: a ``SELECT 1`` alone takes 0.6-0.8 ms; benchmarks/results/ops.md).
 So the sink, after each batch ClickHouse accepted, writes the same rows here too: one SQLite
 file (the standard library's, WAL mode) with one row per stored entry, keyed by event id (by
-tenant and request id for decisions), its body JSON. A trail is then two primary-key reads.
-Size: about 2 KiB per event with its receipt and decision.
+tenant and request id for decisions), its body the row's values as a JSON array. A trail is
+then two primary-key reads. Size: see benchmarks/results/ops.md.
 
 Why SQLite and not another ClickHouse table: it answers a point read in microseconds inside
 the process, needs no server, and is only ever a copy. ClickHouse stays the store of record:
@@ -23,6 +23,7 @@ the process, needs no server, and is only ever a copy. ClickHouse stays the stor
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 import threading
 import time
@@ -50,21 +51,50 @@ TABLES: dict[str, tuple[str, list[str]]] = {
 }
 KIND_OF_TABLE = {table: kind for kind, (table, _) in TABLES.items()}
 
-Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body (JSON)
+Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body
+
+# An entry's body is a JSON array of its row's values in ``TABLES[kind]``'s column order (plus
+# ``stored_at`` for events), datetimes in ISO 8601: no column names, which were a third of an
+# event's entry, and datetimes written by orjson itself, not by a Python hook per value. They
+# are rendered as ClickHouse renders them (``as_text``) when read back, which is rare. An index
+# of another layout (older, or columns changed by a migration) is not complete, so the sink
+# rebuilds it from ClickHouse before it consumes.
+COLUMNS: dict[str, list[str]] = {
+    kind: columns + (["stored_at"] if kind == "event" else [])
+    for kind, (_, columns) in TABLES.items()
+}
+DATETIMES: dict[str, tuple[str, ...]] = {
+    "event": ("occurred_at", "received_at", "signed_at", "stored_at"),
+    "receipt": (),
+    "decision": ("decided_at",),
+    "dead_letter": ("failed_at",),
+    "replay": ("at",),
+}
+LAYOUT = "array-v1:" + hashlib.sha256(orjson.dumps(COLUMNS)).hexdigest()[:16]
 
 
-def _pack(body: dict[str, Any]) -> bytes:
+def _pack(values: list[Any]) -> bytes:
     # Not compressed: zlib took longer than everything else of a row here (~60 us for
     # 1.2 KiB of mostly hex digests) for a 2x smaller file; lz4 saved only a quarter.
-    # Datetimes are rendered as ClickHouse renders them (``as_text``) by orjson's ``default``
-    # hook, called for them alone: no Python pass over every column of every row.
-    return orjson.dumps(body, default=_datetime_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    return orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)
 
 
-def _datetime_default(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return _datetime_text(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def _unpack(kind: str, body: bytes) -> dict[str, Any]:
+    row = dict(zip(COLUMNS[kind], orjson.loads(body), strict=False))
+    for name in DATETIMES[kind]:
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = _iso_text(value)
+    return row
+
+
+def _iso_text(value: str) -> str:
+    """ClickHouse's rendering of a datetime orjson wrote: sliced when it is UTC, as the
+    sink's are (``2026-12-01T20:15:07.123000+00:00`` or without the fraction), so a trail
+    read pays no datetime parsing."""
+    if len(value) in (25, 32) and value.endswith("+00:00") and value[10] == "T":
+        return f"{value[:10]} {value[11:19]}.{value[20:23] if value[19] == '.' else '000'}"
+    return _datetime_text(dt.datetime.fromisoformat(value))
 
 
 def _datetime_text(value: dt.datetime) -> str:
@@ -95,27 +125,44 @@ def request_key(tenant: str, request_id: str) -> str:
     return f"request:{tenant}/{request_id}"
 
 
+def _position(kind: str, *names: str) -> list[int]:
+    return [COLUMNS[kind].index(name) for name in names]
+
+
 def entries(kind: str, rows: Iterable[list[Any] | tuple[Any, ...]]) -> Iterator[Entry]:
     """Index entries of rows in ``TABLES[kind]``'s column order (as the sink inserts them or
     as a rebuild selects them back; a rebuild adds ``stored_at`` to events)."""
-    columns = TABLES[kind][1] + (["stored_at"] if kind == "event" else [])
-    stored_at = _datetime_text(dt.datetime.now(dt.UTC))
-    for values in rows:
-        row = dict(zip(columns, values, strict=False))
-        if kind == "receipt":
-            yield row["event_id"], kind, row["tenant"], _at_ms(None), _pack(row)
-            continue
-        ident = f"{row['kafka_topic']}/{row['kafka_partition']}/{row['kafka_offset']}"
-        if kind == "event":
-            row.setdefault("stored_at", stored_at)
-            yield row["event_id"], kind, "", _at_ms(row["occurred_at"]), _pack(row)
-        elif kind == "decision":
-            key = request_key(row["tenant"], row["request_id"])
-            yield key, kind, ident, _at_ms(row["decided_at"]), _pack(row)
-        elif kind == "dead_letter" and row.get("event_id"):
-            yield row["event_id"], kind, ident, _at_ms(row["failed_at"]), _pack(row)
-        elif kind == "replay" and row.get("event_id"):
-            yield row["event_id"], kind, row["marker"], _at_ms(row["at"]), _pack(row)
+    width = len(TABLES[kind][1])
+    topic, partition, offset = _position(kind, "kafka_topic", "kafka_partition", "kafka_offset")
+
+    def coords(row: list[Any] | tuple[Any, ...]) -> str:
+        return f"{row[topic]}/{row[partition]}/{row[offset]}"
+
+    if kind == "event":
+        event_id, occurred_at = _position(kind, "event_id", "occurred_at")
+        stored_at = dt.datetime.now(dt.UTC)
+        for row in rows:
+            values = list(row) if len(row) > width else [*row, stored_at]
+            yield row[event_id], kind, "", _at_ms(row[occurred_at]), _pack(values)
+    elif kind == "receipt":
+        event_id, tenant = _position(kind, "event_id", "tenant")
+        for row in rows:
+            yield row[event_id], kind, row[tenant], _at_ms(None), _pack(list(row))
+    elif kind == "decision":
+        tenant, request_id, decided_at = _position(kind, "tenant", "request_id", "decided_at")
+        for row in rows:
+            key = request_key(row[tenant], row[request_id])
+            yield key, kind, coords(row), _at_ms(row[decided_at]), _pack(list(row))
+    elif kind == "dead_letter":
+        event_id, failed_at = _position(kind, "event_id", "failed_at")
+        for row in rows:
+            if row[event_id]:
+                yield row[event_id], kind, coords(row), _at_ms(row[failed_at]), _pack(list(row))
+    elif kind == "replay":
+        event_id, marker, at = _position(kind, "event_id", "marker", "at")
+        for row in rows:
+            if row[event_id]:
+                yield row[event_id], kind, row[marker], _at_ms(row[at]), _pack(list(row))
 
 
 class TrailIndex:
@@ -146,8 +193,8 @@ class TrailIndex:
     def complete(self) -> bool:
         """True once built from ClickHouse (or started with it empty) and not invalidated."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'complete'").fetchone()
-        return row is not None and row[0] == "1"
+            found = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        return found.get("complete") == "1" and found.get("layout") == LAYOUT
 
     def invalidate(self) -> None:
         """ClickHouse was written behind the sink's back: rebuild before the next use."""
@@ -176,6 +223,7 @@ class TrailIndex:
                         progress(kind, counts[kind])
             counts[kind] += self.add(batch)
         with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (LAYOUT,))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
         return counts
 
@@ -200,7 +248,7 @@ class TrailIndex:
             rows = self._db.execute(
                 "SELECT kind, ident, body FROM entries WHERE key = ?", (key,)
             ).fetchall()
-        return [(kind, ident, orjson.loads(body)) for kind, ident, body in rows]
+        return [(kind, ident, _unpack(kind, body)) for kind, ident, body in rows]
 
     def close(self) -> None:
         with self._lock:
