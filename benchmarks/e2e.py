@@ -179,20 +179,44 @@ def latency(job: UpJob, token: str, rate: float, seconds: float) -> dict[str, An
         sent = asyncio.run(open_loop(job.gateway_url, token, source, rate, seconds))
     wait_stored(job, source, len(sent), max(180.0, 20 * seconds), "e2e: landing")
     rows = job.query(
-        "SELECT event_id, toUnixTimestamp64Milli(stored_at) FROM events "
+        "SELECT event_id, toUnixTimestamp64Milli(received_at), "
+        "toUnixTimestamp64Milli(signed_at), toUnixTimestamp64Milli(stored_at) FROM events "
         f"WHERE source = {_quote(source)}"
     )
-    lat = sorted(int(ms) - sent[str(event_id)] * 1000 for event_id, ms in rows)
+    # per event, ms: scheduled send -> gateway -> worker -> sink (each stage's own clock
+    # stamp; all on this machine)
+    timed = sorted(
+        (sent[str(event_id)] * 1000, int(received), int(signed), int(stored))
+        for event_id, received, signed, stored in rows
+    )
+    lat = sorted(stored - at for at, _, _, stored in timed)
     cdf = [round(lat[min(len(lat) - 1, int(q * (len(lat) - 1)))], 1) for q in QUANTILES]
+    third = max(1, len(timed) // 3)
     return {
         "rate_events_per_s": round(rate, 1),
         "scheduled": int(seconds * rate),
         "events": len(lat),
         "p50_ms": round(statistics.median(lat), 1),
-        "p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 1),
+        "p99_ms": round(_p99(lat), 1),
         "max_ms": round(lat[-1], 1),
         "cdf_ms": cdf,
+        # where the time went: a stage whose share grows with the rate is the one that queues
+        "stages_ms": {
+            name: {"p50": round(statistics.median(d), 1), "p99": round(_p99(sorted(d)), 1)}
+            for name, d in (
+                ("gateway", [received - at for at, received, _, _ in timed]),
+                ("worker", [signed - received for _, received, signed, _ in timed]),
+                ("sink", [stored - signed for _, _, signed, stored in timed]),
+            )
+        },
+        # the p50 of the first and the last third by send time: a growing backlog shows
+        "first_third_p50_ms": round(statistics.median(s - a for a, *_, s in timed[:third]), 1),
+        "last_third_p50_ms": round(statistics.median(s - a for a, *_, s in timed[-third:]), 1),
     }
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 def peak_rss_mib(job: UpJob) -> dict[str, float]:
@@ -286,6 +310,7 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         f"| (b) open-loop rate (50% of (a)) | {r['latency_rate_events_per_s']:,.0f} events/s |\n"
         f"| (b) end-to-end latency p50 | {r['latency_p50_ms']:,.0f} ms |\n"
         f"| (b) end-to-end latency p99 | {r['latency_p99_ms']:,.0f} ms |\n"
+        + _stages(r)
         + _compared(r)
         + "".join(
             f"| peak RSS, {name} | {mib:,.0f} MiB |\n"
@@ -305,6 +330,17 @@ def write(result: dict[str, Any], out: Path = RESULTS) -> None:
         "saw the last row, because it measures a count, not one event.\n\n"
         f"{r['note']}.\n",
     )
+
+
+def _stages(r: dict[str, Any]) -> str:
+    """The latency's p50 split by stage, medians of the runs (older results have none)."""
+    runs = [run["latency_stages_ms"] for run in r.get("runs", []) if "latency_stages_ms" in run]
+    if not runs:
+        return ""
+    split = " / ".join(
+        f"{name} {statistics.median(run[name]['p50'] for run in runs):,.0f}" for name in runs[0]
+    )
+    return f"| (b) latency p50 by stage, ms: {split} | |\n"
 
 
 COMPARED = ("events_per_s", "steady_events_per_s", "latency_p50_ms", "latency_p99_ms")
