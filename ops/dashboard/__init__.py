@@ -5,7 +5,8 @@ Every two seconds a collector samples the running pipeline and keeps the last ho
 
 * the gateway's Prometheus metrics: accepted, rejected by reason, request latency quantiles
   (from the histogram's buckets) -> ingest rate and p50/p95/p99;
-* consumer lag per stage, from Kafka (log end minus committed offset of each stage's group);
+* consumer lag per stage, from Kafka (log end minus committed offset of each stage's group), in
+  records: the worker's counts frames, not events (schemas/frames.py);
 * ClickHouse through the sink's query endpoint: rows stored, end-to-end lag quantiles of the
   last five minutes (``stored_at - received_at``), dead letters by reason, the last ``verify``;
 * the cold store: files written;
