@@ -38,7 +38,7 @@ stop: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy sealstream schemas producers streams sinks ops
+	$(BIN)/mypy sealstream schemas producers streams sinks ops benchmarks
 	$(BIN)/lint-imports
 
 unit: $(VENV)/.installed
