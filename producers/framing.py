@@ -96,6 +96,8 @@ class FrameWindow:
         self._turns: TurnBatch[Event, tuple[PendingBatch, int]] = TurnBatch(self._produce)
 
     async def produce(self, tenant: str, events: Sequence[Event]) -> tuple[PendingBatch, list[int]]:
+        if not events:  # nothing to share a turn with: an empty batch, at once
+            return self.producer.produce_batch([]), []
         placed = await self._turns.submit(tenant, events)
         return placed[0][0], [slot for _, slot in placed]
 

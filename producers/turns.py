@@ -21,7 +21,8 @@ Result = TypeVar("Result")
 class TurnBatch(Generic[Item, Result]):
     """``work(items)`` gets the items of every request of one tenant in this turn, in arrival
     order, and returns one result per item; each request gets its own items' results, in
-    order. If ``work`` raises, every request of that tenant's turn hears it."""
+    order. If ``work`` raises, every request of that tenant's turn hears it (and the other
+    tenants' work of the turn still runs)."""
 
     def __init__(self, work: Callable[[list[Item]], Sequence[Result]]) -> None:
         self.work = work
@@ -38,16 +39,25 @@ class TurnBatch(Generic[Item, Result]):
 
     def _run(self) -> None:
         turns, self._pending = self._pending, {}
+        interrupted: BaseException | None = None
         for pending in turns.values():
             try:
                 results = self.work([item for items, _ in pending for item in items])
-            except Exception as exc:
+            except BaseException as exc:  # no request may be left waiting on this turn
+                failure: BaseException = exc
+                if not isinstance(exc, Exception) or isinstance(exc, StopIteration):
+                    # a future takes neither (StopIteration) or should not carry them
+                    failure = RuntimeError(f"the turn's work was interrupted: {exc!r}")
+                    if not isinstance(exc, asyncio.CancelledError):
+                        interrupted = exc  # SystemExit, KeyboardInterrupt: raised below
                 for _, future in pending:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(failure)
                 continue
             start = 0
             for items, future in pending:
                 if not future.done():  # a request cancelled meanwhile
                     future.set_result(list(results[start : start + len(items)]))
                 start += len(items)
+        if interrupted is not None:
+            raise interrupted

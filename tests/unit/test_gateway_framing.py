@@ -102,6 +102,9 @@ async def test_requests_of_one_loop_turn_share_frames_but_tenants_never_do() -> 
     assert results == [("batch-1", [0, 0, 0]), ("batch-1", [0, 0]), ("batch-2", [0, 0, 0, 0])]
     # a later turn is a window of its own
     assert await window.produce("acme", events(1)) == ("batch-3", [0])
+    # a request with no events gets an empty batch of its own
+    assert await window.produce("acme", []) == ("batch-4", [])
+    assert producer.batches[-1] == []
 
 
 def test_the_partition_count_follows_the_topic() -> None:

@@ -48,3 +48,28 @@ def test_a_cancelled_request_does_not_keep_the_others_of_its_turn_waiting() -> N
         return await asyncio.wait_for(second, 5)
 
     assert asyncio.run(main()) == [20, 30]
+
+
+def test_work_interrupted_by_a_base_exception_leaves_no_request_waiting() -> None:
+    def work(items: list[str]) -> list[str]:
+        if items == ["stop"]:
+            raise StopIteration  # a future cannot carry it: a RuntimeError instead
+        if items == ["cancel"]:
+            raise asyncio.CancelledError
+        return items
+
+    async def main() -> list[object]:
+        turns: TurnBatch[str, str] = TurnBatch(work)
+        return await asyncio.wait_for(
+            asyncio.gather(
+                turns.submit("acme", ["stop"]),
+                turns.submit("globex", ["cancel"]),
+                turns.submit("initech", ["fine"]),
+                return_exceptions=True,
+            ),
+            5,
+        )
+
+    stopped, cancelled, fine = asyncio.run(main())
+    assert isinstance(stopped, RuntimeError) and isinstance(cancelled, RuntimeError)
+    assert fine == ["fine"]
