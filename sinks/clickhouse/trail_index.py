@@ -57,8 +57,8 @@ Entry = tuple[str, str, str, int, bytes]  # key, kind, ident, at_ms, body
 # ``stored_at`` for events), datetimes in ISO 8601: no column names, which were a third of an
 # event's entry, and datetimes written by orjson itself, not by a Python hook per value. They
 # are rendered as ClickHouse renders them (``as_text``) when read back, which is rare. An index
-# of another layout (older, or columns changed by a migration) is not complete, so the sink
-# rebuilds it from ClickHouse before it consumes.
+# of another layout (older, or columns changed by a migration) is not complete (``complete``),
+# so the sink rebuilds it from ClickHouse before it consumes.
 COLUMNS: dict[str, list[str]] = {
     kind: columns + (["stored_at"] if kind == "event" else [])
     for kind, (_, columns) in TABLES.items()
@@ -193,8 +193,11 @@ class TrailIndex:
     def complete(self) -> bool:
         """True once built from ClickHouse (or started with it empty) and not invalidated."""
         with self._lock:
-            found = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-        return found.get("complete") == "1" and found.get("layout") == LAYOUT
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'complete'").fetchone()
+        # the layout is the marker's value: a release before layouts (which wrote '1' and
+        # reads '1' only) and this one each see the other's index as not complete, so a
+        # rollback and an upgrade again both rebuild instead of misreading bodies
+        return row is not None and row[0] == LAYOUT
 
     def invalidate(self) -> None:
         """ClickHouse was written behind the sink's back: rebuild before the next use."""
@@ -223,8 +226,7 @@ class TrailIndex:
                         progress(kind, counts[kind])
             counts[kind] += self.add(batch)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (LAYOUT,))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (LAYOUT,))
         return counts
 
     # -- writes and reads -------------------------------------------------------------------

@@ -38,11 +38,11 @@ def test_an_index_of_another_layout_is_not_complete(tmp_path: Path) -> None:
     assert not index.complete
     index.rebuild(lambda table, columns: [])
     assert index.complete
-    # an index written before this layout (no layout recorded) or for other columns
-    index._db.execute("DELETE FROM meta WHERE name = 'layout'")
-    assert not index.complete
-    index._db.execute("INSERT INTO meta VALUES ('layout', ?)", (LAYOUT + "-other",))
-    assert not index.complete
+    # written complete by a release before layouts ('1': it reads only that, so it sees ours
+    # as not complete and rebuilds too), or for other columns
+    for marker in ("1", LAYOUT + "-other"):
+        index._db.execute("UPDATE meta SET value = ? WHERE name = 'complete'", (marker,))
+        assert not index.complete
     index.rebuild(lambda table, columns: [])
     assert index.complete
 
@@ -59,3 +59,58 @@ def test_an_index_of_another_layout_is_not_complete(tmp_path: Path) -> None:
 def test_a_stored_datetime_reads_back_as_clickhouse_renders_it(moment: dt.datetime) -> None:
     written = orjson.dumps(moment, option=orjson.OPT_NAIVE_UTC).decode().strip('"')
     assert _iso_text(written) == as_text(moment)
+
+
+def test_the_datetime_columns_are_the_ones_rows_hold_datetimes_in() -> None:
+    """A datetime column missing from DATETIMES would read back from the index in ISO 8601,
+    unlike ClickHouse's rendering: every datetime the sink's rows hold must be listed."""
+    from schemas.samples import signed_chain
+    from sealstream.keys import HmacKeyring
+    from sinks.clickhouse import rows
+    from sinks.clickhouse.trail_index import DATETIMES
+
+    class Message:
+        def topic(self) -> str:
+            return "t"
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 1
+
+        def value(self) -> bytes:
+            return b"v"
+
+        def key(self) -> bytes:
+            return b"events.raw.dlq/0/1"
+
+        def headers(self) -> list[tuple[str, bytes]]:
+            return [("dlq.reason", b"x"), ("dlq.stage", b"s"), ("event_id", b"e")]
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, 1_764_000_000_000)
+
+    [event] = signed_chain(1, "events.raw/0", HmacKeyring("k1", {"k1": b"k" * 32}))
+    decision = {
+        **{name: "x" for name in ("subject", "tenant", "event_tenant", "action", "decision")},
+        **{name: "x" for name in ("reason_code", "policy_version", "request_id")},
+        "correlation_id": "c",
+        "decided_at": 1_764_000_000_000,
+    }
+    replay = b'{"status": "replayed", "at_ms": 1764000000000, "event_id": "e"}'
+
+    class Replay(Message):
+        def value(self) -> bytes:
+            return replay
+
+    built = {
+        "event": rows.event_row(event, Message()),
+        "decision": rows.decision_row(decision, Message()),
+        "dead_letter": rows.dead_letter_row(Message()),
+        "replay": rows.replay_row(Replay()),
+    }
+    for kind, row in built.items():
+        assert row is not None
+        held = {c for c, v in zip(COLUMNS[kind], row, strict=False) if isinstance(v, dt.datetime)}
+        assert held == set(DATETIMES[kind]) - {"stored_at"}, kind
