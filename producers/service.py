@@ -12,6 +12,7 @@ with status 503 and the client retries them with the same ``event_id`` (deduplic
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
@@ -67,8 +68,8 @@ class _Pending:
     payload_sha256: str  # of the payload's canonical JSON, as in the receipt
     prefix: str  # of its field paths: "events[3]" in a batch, "" for a single event
 
-    @property
-    def claim_key(self) -> str:
+    @functools.cached_property
+    def claim_key(self) -> str:  # asked for five times per event on the hot path
         return ReceiptStore.key(self.event.tenant, self.event_id)
 
 

@@ -199,3 +199,21 @@ def test_a_payload_timestamp_that_has_no_utc_time_is_refused_not_a_crash() -> No
     result = check_payload(payload, PAYMENT, PARSED, 0, "")
     assert isinstance(result, FieldError) and result.field == "payload.paid_at"
     assert result.code == "schema_mismatch" and "UTC" in result.message
+
+
+@pytest.mark.parametrize("open_, close", [(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")])
+def test_the_depth_limit_is_exact(open_: bytes, close: bytes) -> None:
+    """Containers nested exactly to the limit pass; one more level, even empty, is refused
+    (the top level is depth 1; leaves do not count)."""
+    per = open_.count(b"[") + open_.count(b"{")
+
+    def nested(levels: int, inner: bytes) -> bytes:
+        return open_ * levels + inner + close * levels
+
+    limit = 6 * per
+    assert parse_body(nested(6, b"1"), max_bytes=4096, max_depth=limit) is not None
+    for inner in (b"[]", b"{}"):
+        with pytest.raises(InvalidRequest) as deep:
+            parse_body(nested(6, inner), max_bytes=4096, max_depth=limit)
+        assert deep.value.code == "json_too_deep"
+    assert parse_body(b'"just a string"', max_bytes=4096, max_depth=1) == "just a string"
