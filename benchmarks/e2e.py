@@ -46,8 +46,15 @@ from ops.upjob import UpJob
 
 WORK = RESULTS / "tmp" / "e2e"
 # per ops.upjob.PORTS: Kafka, controller, registry, gateway, query endpoint, dashboard,
-# worker metrics (one worker), object sink metrics
-PORTS = (E2E_KAFKA_PORT, E2E_KAFKA_PORT + 1, *(E2E_HTTP_PORT + i for i in range(6)))
+# the first worker's metrics (worker n takes + n - 1: room for SEALSTREAM_UP_WORKERS up to 16),
+# object sink metrics
+PORTS = (
+    E2E_KAFKA_PORT,
+    E2E_KAFKA_PORT + 1,
+    *(E2E_HTTP_PORT + i for i in range(4)),
+    E2E_HTTP_PORT + 10,
+    E2E_HTTP_PORT + 4,
+)
 # what `sealstream up` runs with, except the gateway's rate limits (the load would measure
 # the limiter) and the test harness's shorter sink batch ages (UpJob's defaults)
 ENV = {

@@ -371,12 +371,13 @@ def readme(doc: dict[str, Any]) -> str:
             "Same broker, same machine, same load generator; ratio = gateway / baseline.",
             "",
             "The two do different amounts of work per event. The baseline writes one Kafka "
-            "record per event and flushes once per request. The gateway writes three (the "
-            "event, its allow/deny decision on `audit.decisions`, its receipt on `receipts`), "
-            "signs an Ed25519 receipt per event (the security table in gateway.md gives its "
-            "cost), checks idempotency against the receipts it follows, and enforces tenant "
-            "policy and rate limits. Per request it is about even or ahead (batch 1); per "
-            "event in large batches those per-event costs decide. "
+            "record per event and flushes once per request. The gateway writes the events in "
+            "frames (one record per partition and request), the request's allow decisions as "
+            "one record on `audit.decisions` (each denial its own), a receipt per event on "
+            "`receipts` under one signed Merkle tree head per request (docs/gateway.md), "
+            "checks idempotency against the receipts it follows, and enforces "
+            "tenant policy and rate limits. Per request it is about even or ahead (batch 1); "
+            "per event in large batches those per-event costs decide. "
             "Profiles: [profiles/README.md](profiles/README.md).",
             "",
             "| batch | clients | gateway events/s | baseline events/s | ratio | gateway p99 ms | "
