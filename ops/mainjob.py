@@ -14,6 +14,7 @@ from typing import Any
 
 from ops.errors import OperatorError, UsageError
 from ops.settings import Settings
+from sealstream.keys import write_private
 from sealstream.settings import ClickHouseSettings, StackSettings, UpSettings
 
 SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN")
@@ -49,8 +50,8 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
         for k, v in sorted(env.items())
         if k.startswith("SEALSTREAM_") and not any(s in k for s in SECRET_PARTS)
     ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    path.unlink(missing_ok=True)
+    write_private(path, ("\n".join(lines) + "\n").encode())
 
 
 def services(settings: Settings) -> list[Any]:

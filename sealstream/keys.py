@@ -20,6 +20,8 @@ import hmac
 import json
 import os
 import secrets
+import shlex
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,7 +49,37 @@ def _decode_secret(value: str) -> bytes:
     return value.encode()
 
 
-def _write_private(path: Path, data: bytes) -> None:
+class InsecureKeyFile(KeyError_):
+    """A key or credential file others than its owner may read, or that the owner does not own."""
+
+
+def check_private(path: Path) -> None:
+    """Refuse a secret ``path`` that is group- or world-accessible, or not this user's: such a
+    file may already have been read by another account, and using it hides that. The message
+    names the command that fixes it (what ssh does for private keys)."""
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise InsecureKeyFile(
+            f"key file {path} is readable by others (mode {mode:04o}); "
+            f"it must be readable by its owner only: chmod 600 {shlex.quote(str(path))}"
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise InsecureKeyFile(
+            f"key file {path} belongs to uid {st.st_uid}, not to this user ({os.getuid()}): "
+            f"chown {os.getuid()} {shlex.quote(str(path))}"
+        )
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a key or credential file, after :func:`check_private`."""
+    check_private(path)
+    return path.read_bytes()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) readable and writable by its owner only; its
+    directory, when created here, is the owner's only too."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -149,14 +181,14 @@ def verify_ed25519(jwk: dict[str, Any], data: bytes, signature: bytes) -> bool:
 
 def _load_or_create(path: Path, generate: bool, make: Any) -> bytes:
     if path.exists():
-        return path.read_bytes()
+        return read_private(path)
     if not generate:
         raise KeyError_(f"key file {path} is missing (and SEALSTREAM_KEYS_GENERATE is off)")
     data: bytes = make()
     try:
-        _write_private(path, data)
+        write_private(path, data)
     except FileExistsError:  # another process created it first: use theirs
-        return path.read_bytes()
+        return read_private(path)
     return data
 
 
@@ -198,7 +230,7 @@ def save_hmac_keyring(settings: KeySettings, keyring: HmacKeyring, name: str = "
     path = settings.dir / name
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
-    _write_private(tmp, keyring.to_json().encode())
+    write_private(tmp, keyring.to_json().encode())
     tmp.replace(path)
     return path
 

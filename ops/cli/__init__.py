@@ -25,8 +25,9 @@ from ops.cli.stack import app as stack_app
 from ops.cli.topics import app as topics_app
 from ops.cli.up import demo_command, restart_command, up_command
 from ops.cli.worker import worker
-from ops.errors import OperatorError
+from ops.errors import OperatorError, UsageError
 from ops.settings import Settings
+from sealstream.keys import KeyError_
 
 
 def report(error: OperatorError) -> int:
@@ -45,6 +46,8 @@ class Root(TyperGroup):
             return super().invoke(ctx)
         except OperatorError as error:
             raise typer.Exit(report(error)) from error
+        except KeyError_ as error:  # a key file unusable or unsafe at start-up: say which, how
+            raise typer.Exit(report(UsageError(str(error)))) from error
 
 
 app = typer.Typer(

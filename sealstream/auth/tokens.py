@@ -36,7 +36,7 @@ import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from sealstream.auth.errors import AuthenticationError
-from sealstream.keys import load_hmac_keyring
+from sealstream.keys import load_hmac_keyring, read_private
 from sealstream.settings import AuthSettings, KeySettings
 
 log = logging.getLogger("sealstream.auth")
@@ -94,7 +94,7 @@ class Keyring:
         active: str | None = None
         raw: str | None = None
         if settings.hs256_keys_file is not None:
-            raw = settings.hs256_keys_file.read_text()
+            raw = read_private(settings.hs256_keys_file).decode()
         elif settings.hs256_keys is not None:
             raw = settings.hs256_keys.get_secret_value()
         if raw is not None:

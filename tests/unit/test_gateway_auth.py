@@ -349,6 +349,7 @@ def test_revocations_len() -> None:
 def test_a_rotated_keyring_file_is_trusted_without_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "jwt.json"
     path.write_text(json.dumps({"active": "k1", "keys": {"k1": SECRET_A}}))
+    path.chmod(0o600)  # a keyring others may read is refused (tests/unit/test_key_hygiene.py)
     settings = AuthSettings(hs256_keys_file=path)
     reloads = []
 
