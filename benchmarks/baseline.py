@@ -39,7 +39,7 @@ from benchmarks.common import (
 )
 from benchmarks.gateway import BATCHES, CLIENTS, matrix, table_lines
 from ops.stack.local import LocalStack
-from sealstream.settings import KeySettings
+from sealstream.settings import KeySettings, RegistrySettings
 
 TOPIC = "bench.baseline"
 
@@ -60,7 +60,7 @@ def create_app(bootstrap: str, registry_url: str, keys_dir: Path) -> Any:
     _, secret = Keyring.from_settings(auth).signing_secret()
     catalog = Catalog()
     schemas: dict[str, tuple[bytes, Any]] = {}
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with SchemaRegistryClient(RegistrySettings(url=registry_url).client_config()) as client:
         for event_type in catalog.event_types():
             schema = catalog.payload_schema(event_type)
             schema_id = client.register_schema(
@@ -130,9 +130,12 @@ def start(stack: LocalStack, keys_dir: Path, port: int, log: Path) -> subprocess
     argv = [sys.executable, "-m", "benchmarks.baseline", "serve", "--port", str(port),
             "--bootstrap", stack.bootstrap, "--registry-url", stack.registry_url,
             "--keys-dir", str(keys_dir)]  # fmt: skip
-    return start_service(
-        argv, dict(os.environ), f"http://127.0.0.1:{port}/healthz", log, "baseline service"
-    )
+    # the baseline registers its own schemas: with the stack's operator credential
+    env = {
+        **os.environ,
+        "SEALSTREAM_REGISTRY_BASIC_AUTH_FILE": str(stack.settings.registry_operator_file),
+    }
+    return start_service(argv, env, f"http://127.0.0.1:{port}/healthz", log, "baseline service")
 
 
 def run(

@@ -138,6 +138,10 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
         ],
         check=True,
         capture_output=True,
+        env={
+            **os.environ,
+            "SEALSTREAM_REGISTRY_BASIC_AUTH_FILE": str(stack.settings.registry_operator_file),
+        },
     )
     return stack
 

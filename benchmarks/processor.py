@@ -64,7 +64,7 @@ def produce_raw(stack: LocalStack, topic: str, count: int, frame: int = 1) -> No
     """``count`` payment events, one per record, or ``frame`` per record (frames)."""
     catalog = Catalog()
     schema = catalog.event_schema("payment")
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.settings.registry_settings().client_config()) as client:
         found = client.lookup_schema(
             subject_for("events.raw", schema), Schema(json.dumps(schema), "AVRO")
         )
@@ -280,7 +280,7 @@ def fresh_topics(stack: LocalStack) -> dict[str, str]:
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
         future.result(30)
     catalog = Catalog()
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.settings.registry_settings().client_config()) as client:
         for topic, schema in (
             (topics["signed"], catalog.signed_schema()),
             (topics["checkpoints"], catalog.checkpoint_schema()),

@@ -62,7 +62,7 @@ WORK = RESULTS / "tmp" / "sinks"
 
 def produce_signed(stack: Any, topic: str, count: int) -> None:
     schema = Catalog().signed_schema()
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.settings.registry_settings().client_config()) as client:
         schema_id = client.register_schema(
             subject_for("events.signed", schema), Schema(json.dumps(schema), "AVRO")
         )

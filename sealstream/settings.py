@@ -128,12 +128,27 @@ class RegistrySettings(BaseSettings):
     basic_auth_user_info: SecretStr | None = Field(
         default=None, description="'user:password' for registries that require it."
     )
+    basic_auth_file: Path | None = Field(
+        default=None,
+        description="A file (owner-only) holding 'user:password'; the local stack's operator "
+        "credential is <stack dir>/keys/registry-operator.secret.",
+    )
+    users_file: Path | None = Field(
+        default=None,
+        description="Server: users allowed to change the registry (schemas/registry/auth.py); "
+        "unset, the registry takes changes from anyone.",
+    )
+    auth_reads: bool = Field(default=False, description="Server: reads need credentials too.")
 
     def client_config(self) -> dict[str, Any]:
         """Configuration dict for confluent-kafka's ``SchemaRegistryClient``."""
+        from sealstream.keys import read_private
+
         config: dict[str, Any] = {"url": self.url}
         if self.basic_auth_user_info is not None:
             config["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        elif self.basic_auth_file is not None:
+            config["basic.auth.user.info"] = read_private(self.basic_auth_file).decode().strip()
         return config
 
 
@@ -195,6 +210,20 @@ class StackSettings(BaseSettings):
     def registry_url(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
 
+    @property
+    def keys_dir(self) -> Path:
+        return self.dir.resolve() / "keys"
+
+    @property
+    def registry_users_file(self) -> Path:
+        """The registry's users (hashed), made on the stack's first start."""
+        return self.keys_dir / "registry-users.json"
+
+    @property
+    def registry_operator_file(self) -> Path:
+        """``operator:<password>``: the credential that may change the stack's registry."""
+        return self.keys_dir / "registry-operator.secret"
+
     def kafka_settings(self) -> KafkaSettings:
         """Client settings pointing at this stack's brokers."""
         return KafkaSettings(
@@ -202,8 +231,15 @@ class StackSettings(BaseSettings):
         )
 
     def registry_settings(self) -> RegistrySettings:
-        """Registry settings for the registry server this stack runs."""
-        return RegistrySettings(url=self.registry_url, host=self.host, port=self.registry_port)
+        """Registry settings for the registry server this stack runs, with the operator's
+        credential (the one that may register schemas)."""
+        return RegistrySettings(
+            url=self.registry_url,
+            host=self.host,
+            port=self.registry_port,
+            basic_auth_file=self.registry_operator_file,
+            users_file=self.registry_users_file,
+        )
 
 
 class AuthSettings(BaseSettings):

@@ -62,7 +62,17 @@ NETWORK_ERRORS = _network_errors()
 
 
 def _settings(ctx: typer.Context, url: str | None) -> RegistrySettings:
-    return settings_of(ctx).registry if url is None else RegistrySettings(url=url)
+    """The registry's settings; for the local stack's own registry with no credential given,
+    the stack's operator credential (sent to that registry only, never to another URL)."""
+    from ops.cli.stack import stack_settings
+
+    settings = settings_of(ctx).registry if url is None else RegistrySettings(url=url)
+    if settings.basic_auth_user_info is not None or settings.basic_auth_file is not None:
+        return settings
+    stack = stack_settings(saved_first=True)
+    if settings.url.rstrip("/") == stack.registry_url and stack.registry_operator_file.exists():
+        return settings.model_copy(update={"basic_auth_file": stack.registry_operator_file})
+    return settings
 
 
 def _client(settings: RegistrySettings) -> SchemaRegistryClient:

@@ -21,7 +21,6 @@ from ops.cli.common import settings_of
 from ops.errors import ProblemsFound
 from ops.mainjob import child_env, endpoint_query, restart, services, write_env_file
 from ops.settings import Settings
-from sealstream.settings import RegistrySettings
 
 console = Console()
 
@@ -162,7 +161,7 @@ def up_command(
     stack_config = stack_settings(directory)
     up = settings_of(ctx).up
     stack = start_stack(stack_config)
-    register_schemas(RegistrySettings(url=stack.registry_url), AVRO_DIR, as_json=False)
+    register_schemas(stack_config.registry_settings(), AVRO_DIR, as_json=False)
     env = child_env(stack_config, up)
     os.environ.update(env)  # this process (demo, dashboard) reads the same settings
     settings = settings_of(ctx).reloaded()  # so they are loaded from here on

@@ -6,6 +6,8 @@ Layout of the stack directory::
     kafka/server.properties  kafka/data/      broker 1's configuration and log dirs
     kafka-2/..., kafka-3/...                  the other brokers' (a cluster), kafka/cluster.id
     logs/kafka.log  logs/registry.log         process output (logs/kafka-2.log, ...)
+    keys/registry-users.json                  who may change the registry (hashed)
+    keys/registry-operator.secret             the operator's ``user:password`` for clients
     run/kafka.pid   run/registry.pid          pid files (run/kafka-2.pid, ...)
 """
 
@@ -28,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from ops.stack import kafka as runtime
 from ops.stack.process import ManagedProcess, StackError
+from schemas.registry.auth import ensure_operator
 from sealstream.settings import StackSettings
 from sealstream.topics import ensure_topics, pipeline_topics
 
@@ -279,9 +282,13 @@ class LocalStack:
         self._check_port_free(self.settings.registry_port, "the schema registry")
         self.progress("starting the schema registry")
         reg = self.settings.registry_settings()
+        assert reg.users_file is not None and reg.basic_auth_file is not None
+        if ensure_operator(reg.users_file, reg.basic_auth_file):
+            self.progress(f"made the registry's operator credential ({reg.basic_auth_file})")
         env = {
             **os.environ,
             "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SEALSTREAM_REGISTRY_USERS_FILE": str(reg.users_file),
             "SEALSTREAM_REGISTRY_HOST": reg.host,
             "SEALSTREAM_REGISTRY_PORT": str(reg.port),
             "SEALSTREAM_REGISTRY_TOPIC": reg.topic,

@@ -1,4 +1,4 @@
-"""Wiring: settings -> state, Kafka store, service, ASGI app, uvicorn."""
+"""Wiring: settings -> state, Kafka store, service, ASGI app (behind basic auth), uvicorn."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from schemas.registry.app import build_app
+from schemas.registry.auth import ASGIApp, BasicAuth, User, load_users
 from schemas.registry.compat import Level
 from schemas.registry.service import Registry
 from schemas.registry.state import RegistryState
@@ -31,9 +32,23 @@ def create(kafka: KafkaSettings, settings: RegistrySettings) -> tuple[Starlette,
     return build_app(Registry(state, store), healthy=lambda: store.healthy), store
 
 
+def users_of(settings: RegistrySettings) -> dict[str, User] | None:
+    """The users who may change the registry, or None (no users file: anyone may)."""
+    if settings.users_file is None:
+        log.warning("registry: no users file; anyone who reaches it may change schemas")
+        return None
+    users = load_users(settings.users_file)
+    log.info("registry: changes need a user with the write role (%d users)", len(users))
+    return users
+
+
 def serve(kafka: KafkaSettings, settings: RegistrySettings) -> None:
+    users = users_of(settings)  # a bad or unsafe users file stops it before Kafka is touched
     app, store = create(kafka, settings)
+    served: ASGIApp = app if users is None else BasicAuth(app, users, settings.auth_reads)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        uvicorn.run(
+            served, host=settings.host, port=settings.port, log_level="info", access_log=False
+        )
     finally:
         store.close()

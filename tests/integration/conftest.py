@@ -79,7 +79,24 @@ class StackHandle:
         return KafkaSettings(bootstrap_servers=self.bootstrap)
 
     def registry_settings(self) -> RegistrySettings:
-        return RegistrySettings(url=self.registry_url)
+        """With the local stack's operator credential (it may register schemas); an external
+        stack's comes from the environment (``SEALSTREAM_REGISTRY_BASIC_AUTH_*``)."""
+        if self.local is None:
+            return RegistrySettings(url=self.registry_url)
+        operator = self.local.settings.registry_operator_file
+        return RegistrySettings(url=self.registry_url, basic_auth_file=operator)
+
+    def registry_config(self) -> dict[str, Any]:
+        """confluent-kafka's SchemaRegistryClient configuration, credential included."""
+        return self.registry_settings().client_config()
+
+    def registry_auth(self) -> tuple[str, str] | None:
+        """The same credential for a plain HTTP client (httpx's ``auth=``)."""
+        info = self.registry_config().get("basic.auth.user.info")
+        if info is None:
+            return None
+        user, _, password = str(info).partition(":")
+        return user, password
 
 
 @pytest.fixture(scope="session")
@@ -195,12 +212,12 @@ class GatewayHandle:
             consumer.close()
 
 
-def register_repo_schemas(registry_url: str) -> None:
+def register_repo_schemas(stack: StackHandle) -> None:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
     from schemas.catalog import Catalog
 
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with SchemaRegistryClient(stack.registry_config()) as client:
         for subject, schema in Catalog().subjects().items():
             client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
 
@@ -219,7 +236,7 @@ def gateway(
     from sealstream.auth import Keyring, auth_settings
     from sealstream.settings import GatewaySettings, KeySettings
 
-    register_repo_schemas(stack.registry_url)
+    register_repo_schemas(stack)
     keys = KeySettings(dir=tmp_path_factory.mktemp("keys"))
     auth = auth_settings(keys)
     settings = GatewaySettings(

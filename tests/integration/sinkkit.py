@@ -34,7 +34,7 @@ class Sinks:
     def __init__(self, stack: Any, tmp: Path, **env: str) -> None:
         self.stack = stack
         self.tmp = tmp
-        register_repo_schemas(stack.registry_url)
+        register_repo_schemas(stack)
         tag = uuid.uuid4().hex[:8]
         self.topics = {
             "signed": f"signed-{tag}",
@@ -159,7 +159,7 @@ class Sinks:
     def signed_encoder(self) -> Encoder:
         if self._signed_encoder is None:
             schema = Catalog().signed_schema()
-            with SchemaRegistryClient({"url": self.stack.registry_url}) as client:
+            with SchemaRegistryClient(self.stack.registry_config()) as client:
                 schema_id = client.register_schema(
                     subject_for("events.signed", schema), Schema(json.dumps(schema), "AVRO")
                 )
@@ -194,7 +194,7 @@ class Sinks:
         from schemas.serde import Decoder, registry_lookup
         from sealstream.follow import read_to_end
 
-        with SchemaRegistryClient({"url": self.stack.registry_url}) as registry:
+        with SchemaRegistryClient(self.stack.registry_config()) as registry:
             decoder = Decoder(registry_lookup(registry))
             events = [
                 decoder.decode(m.value() or b"")[1]

@@ -101,7 +101,7 @@ def test_accepted_event_is_in_kafka_with_schema_id_headers_and_key(gateway: Any)
     receipt = body["receipt"]
     msg = fetch(gateway, receipt)
     headers = dict(msg.headers())
-    with SchemaRegistryClient({"url": gateway.stack.registry_url}) as client:
+    with SchemaRegistryClient(gateway.stack.registry_config()) as client:
         schema_id, record = Decoder(registry_lookup(client)).decode(msg.value())
         latest = client.get_latest_version("events.raw-io.sealstream.events.PaymentEvent")
     assert schema_id == latest.schema_id == int(headers["schema_id"])
@@ -386,7 +386,7 @@ def test_decisions_are_audited(gateway: Any) -> None:
     )
     consumer.subscribe(["audit.decisions"])
     found: list[dict[str, Any]] = []
-    with SchemaRegistryClient({"url": gateway.stack.registry_url}) as client:
+    with SchemaRegistryClient(gateway.stack.registry_config()) as client:
         decoder = Decoder(registry_lookup(client))
         deadline = time.monotonic() + 30
         at_end: set[int] = set()

@@ -41,8 +41,51 @@ def subject() -> str:
 
 @pytest.fixture
 def client(stack: Any) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": stack.registry_url}) as sr:
+    with SchemaRegistryClient(stack.registry_config()) as sr:
         yield sr
+
+
+def test_a_change_without_the_operators_credential_is_401_and_changes_nothing(
+    stack: Any, client: SchemaRegistryClient, subject: str
+) -> None:
+    if stack.local is None:
+        pytest.skip("an external stack's registry is configured by its owner")
+    first = client.register_schema(subject, V1)
+    with (
+        SchemaRegistryClient({"url": stack.registry_url}) as anonymous,
+        SchemaRegistryClient({"url": stack.registry_url, "basic.auth.user.info": "u:x"}) as wrong,
+    ):
+        _refused_and_unchanged(stack, anonymous, wrong, subject, first)
+    assert client.register_schema(subject, V2) != first  # the operator still may
+
+
+def _refused_and_unchanged(
+    stack: Any,
+    anonymous: SchemaRegistryClient,
+    wrong: SchemaRegistryClient,
+    subject: str,
+    first: int,
+) -> None:
+    attempts = [
+        lambda c: c.register_schema(subject, V2),
+        lambda c: c.delete_subject(subject),
+        lambda c: c.delete_version(subject, 1),
+        lambda c: c.set_compatibility(subject, "NONE"),
+        lambda c: c.set_compatibility(None, "NONE"),
+    ]
+    for anyone in (anonymous, wrong):
+        for attempt in attempts:
+            with pytest.raises(SchemaRegistryError) as info:
+                attempt(anyone)
+            assert info.value.http_status_code == 401 and info.value.error_code == 40101
+    with httpx.Client(base_url=stack.registry_url, timeout=10) as http:  # and over plain HTTP
+        for method, path in [("PUT", "/config"), ("DELETE", f"/subjects/{subject}")]:
+            answer = http.request(method, path, json={"compatibility": "NONE"})
+            assert answer.status_code == 401 and "www-authenticate" in answer.headers
+    # nothing changed; reads and lookups need no credential
+    assert anonymous.get_versions(subject) == [1]
+    assert anonymous.lookup_schema(subject, V1).schema_id == first
+    assert anonymous.get_compatibility() == "BACKWARD"
 
 
 def test_register_lookup_evolve_with_confluent_client(
@@ -84,7 +127,7 @@ def test_config_and_delete_with_confluent_client(
 def test_error_codes_over_http(stack: Any, subject: str) -> None:
     url = stack.registry_url
     ct = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
-    with httpx.Client(base_url=url, headers=ct, timeout=10) as http:
+    with httpx.Client(base_url=url, headers=ct, timeout=10, auth=stack.registry_auth()) as http:
         http.post(f"/subjects/{subject}/versions", json={"schema": V1.schema_str})
         checks = [
             (http.get(f"/subjects/{subject}x/versions"), 404, 40401),
@@ -123,6 +166,8 @@ def _start_registry(stack: Any, port: int, log: IO[bytes]) -> subprocess.Popen[b
         "SEALSTREAM_REGISTRY_HOST": "127.0.0.1",
         "SEALSTREAM_REGISTRY_PORT": str(port),
     }
+    if stack.local is not None:  # the same users as the stack's own registry
+        env["SEALSTREAM_REGISTRY_USERS_FILE"] = str(stack.local.settings.registry_users_file)
     proc = subprocess.Popen(
         [sys.executable, "-m", "schemas.registry"],
         env=env,
@@ -170,8 +215,8 @@ def _eventually(fn: Any, timeout_s: float = 10.0) -> Any:
 
 def test_two_instances_agree(stack: Any, second_registry: str, subject: str) -> None:
     with (
-        SchemaRegistryClient({"url": stack.registry_url}) as a,
-        SchemaRegistryClient({"url": second_registry}) as b,
+        SchemaRegistryClient(stack.registry_config()) as a,
+        SchemaRegistryClient({**stack.registry_config(), "url": second_registry}) as b,
     ):
         _check_agreement(a, b, subject)
 
@@ -200,19 +245,19 @@ def _check_agreement(a: SchemaRegistryClient, b: SchemaRegistryClient, subject: 
 def test_state_survives_registry_and_broker_restart(stack: Any, subject: str) -> None:
     if stack.local is None:
         pytest.skip("an external stack (KAFKA_BOOTSTRAP set) cannot be restarted by the tests")
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.registry_config()) as client:
         first = client.register_schema(subject, V1)
         second = client.register_schema(subject, V2)
         client.set_compatibility(subject, "FULL")
 
     stack.local.restart_registry()
-    with SchemaRegistryClient({"url": stack.registry_url}) as fresh:  # no client-side cache
+    with SchemaRegistryClient(stack.registry_config()) as fresh:  # no client-side cache
         assert fresh.get_versions(subject) == [1, 2]
         assert fresh.get_compatibility(subject) == "FULL"
 
     stack.local.restart_broker()
     stack.local.restart_registry()
-    with SchemaRegistryClient({"url": stack.registry_url}) as fresh:
+    with SchemaRegistryClient(stack.registry_config()) as fresh:
         _check_restarted(fresh, subject, first, second)
 
 

@@ -53,6 +53,14 @@ def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.fixture(autouse=True)
+def _operator_credential(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI run here is an operator's: it registers with the stack's credential."""
+    operator = stack.registry_settings().basic_auth_file
+    if operator is not None:
+        monkeypatch.setenv("SEALSTREAM_REGISTRY_BASIC_AUTH_FILE", str(operator))
+
+
 def test_register_twice_then_evolve_and_check(stack: Any, avro_dir: Path) -> None:
     url = stack.registry_url
     first = _cli("schemas", "register", "--registry-url", url, "--dir", str(avro_dir), "--json")
@@ -83,7 +91,10 @@ def test_register_twice_then_evolve_and_check(stack: Any, avro_dir: Path) -> Non
     assert check.exit_code == 1
     rows = {r["subject"]: r for r in json.loads(check.output)}
     assert rows[subject]["status"] == "incompatible" and "tab" in rows[subject]["detail"]
-    with SchemaRegistryClient({"url": url}) as client, pytest.raises(SchemaRegistryError) as info:
+    with (
+        SchemaRegistryClient(stack.registry_config()) as client,
+        pytest.raises(SchemaRegistryError) as info,
+    ):
         client.register_schema(
             subject, Schema(json.dumps(Catalog(avro_dir).event_schema("page_view")), "AVRO")
         )
@@ -108,7 +119,7 @@ def test_avro_round_trip_through_kafka(stack: Any, fresh_topic: str) -> None:
         "subject.name.strategy": topic_record_subject_name_strategy,
     }
     ctx = SerializationContext(fresh_topic, MessageField.VALUE)
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.registry_config()) as client:
         theirs = AvroSerializer(client, text, conf=conf)(page_view_event(), ctx)
         sid = client.lookup_schema(subject_for(fresh_topic, schema), Schema(text, "AVRO")).schema_id
         ours = Encoder(sid, schema).encode(page_view_event())

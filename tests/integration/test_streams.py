@@ -57,13 +57,13 @@ class Workers:
     def _create_topics(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-        register_repo_schemas(self.stack.registry_url)
+        register_repo_schemas(self.stack)
         admin = AdminClient(self.stack.kafka_settings().client_config())
         futures = admin.create_topics([NewTopic(t, 3, 1) for t in self.topics.values()])
         for future in futures.values():
             future.result(30)
         catalog = Catalog()
-        with SchemaRegistryClient({"url": self.stack.registry_url}) as client:
+        with SchemaRegistryClient(self.stack.registry_config()) as client:
             for topic, schema in (
                 (self.topics["events.signed"], catalog.signed_schema()),
                 (self.topics["audit.checkpoints"], catalog.checkpoint_schema()),
@@ -143,7 +143,7 @@ class RawProducer:
         self.topic = topic
         catalog = Catalog()
         self.schema = catalog.event_schema("payment")
-        with SchemaRegistryClient({"url": stack.registry_url}) as client:
+        with SchemaRegistryClient(stack.registry_config()) as client:
             found = client.lookup_schema(
                 subject_for("events.raw", self.schema), Schema(json.dumps(self.schema), "AVRO")
             )
@@ -205,7 +205,7 @@ def read_all(stack: Any, topic: str, decode: bool = True) -> list[tuple[int, int
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
     out = []
     decoder = None
-    with SchemaRegistryClient({"url": stack.registry_url}) as client:
+    with SchemaRegistryClient(stack.registry_config()) as client:
         if decode:
             decoder = Decoder(registry_lookup(client))
         done = {p for p, end in ends.items() if end == 0}
@@ -315,9 +315,7 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
     found = dead_letter_position(
         stack.kafka_settings(), dlq, source % 3, workers.topics["events.raw"], source
     )
-    newest = max(
-        int(h["dlq.offset"]) for _, h in dead if int(h["dlq.partition"]) == source
-    )
+    newest = max(int(h["dlq.offset"]) for _, h in dead if int(h["dlq.partition"]) == source)
     assert found == (newest, WHOLE)
 
 

@@ -97,3 +97,28 @@ def test_a_url_the_client_rejects_exits_2() -> None:
     result = CliRunner().invoke(app, ["schemas", "check", "--registry-url", "not a url"])
     assert result.exit_code == 2
     assert "bad schema registry settings" in result.output
+
+
+def test_the_stacks_operator_credential_goes_to_the_stacks_registry_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from sealstream.keys import write_private
+    from sealstream.settings import StackSettings
+
+    stack = StackSettings(dir=tmp_path, registry_port=28555)
+    write_private(stack.registry_operator_file, b"operator:pw")
+    for name in ("SEALSTREAM_REGISTRY_BASIC_AUTH_FILE", "SEALSTREAM_REGISTRY_BASIC_AUTH_USER_INFO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEALSTREAM_STACK_DIR", str(tmp_path))
+    monkeypatch.setenv("SEALSTREAM_STACK_REGISTRY_PORT", "28555")
+    seen: list[dict[str, Any]] = []
+
+    def client(settings: Any) -> FakeRegistry:
+        seen.append(settings.client_config())
+        return FakeRegistry()
+
+    monkeypatch.setattr(cli, "_client", client)
+    for url in (stack.registry_url, "http://other.example:8081"):
+        CliRunner().invoke(app, ["schemas", "register", "--registry-url", url, "--json"])
+    assert seen[0]["basic.auth.user.info"] == "operator:pw"
+    assert "basic.auth.user.info" not in seen[1]  # never sent to a registry that is not the stack's
