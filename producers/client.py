@@ -12,11 +12,15 @@
 - Retries back off exponentially with full jitter and honour ``Retry-After``.
 - Events rejected for their content (400/403/413/422) are returned, not retried.
 - ``verify`` checks a receipt's Ed25519 signature with the gateway's published keys.
+- HTTPS: the server certificate is always verified, against the system's CAs or ``ca_file``
+  (the local stack's is ``.sealstream/keys/tls/ca.pem``); ``client_cert=(cert, key)`` for a
+  gateway that requires mutual TLS. Verification cannot be switched off here.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -62,16 +66,22 @@ class SealstreamClient:
         max_backoff_s: float = 10.0,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        tls = ssl.create_default_context(cafile=ca_file)  # verifies the host name and chain
+        if client_cert is not None:
+            tls.load_cert_chain(*client_cert)
         self._http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
             transport=transport,
+            verify=tls,
         )
         self._keys: dict[str, Any] | None = None
 

@@ -37,7 +37,11 @@ def context(conn: HTTPConnection) -> RequestContext:
     correlation = given if given and _CORRELATION_RE.match(given) else request_id
     client = conn.client.host if conn.client else None
     agent = conn.headers.get("user-agent")
-    return RequestContext(request_id, correlation, client, agent[:256] if agent else None)
+    # the ASGI TLS extension (producers/tls.py puts it there): the verified client certificate
+    tls = conn.scope.get("extensions", {}).get("tls") or {}
+    return RequestContext(
+        request_id, correlation, client, agent[:256] if agent else None, tls.get("client_cert_name")
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

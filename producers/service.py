@@ -56,6 +56,7 @@ class RequestContext:
     correlation_id: str
     client_ip: str | None = None
     user_agent: str | None = None
+    client_cert: str | None = None  # the subject of a TLS client certificate (mutual TLS)
 
 
 @dataclass
@@ -473,6 +474,7 @@ class IngestService:
                     "decided_at": decided_at,
                     "client_ip": ctx.client_ip,
                     "user_agent": ctx.user_agent,
+                    "client_cert": ctx.client_cert,
                 }
             )
             records.append((topic, value, key, None, None))

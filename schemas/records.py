@@ -9,7 +9,7 @@ datetimes or integer Unix milliseconds on writing (``Millis``).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 Millis = dt.datetime | int
 
@@ -82,6 +82,7 @@ class Decision(TypedDict):
     client_ip: str | None
     user_agent: str | None
     detail: str | None
+    client_cert: NotRequired[str | None]  # a mutual-TLS client certificate's subject (absent: none)
 
 
 class Checkpoint(TypedDict):

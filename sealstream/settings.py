@@ -129,9 +129,7 @@ class RegistrySettings(BaseSettings):
         default=None, description="'user:password' for registries that require it."
     )
     basic_auth_file: Path | None = Field(
-        default=None,
-        description="A file (owner-only) holding 'user:password'; the local stack's operator "
-        "credential is <stack dir>/keys/registry-operator.secret.",
+        default=None, description="An owner-only file holding 'user:password' (for clients)."
     )
     users_file: Path | None = Field(
         default=None,
@@ -215,13 +213,11 @@ class StackSettings(BaseSettings):
         return self.dir.resolve() / "keys"
 
     @property
-    def registry_users_file(self) -> Path:
-        """The registry's users (hashed), made on the stack's first start."""
+    def registry_users_file(self) -> Path:  # the registry's users (hashed), made on first start
         return self.keys_dir / "registry-users.json"
 
     @property
-    def registry_operator_file(self) -> Path:
-        """``operator:<password>``: the credential that may change the stack's registry."""
+    def registry_operator_file(self) -> Path:  # operator:<password>, may change the registry
         return self.keys_dir / "registry-operator.secret"
 
     def kafka_settings(self) -> KafkaSettings:
@@ -286,6 +282,13 @@ class GatewaySettings(BaseSettings):
 
     host: str = LOCALHOST
     port: int = Field(default=18080, ge=1, le=65535)
+    # HTTPS with tls_cert_file/tls_key_file (PEM; the key owner-only), or when they are unset
+    # the local stack's own certificate (issued by its CA, <keys dir>/tls/ca.pem); mutual TLS
+    # with tls_client_ca_file: a client certificate signed by it is required, its subject audited
+    tls: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_events_per_batch: int = Field(default=500, ge=1)
     max_json_depth: int = Field(default=32, ge=2)

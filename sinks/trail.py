@@ -71,7 +71,7 @@ class TrailSource(Protocol):
 
 DECISION_FIELDS = (
     "decided_at", "subject", "action", "decision", "reason_code", "policy_version", "client_ip",
-    "user_agent",
+    "user_agent", "client_cert",
 )  # fmt: skip
 DEAD_LETTER_FIELDS = (
     "failed_at", "reason", "stage", "error_class", "message", "attempts", "source_topic",

@@ -23,6 +23,7 @@ def serve(
     import uvicorn
 
     from producers.app import build_gateway, create_app
+    from producers.tls import uvicorn_tls
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = settings_of(ctx)
@@ -30,6 +31,10 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     keys = config.keys
+    try:
+        tls = uvicorn_tls(settings, keys)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     gateway = build_gateway(settings, config.token_auth, config.kafka, config.registry, keys)
     uvicorn.run(
         create_app(gateway),
@@ -37,6 +42,7 @@ def serve(
         port=settings.port,
         access_log=False,
         log_level="info",
+        **tls,
     )
 
 

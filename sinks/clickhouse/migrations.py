@@ -312,6 +312,15 @@ MIGRATIONS = (
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        5,
+        "the TLS client certificate a decision's request came with (mutual TLS)",
+        ("ALTER TABLE {db}.audit_decisions ADD COLUMN IF NOT EXISTS client_cert Nullable(String)",),
+    ),
+)
+
 # Tables whose TTL follows ``hot_retention_days`` (kept in step by ``migrate``).
 TTL_TABLES = ("events", "events_by_id")
 

@@ -129,7 +129,7 @@ DECISION_SOURCES: dict[str, Source] = {
             "correlation_id",
         )
     },
-    **{name: optional(name) for name in ("client_ip", "user_agent", "detail")},
+    **{name: optional(name) for name in ("client_ip", "user_agent", "detail", "client_cert")},
     **KAFKA,
 }
 DECISION_COLUMNS = list(DECISION_SOURCES)

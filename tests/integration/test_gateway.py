@@ -370,8 +370,6 @@ def test_rate_limit_answers_429_with_headers(gateway: Any) -> None:
 def test_decisions_are_audited(gateway: Any) -> None:
     """Denials one record per event; the allowed events of a request one record per tenant
     and type (all are in Kafka when the 202 comes: the gateway awaits them)."""
-    from schemas.serde import Decoder
-
     correlation = f"audit-{uuid.uuid4().hex[:8]}"
     post(
         gateway,
@@ -379,14 +377,26 @@ def test_decisions_are_audited(gateway: Any) -> None:
         gateway.token(),
         **{"X-Correlation-ID": correlation},
     )
+    found = decisions_of(gateway.stack, correlation)
+    allowed = [r for r in found if r["decision"] == "ALLOW"]
+    denied = [r for r in found if r["decision"] == "DENY"]
+    assert len(allowed) == 1 and allowed[0]["reason_code"] == "ALLOW"
+    assert (allowed[0]["event_tenant"], allowed[0]["event_type"]) == ("acme", "payment")
+    assert sorted(r["event_tenant"] for r in denied) == ["globex", "initech"]
+    assert {r["reason_code"] for r in denied} == {"DENY_TENANT_MISMATCH"}
+    assert denied[0]["policy_version"].startswith("2026-11-22.1#")
+
+
+def decisions_of(stack: Any, correlation: str) -> list[dict[str, Any]]:
+    """The decision records on audit.decisions with ``correlation`` (read to its end)."""
     consumer = Consumer(
-        gateway.stack.kafka_settings().client_config(
+        stack.kafka_settings().client_config(
             group_id=f"a-{uuid.uuid4()}", auto_offset_reset="earliest", enable_partition_eof=True
         )
     )
     consumer.subscribe(["audit.decisions"])
     found: list[dict[str, Any]] = []
-    with SchemaRegistryClient(gateway.stack.registry_config()) as client:
+    with SchemaRegistryClient(stack.registry_config()) as client:
         decoder = Decoder(registry_lookup(client))
         deadline = time.monotonic() + 30
         at_end: set[int] = set()
@@ -406,13 +416,7 @@ def test_decisions_are_audited(gateway: Any) -> None:
                     found.append(record)
         finally:
             consumer.close()
-    allowed = [r for r in found if r["decision"] == "ALLOW"]
-    denied = [r for r in found if r["decision"] == "DENY"]
-    assert len(allowed) == 1 and allowed[0]["reason_code"] == "ALLOW"
-    assert (allowed[0]["event_tenant"], allowed[0]["event_type"]) == ("acme", "payment")
-    assert sorted(r["event_tenant"] for r in denied) == ["globex", "initech"]
-    assert {r["reason_code"] for r in denied} == {"DENY_TENANT_MISMATCH"}
-    assert denied[0]["policy_version"].startswith("2026-11-22.1#")
+    return found
 
 
 def test_kafka_down_gives_503_and_every_202_is_in_kafka(gateway: Any) -> None:
