@@ -95,3 +95,27 @@ def rotate(
             f"{which.value}: active key is now {ring.active}; verifies {described['key_ids']}"
         )
         console.print(f"restart what uses it: {READERS[which]}")
+
+
+@app.command("client-cert")
+def client_cert(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The client's name: its certificate's CN."),
+) -> None:
+    """Issue a TLS client certificate from the local stack's CA, for a gateway with mutual
+    TLS (SEALSTREAM_GATEWAY_TLS_CLIENT_CA_FILE=<keys dir>/tls/ca.pem); prints the files."""
+    import re
+
+    from sealstream.tls import ensure_ca, issue
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name in ("ca", "gateway"):
+        raise UsageError(
+            "a client name is 1-64 letters, digits, '.', '_' or '-', not ca or gateway", stdout=True
+        )
+    keys = settings_of(ctx).keys.dir
+    issued = issue(keys, name)
+    typer.echo(
+        json.dumps(
+            {"cert": str(issued.cert), "key": str(issued.key), "ca": str(ensure_ca(keys).cert)}
+        )
+    )

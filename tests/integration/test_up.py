@@ -5,6 +5,7 @@ by the supervisor and a second demo still reconciles, and Ctrl-C stops everythin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -119,6 +120,38 @@ def _by_tenant_type(
 
 
 @pytest.mark.timeout(900)
+def _generated_secrets(keys: Path) -> dict[str, str]:
+    """Every secret the stack generated, as text that would show if it leaked."""
+    found: dict[str, str] = {}
+    for name in ("hmac.json", "jwt-hs256.json"):
+        for kid, value in json.loads((keys / name).read_text())["keys"].items():
+            found[f"{name}:{kid}"] = value.removeprefix("base64:")
+    found["registry operator"] = (keys / "registry-operator.secret").read_text().split(":", 1)[1]
+    pem = (keys / "receipt-ed25519.pem").read_text().splitlines()
+    found["receipt key"] = "".join(line for line in pem if not line.startswith("-----"))
+    assert all(len(v) >= 32 for v in found.values()), found.keys()
+    return found
+
+
+def _no_generated_secret_leaks(stack_dir: Path, up_log: Path, up_pid: int) -> None:
+    """No generated secret in up.env, any log, or any process's arguments or environment."""
+    secrets = _generated_secrets(stack_dir / "keys")
+    pids = [
+        up_pid,
+        *(s["pid"] for s in json.loads((stack_dir / "up.json").read_text())["services"]),
+    ]
+    places = {str(p): p.read_bytes() for p in [stack_dir / "up.env", up_log]}
+    places |= {str(p): p.read_bytes() for p in (stack_dir / "logs").glob("*.log")}
+    for pid in filter(None, pids):
+        for what in ("cmdline", "environ"):
+            with contextlib.suppress(OSError):
+                places[f"/proc/{pid}/{what}"] = Path(f"/proc/{pid}/{what}").read_bytes()
+    assert len(places) >= 8, sorted(places)
+    leaks = [(name, where) for name, secret in secrets.items() for where, text in places.items()
+             if secret.encode() in text]  # fmt: skip
+    assert leaks == []
+
+
 def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -186,6 +219,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         assert _by_tenant_type(cold_sink, stored, sink="objects") == accepted
         rejected = _by_tenant_type(gateway, "sealstream_gateway_events_rejected_total")
         assert sum(rejected.values()) == sum(summary["rejected"].values())
+        _no_generated_secret_leaks(stack_dir, output, up.pid)
 
         # the dashboard, in headless Chromium, while more events flow
         dashboard = f"http://127.0.0.1:{env['SEALSTREAM_UP_DASHBOARD_PORT']}/dashboard"
