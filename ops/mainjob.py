@@ -39,7 +39,21 @@ def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
     # topics a process creates itself (the worker's changelog) are replicated like the stack's
     env["SEALSTREAM_KAFKA_REPLICATION_FACTOR"] = str(stack.replication_factor)
     env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
+    env["SEALSTREAM_STACK_SECURITY"] = stack.security
+    if stack.security == "sasl_ssl":  # this process and the CLI act as the operator
+        from sealstream.principals import OPERATOR, client_env
+
+        env.update(client_env(stack, OPERATOR))
     return env
+
+
+def role_env(stack: StackSettings, role: str) -> dict[str, str]:
+    """A supervised process's own Kafka principal on a secured stack (else nothing)."""
+    if stack.security != "sasl_ssl":
+        return {}
+    from sealstream.principals import client_env
+
+    return client_env(stack, role)
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
@@ -48,7 +62,8 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
     lines = [
         f"{k}={shlex.quote(v)}"
         for k, v in sorted(env.items())
-        if k.startswith("SEALSTREAM_") and not any(s in k for s in SECRET_PARTS)
+        if k.startswith("SEALSTREAM_")
+        and (k.endswith("_FILE") or not any(s in k for s in SECRET_PARTS))  # paths, not secrets
     ]
     path.unlink(missing_ok=True)
     write_private(path, ("\n".join(lines) + "\n").encode())
@@ -59,11 +74,13 @@ def services(settings: Settings) -> list[Any]:
     from ops.supervisor import Service
 
     up, gateway, clickhouse = settings.up, settings.gateway, settings.clickhouse
+    stack = settings.stack
     workers = [
         Service(
             f"worker-{i + 1}",
             ["worker"],
             {
+                **role_env(stack, "worker"),
                 "SEALSTREAM_WORKER_METRICS_PORT": str(up.worker_metrics_port + i),
                 "SEALSTREAM_WORKER_DATA_DIR": f"{os.environ['SEALSTREAM_WORKER_DATA_DIR']}-{i + 1}",
             },
@@ -73,13 +90,15 @@ def services(settings: Settings) -> list[Any]:
     ]
     return [
         Service("sink-clickhouse", ["sink", "clickhouse"],
-                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-clickhouse"},
+                {**role_env(stack, "sink-clickhouse"),
+                 "SEALSTREAM_SINK_INSTANCE_ID": "up-sink-clickhouse"},
                 f"http://{clickhouse.query_host}:{clickhouse.query_port}/healthz"),
         Service("sink-objects", ["sink", "objects"],
-                {"SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
+                {**role_env(stack, "sink-objects"),
+                 "SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
                 f"http://127.0.0.1:{up.objects_metrics_port}/metrics"),
         *workers,
-        Service("gateway", ["gateway"], {},
+        Service("gateway", ["gateway"], role_env(stack, "gateway"),
                 f"http://{gateway.host}:{gateway.port}/healthz"),
     ]  # fmt: skip
 

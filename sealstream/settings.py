@@ -76,6 +76,7 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(default=None, description="Owner-only password file.")
     ssl_ca_location: Path | None = None
     replication_factor: int = Field(default=1, ge=1, description="For topics the stack creates.")
     client_id: str = "sealstream"
@@ -98,6 +99,10 @@ class KafkaSettings(BaseSettings):
             config["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             config["sasl.password"] = self.sasl_password.get_secret_value()
+        elif self.sasl_password_file is not None:
+            from sealstream.keys import read_private
+
+            config["sasl.password"] = read_private(self.sasl_password_file).decode().strip()
         if self.ssl_ca_location is not None:
             config["ssl.ca.location"] = str(self.ssl_ca_location)
         for key, value in overrides.items():
@@ -156,32 +161,23 @@ class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEALSTREAM_STACK_", extra="ignore")
 
     dir: Path = Field(default=Path(".sealstream"), description="Data, logs and pid files.")
-    cache_dir: Path = Field(
-        default_factory=lambda: Path(user_cache_dir("sealstream")),
-        description="Where resolved Kafka jars are cached across stacks.",
-    )
+    # where resolved Kafka jars are cached across stacks
+    cache_dir: Path = Field(default_factory=lambda: Path(user_cache_dir("sealstream")))
     host: str = LOCALHOST
     kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1, le=65535)
     controller_port: int = Field(default=DEFAULT_CONTROLLER_PORT, ge=1, le=65535)
     registry_port: int = Field(default=DEFAULT_REGISTRY_PORT, ge=1, le=65535)
     kafka_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$")
+    # sasl_ssl: TLS listeners, a SASL user per role, ACLs (ops/stack/security.py)
+    security: str = Field(default="plaintext", pattern="^(plaintext|sasl_ssl)$")
     start_timeout_s: float = Field(default=120.0, gt=0)
     default_partitions: int = Field(default=6, ge=1)
-    brokers: int = Field(
-        default=1,
-        ge=1,
-        le=5,
-        description="Kafka brokers, each also a KRaft controller; 3 gives a replicated cluster "
-        "(replication factor 3, min.insync.replicas 2).",
-    )
-    more_kafka_ports: list[int] = Field(
-        default_factory=list,
-        description="Ports of brokers 2..n (JSON list); default kafka_port + 10, + 20, ...",
-    )
-    more_controller_ports: list[int] = Field(
-        default_factory=list,
-        description="Controller ports of brokers 2..n; default controller_port + 10, + 20, ...",
-    )
+    # Kafka brokers, each also a KRaft controller; 3 gives a replicated cluster (replication
+    # factor 3, min.insync.replicas 2). Ports of brokers 2..n (JSON lists): by default the first
+    # broker's + 10, + 20, ...
+    brokers: int = Field(default=1, ge=1, le=5)
+    more_kafka_ports: list[int] = Field(default_factory=list)
+    more_controller_ports: list[int] = Field(default_factory=list)
 
     def _ports(self, first: int, more: list[int]) -> list[int]:
         rest = more[: self.brokers - 1]
@@ -220,8 +216,12 @@ class StackSettings(BaseSettings):
     def registry_operator_file(self) -> Path:  # operator:<password>, may change the registry
         return self.keys_dir / "registry-operator.secret"
 
-    def kafka_settings(self) -> KafkaSettings:
-        """Client settings pointing at this stack's brokers."""
+    def kafka_settings(self, user: str = "admin") -> KafkaSettings:
+        """Client settings pointing at this stack's brokers (as ``user`` when it is secured)."""
+        if self.security == "sasl_ssl":
+            from sealstream.principals import client_settings
+
+            return client_settings(self, user)
         return KafkaSettings(
             bootstrap_servers=self.bootstrap_servers, replication_factor=self.replication_factor
         )

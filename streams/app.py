@@ -21,6 +21,8 @@ agent (``streams/agent.py``), its timer and the rebalance signals; the agent wri
 
 from __future__ import annotations
 
+import ssl
+
 import faust
 
 from schemas.serde import Encoder
@@ -45,10 +47,31 @@ def _broker(kafka: KafkaSettings) -> str:
     return ";".join(f"kafka://{host}" for host in kafka.bootstrap_servers.split(","))
 
 
+def _credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """faust's (aiokafka's) form of the broker security librdkafka clients get from
+    :meth:`KafkaSettings.client_config`: TLS verified against the configured CA, SASL."""
+    protocol = kafka.security_protocol.value
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        cafile = str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
+        context = ssl.create_default_context(cafile=cafile)
+    if not protocol.startswith("SASL"):
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.client_config().get("sasl.password"),
+        ssl_context=context,
+        mechanism=kafka.sasl_mechanism or "PLAIN",
+    )
+
+
 def _faust_app(settings: WorkerSettings, kafka: KafkaSettings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=_broker(kafka),
+        broker_credentials=_credentials(kafka),
         processing_guarantee=settings.processing_guarantee,
         store="memory://",
         topic_partitions=settings.partitions,

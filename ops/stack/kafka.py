@@ -143,6 +143,10 @@ def server_properties(settings: StackSettings, data_dir: Path, node: int = 1) ->
         "share.coordinator.state.topic.replication.factor": str(replicas),
         "share.coordinator.state.topic.min.isr": str(min_isr),
     }
+    if settings.security == "sasl_ssl":
+        from ops.stack.security import broker_properties
+
+        lines.update(broker_properties(settings, host, port, controller))
     if settings.brokers == 1:
         lines["controller.quorum.bootstrap.servers"] = f"{host}:{controller}"
     else:

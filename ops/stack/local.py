@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from ops.stack import kafka as runtime
 from ops.stack.process import ManagedProcess, StackError
 from schemas.registry.auth import ensure_operator
+from sealstream.keys import write_private
 from sealstream.settings import StackSettings
 from sealstream.topics import ensure_topics, pipeline_topics
 
@@ -75,6 +76,7 @@ class LocalStack:
                 "controller_port",
                 "registry_port",
                 "kafka_heap",
+                "security",
                 "default_partitions",
                 "brokers",
                 "more_kafka_ports",
@@ -190,6 +192,11 @@ class LocalStack:
         ensure_topics(
             self.settings.kafka_settings(), pipeline_topics(self.settings.default_partitions)
         )
+        if self.settings.security == "sasl_ssl":
+            from ops.stack.security import apply
+
+            self.progress("creating Kafka users and ACLs")
+            apply(self.settings.kafka_settings("admin"), self.settings)
         self._start_registry()
         return self.status()
 
@@ -265,8 +272,9 @@ class LocalStack:
         kafka_dir = self.dir / name
         data = kafka_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        properties = kafka_dir / "server.properties"
-        properties.write_text(runtime.server_properties(self.settings, data, node))
+        properties = kafka_dir / "server.properties"  # owner-only: a secured one holds secrets
+        properties.unlink(missing_ok=True)
+        write_private(properties, runtime.server_properties(self.settings, data, node).encode())
         if runtime.format_storage(libs, properties, data, cluster_id):
             self.progress(f"formatted a new KRaft log directory for {name}")
         self.progress(f"starting Kafka ({name})")
@@ -289,6 +297,7 @@ class LocalStack:
             **os.environ,
             "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "SEALSTREAM_REGISTRY_USERS_FILE": str(reg.users_file),
+            **self._principal_env("registry"),
             "SEALSTREAM_REGISTRY_HOST": reg.host,
             "SEALSTREAM_REGISTRY_PORT": str(reg.port),
             "SEALSTREAM_REGISTRY_TOPIC": reg.topic,
@@ -299,6 +308,14 @@ class LocalStack:
         env.pop("KAFKA_BOOTSTRAP", None)
         self.registry.start([sys.executable, "-m", "schemas.registry"], env=env)
         self._wait("registry", self.registry, self.registry_healthy)
+
+    def _principal_env(self, user: str) -> dict[str, str]:
+        """How a process of ``user``'s role reaches a secured stack's brokers (else nothing)."""
+        if self.settings.security != "sasl_ssl":
+            return {}
+        from sealstream.principals import client_env
+
+        return client_env(self.settings, user)
 
     def _wait(
         self,
