@@ -122,6 +122,7 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
             kafka_port=base_port,
             controller_port=base_port + 1,
             registry_port=base_port - 1000,
+            security="plaintext",  # the benchmarks' own clients speak PLAINTEXT
         ),
         progress=console.log,
     )

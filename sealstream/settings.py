@@ -169,7 +169,7 @@ class StackSettings(BaseSettings):
     registry_port: int = Field(default=DEFAULT_REGISTRY_PORT, ge=1, le=65535)
     kafka_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$")
     # sasl_ssl: TLS listeners, a SASL user per role, ACLs (ops/stack/security.py)
-    security: str = Field(default="plaintext", pattern="^(plaintext|sasl_ssl)$")
+    security: str = Field(default="sasl_ssl", pattern="^(plaintext|sasl_ssl)$")
     start_timeout_s: float = Field(default=120.0, gt=0)
     default_partitions: int = Field(default=6, ge=1)
     # Kafka brokers, each also a KRaft controller; 3 gives a replicated cluster (replication

@@ -118,6 +118,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         controller_port=controller_port,
         registry_port=registry_port,
         default_partitions=3,
+        # the suite's own clients still speak PLAINTEXT; the secured default (SASL_SSL, ACLs)
+        # is tested by test_kafka_security.py and test_up.py
+        security="plaintext",
     )
     local = LocalStack(settings)
     try:

@@ -127,6 +127,9 @@ def _generated_secrets(keys: Path) -> dict[str, str]:
         for kid, value in json.loads((keys / name).read_text())["keys"].items():
             found[f"{name}:{kid}"] = value.removeprefix("base64:")
     found["registry operator"] = (keys / "registry-operator.secret").read_text().split(":", 1)[1]
+    for path in sorted((keys / "kafka").glob("*.secret")):  # every Kafka principal's password
+        found[f"kafka {path.stem}"] = path.read_text().strip()
+    assert {"kafka gateway", "kafka worker", "kafka admin", "kafka broker"} <= set(found)
     pem = (keys / "receipt-ed25519.pem").read_text().splitlines()
     found["receipt key"] = "".join(line for line in pem if not line.startswith("-----"))
     assert all(len(v) >= 32 for v in found.values()), found.keys()

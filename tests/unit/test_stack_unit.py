@@ -15,13 +15,41 @@ from sealstream.settings import StackSettings
 
 
 def test_server_properties_use_configured_ports(tmp_path: Path) -> None:
-    settings = StackSettings(dir=tmp_path, kafka_port=31000, controller_port=31001)
+    settings = StackSettings(
+        dir=tmp_path, kafka_port=31000, controller_port=31001, security="plaintext"
+    )
     text = runtime.server_properties(settings, tmp_path / "data")
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:31000,CONTROLLER://127.0.0.1:31001"
     assert props["process.roles"] == "broker,controller"
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.dirs"] == str(tmp_path / "data")
+
+
+def test_a_secured_broker_authenticates_every_listener_and_denies_by_default(
+    tmp_path: Path,
+) -> None:
+    from sealstream.principals import secret_file
+
+    settings = StackSettings(dir=tmp_path, kafka_port=31000, controller_port=31001)
+    assert settings.security == "sasl_ssl"  # the default
+    text = runtime.server_properties(settings, tmp_path / "data")
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert "PLAINTEXT" not in props["listeners"]
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["super.users"] == "User:broker;User:admin"
+    assert props["ssl.keystore.key"].startswith("-----BEGIN PRIVATE KEY-----\\n")
+    for user in ("broker", "admin"):  # passwords only in the JAAS lines of an owner-only file
+        secret = secret_file(settings.keys_dir, user).read_text()
+        assert [k for k, v in props.items() if secret in v] == [
+            "listener.name.sasl_ssl.plain.sasl.jaas.config",
+            "listener.name.controller.plain.sasl.jaas.config",
+        ]
+    client = settings.kafka_settings("gateway").client_config()
+    assert client["security.protocol"] == "SASL_SSL" and client["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert client["sasl.username"] == "gateway" and client["ssl.ca.location"].endswith("ca.pem")
 
 
 def test_a_three_broker_stack_is_a_replicated_kraft_quorum(tmp_path: Path) -> None:
@@ -37,7 +65,7 @@ def test_a_three_broker_stack_is_a_replicated_kraft_quorum(tmp_path: Path) -> No
         for line in runtime.server_properties(settings, tmp_path / "d", node=2).splitlines()
     )
     assert lines["node.id"] == "2"
-    assert lines["listeners"] == "PLAINTEXT://127.0.0.1:29500,CONTROLLER://127.0.0.1:29103"
+    assert lines["listeners"] == "SASL_SSL://127.0.0.1:29500,CONTROLLER://127.0.0.1:29103"
     assert lines["controller.quorum.voters"] == (
         "1@127.0.0.1:29093,2@127.0.0.1:29103,3@127.0.0.1:29113"
     )
