@@ -42,7 +42,9 @@ WRITE, READ = "write", "read"
 ROLES = frozenset({WRITE, READ})
 OPERATOR = "operator"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
-_REGISTER = re.compile(r"^/subjects/[^/]+/versions/?$")
+# the only requests with a body that change nothing: a lookup and a compatibility check
+_LOOKUP = re.compile(r"^/subjects/[^/]+/?$")
+_CHECK = re.compile(r"^/compatibility/subjects/[^/]+/versions(/[^/]+)?/?$")
 REALM = 'Basic realm="sealstream-registry", charset="UTF-8"'
 
 
@@ -115,11 +117,12 @@ def ensure_operator(users_file: Path, client_file: Path) -> bool:
 
 
 def is_mutation(method: str, path: str) -> bool:
-    """Registering, deleting and setting config or mode; ``POST /subjects/{s}`` (a lookup) and
-    ``POST /compatibility/...`` (a check) change nothing."""
-    if method in ("PUT", "DELETE"):
-        return True
-    return method == "POST" and bool(_REGISTER.match(path))
+    """Whether a request may change the registry, deny-by-default: every method but GET, HEAD
+    and OPTIONS does, except ``POST /subjects/{s}`` (a lookup) and ``POST /compatibility/...``
+    (a check). A route added later is guarded until it is listed here as a read."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return not (method == "POST" and (_LOOKUP.match(path) or _CHECK.match(path)))
 
 
 class BasicAuth:

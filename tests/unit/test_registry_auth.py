@@ -56,8 +56,14 @@ def _client(users_file: Path, reads_need_auth: bool = False) -> tuple[TestClient
         ("PUT", "/config/s-value", True),
         ("DELETE", "/config/s-value", True),
         ("PUT", "/mode", True),
+        ("POST", "/subjects/s-value/versions/1", True),  # no such route: still guarded
+        ("PATCH", "/subjects/s-value", True),
+        ("POST", "/mode", True),
+        ("POST", "/subjects/s-value/versions/1/schema", True),
         ("POST", "/subjects/s-value", False),  # a lookup
         ("POST", "/compatibility/subjects/s-value/versions/latest", False),  # a check
+        ("POST", "/compatibility/subjects/s-value/versions", False),
+        ("HEAD", "/subjects", False),
         ("GET", "/subjects", False),
         ("GET", "/schemas/ids/1", False),
     ],
