@@ -29,9 +29,29 @@ from sealstream.settings import (
 class Settings:
     """Every component's settings the operator tools read, each loaded once, when first used."""
 
+    # the Kafka principal a command run by hand on the secured local stack uses (a service's
+    # command names its own role before it reads ``kafka``; `up` sets each one's explicitly)
+    kafka_role = "operator"
+
     @cached_property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings()
+        """The environment's Kafka settings; when they name no security and point at the
+        secured local stack, that stack's credentials for ``kafka_role`` (so commands in
+        another shell need no set-up; never sent to brokers other than the stack's)."""
+        kafka = KafkaSettings()
+        if kafka.security_protocol != "PLAINTEXT" or kafka.sasl_username is not None:
+            return kafka
+        from ops.stack.local import LocalStack
+
+        base = StackSettings()
+        stack = StackSettings.model_validate(
+            {**base.model_dump(), **LocalStack.saved_overrides(base.dir)}
+        )
+        if stack.security != "sasl_ssl" or kafka.bootstrap_servers != stack.bootstrap_servers:
+            return kafka
+        if not (stack.keys_dir / "kafka").is_dir():  # that stack never started secured
+            return kafka
+        return stack.kafka_settings(self.kafka_role)
 
     @cached_property
     def registry(self) -> RegistrySettings:

@@ -27,6 +27,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = settings_of(ctx)
+    config.kafka_role = "gateway"  # its own principal on the secured local stack
     settings = config.gateway.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )

@@ -48,6 +48,7 @@ def sink_clickhouse(
 
     _logging(loglevel)
     settings = settings_of(ctx)
+    settings.kafka_role = "sink-clickhouse"  # its own principal on the secured local stack
     kafka, registry, clickhouse = settings.kafka, settings.registry, settings.clickhouse
     sink = settings.sink
     _metrics(sink, sink.clickhouse_metrics_port)
@@ -80,6 +81,7 @@ def sink_objects(
 
     _logging(loglevel)
     settings = settings_of(ctx)
+    settings.kafka_role = "sink-objects"  # its own principal on the secured local stack
     sink = settings.sink
     _metrics(sink, sink.objects_metrics_port)
     runner = object_runner(settings.kafka, settings.registry, settings.objects, sink)

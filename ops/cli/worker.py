@@ -20,6 +20,7 @@ def worker(
     from streams.app import build_processor, create_app
 
     config = settings_of(ctx)
+    config.kafka_role = "worker"  # its own principal on the secured local stack
     settings, kafka, keys = config.worker, config.kafka, config.keys
     signing = load_hmac_keyring(keys)
     processor, checkpoint_encoder = build_processor(
