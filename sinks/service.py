@@ -52,6 +52,17 @@ def clickhouse_runner(
     client = connect(clickhouse)
     report = migrate(client, clickhouse)
     log.info("clickhouse %s migrations %s", clickhouse.dsn, report.as_dict())
+    if not clickhouse.embedded:  # a server: its roles, row policies and users (roles.py)
+        from sinks.clickhouse.roles import AccessSettings, apply_access
+
+        try:
+            log.info(
+                "clickhouse access: %d statements",
+                apply_access(client, clickhouse, AccessSettings()),
+            )
+        except Exception as exc:  # a server whose access is managed elsewhere: say so, go on
+            log.warning("clickhouse access control not applied (%s): grant the roles of "
+                        "sinks/clickhouse/roles.py by other means", exc)  # fmt: skip
     topics = [
         sink.signed_topic,
         sink.decisions_topic,

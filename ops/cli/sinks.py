@@ -108,17 +108,33 @@ def migrate(
         client = open_hot(settings, write=True).client
         assert client is not None
         report = apply(client, settings)
+        access = 0 if settings.embedded else _apply_access(client, settings)
     except EngineBusy as exc:
         raise Unreachable(str(exc)) from exc
     except MigrationError as exc:
         raise Refused(str(exc)) from exc
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        typer.echo(json.dumps({**report.as_dict(), "access_statements": access}))
         return
     console.print(
         f"applied {report.applied or 'nothing'}, already applied {report.already}"
         + (f", TTL updated on {report.ttl_changed}" if report.ttl_changed else "")
+        + (f"; roles, row policies and users: {access} statements" if access else "")
     )
+
+
+def _apply_access(client: Any, settings: Any) -> int:
+    """A server's roles and row policies (sinks/clickhouse/roles.py), or Refused saying why."""
+    from sinks.clickhouse.roles import AccessSettings, apply_access
+
+    try:
+        return apply_access(client, settings, AccessSettings())
+    except Exception as exc:  # the server's own refusal (no access management), a bad tenant
+        raise Refused(
+            f"schema migrated, but access control was not applied: {exc}. The user needs "
+            "access management (CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT=1 or access_management "
+            "in users.xml)"
+        ) from exc
 
 
 def _print_table(result: dict[str, Any]) -> None:

@@ -60,8 +60,10 @@ def environment(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def known_variables() -> set[str]:
+    from sinks.clickhouse import roles  # a model of its own: what migrate grants on a server
+
     names: set[str] = set()
-    for obj in vars(settings_module).values():
+    for obj in [*vars(settings_module).values(), roles.AccessSettings]:
         if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
             prefix = obj.model_config.get("env_prefix", "")
             for field_name in obj.model_fields:

@@ -120,9 +120,19 @@ def test_the_data_sources_reach_the_compose_services() -> None:
     env = services["clickhouse"]["environment"]
     assert clickhouse["host"] == "clickhouse" and clickhouse["port"] == 8123
     assert clickhouse["protocol"] == "http"
-    assert clickhouse["username"] == env["CLICKHOUSE_USER"]
-    assert sources[CLICKHOUSE_PLUGIN]["secureJsonData"]["password"] == env["CLICKHOUSE_PASSWORD"]
     sink = services["sink-clickhouse"]["environment"]
+    # Grafana reads as the read-only analyst the sink makes, not as the sink's own user
+    from sealstream.settings import ClickHouseSettings
+    from sinks.clickhouse.roles import GRAFANA, access_statements, tenant_role
+
+    assert clickhouse["username"] == GRAFANA != env["CLICKHOUSE_USER"]
+    password = sources[CLICKHOUSE_PLUGIN]["secureJsonData"]["password"]
+    assert password == sink["SEALSTREAM_CLICKHOUSE_ACCESS_GRAFANA_PASSWORD"]
+    assert password != env["CLICKHOUSE_PASSWORD"]
+    tenant = sink["SEALSTREAM_CLICKHOUSE_ACCESS_GRAFANA_TENANT"]
+    ddl = access_statements(ClickHouseSettings(), [tenant], password, tenant)
+    assert f"GRANT {tenant_role(tenant)} TO {GRAFANA}" in ddl
+    assert not [s for s in ddl if GRAFANA in s and ("INSERT" in s or "sealstream_writer" in s)]
     assert clickhouse["defaultDatabase"] == sink.get("SEALSTREAM_CLICKHOUSE_DATABASE", "sealstream")
     assert sources["prometheus"]["url"] == "http://prometheus:9090"
     assert "9090:9090" in services["prometheus"]["ports"]
