@@ -17,7 +17,7 @@ from ops.settings import Settings
 from sealstream.keys import write_private
 from sealstream.settings import ClickHouseSettings, StackSettings, UpSettings
 
-SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN")
+SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN", "USER_INFO")
 
 
 def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:

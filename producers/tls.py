@@ -41,7 +41,7 @@ class TLSHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
+            self.scope.setdefault("extensions", {})["tls"] = self._tls  # type: ignore[assignment]
 
 
 def uvicorn_tls(settings: GatewaySettings, keys: KeySettings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sealstream.keys import read_private, write_private
 from sealstream.settings import KafkaSettings, SecurityProtocol, StackSettings
-from sealstream.tls import ensure_ca
+from sealstream.tls import tls_dir
 
 SCRAM = "SCRAM-SHA-512"
 SUPER_USERS = ("broker", "admin")
@@ -48,7 +48,8 @@ def client_settings(stack: StackSettings, user: str) -> KafkaSettings:
         sasl_mechanism="PLAIN" if user in SUPER_USERS else SCRAM,
         sasl_username=user,
         sasl_password_file=secret_file(stack.keys_dir, user),
-        ssl_ca_location=ensure_ca(stack.keys_dir).cert,
+        # read, never made here: a client must not replace the stack's trust anchor
+        ssl_ca_location=tls_dir(stack.keys_dir) / "ca.pem",
     )
 
 

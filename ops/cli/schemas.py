@@ -69,10 +69,16 @@ def _settings(ctx: typer.Context, url: str | None) -> RegistrySettings:
     settings = settings_of(ctx).registry if url is None else RegistrySettings(url=url)
     if settings.basic_auth_user_info is not None or settings.basic_auth_file is not None:
         return settings
+    from ops.stack.local import LocalStack
+
     stack = stack_settings(saved_first=True)
-    if settings.url.rstrip("/") == stack.registry_url and stack.registry_operator_file.exists():
-        return settings.model_copy(update={"basic_auth_file": stack.registry_operator_file})
-    return settings
+    if settings.url.rstrip("/") != stack.registry_url or not stack.registry_operator_file.exists():
+        return settings
+    # only while the stack's own registry process runs: whatever else listens on its port
+    # (another user's, while the stack is down) never gets the password
+    if LocalStack(stack).registry.pid() is None:
+        return settings
+    return settings.model_copy(update={"basic_auth_file": stack.registry_operator_file})
 
 
 def _client(settings: RegistrySettings) -> SchemaRegistryClient:

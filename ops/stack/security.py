@@ -88,6 +88,7 @@ class Grant:
     name: str
     operations: tuple[str, ...]
     prefixed: bool = False
+    deny: bool = False  # Kafka applies a DENY before any ALLOW
 
 
 def acls(topics: TopicSettings | None = None) -> dict[str, list[Grant]]:
@@ -118,7 +119,7 @@ def acls(topics: TopicSettings | None = None) -> dict[str, list[Grant]]:
         groups,
     ]
     worker_app = "sealstream-processor-"  # faust: changelog topics, transactional ids
-    return {
+    grants: dict[str, list[Grant]] = {
         GATEWAY: [
             *(topic(n, write) for n in (t.raw, t.decisions, t.receipts)),
             *(topic(n, read) for n in (t.receipts, t.revocations, t.tenants)),
@@ -145,9 +146,21 @@ def acls(topics: TopicSettings | None = None) -> dict[str, list[Grant]]:
             # replaying a dead letter writes it back to events.raw: the operator may write there
             *(topic(n, write) for n in (t.raw, t.dlq_replays, t.revocations, t.tenants)),
             topic(t.decisions, write),  # operator actions are audited like every decision
+            # dead-letter replays and purges are transactional (streams/dlq.py ReplayWriter)
+            Grant("transactional_id", "sealstream-dlq-replay-", ("WRITE", "DESCRIBE"), True),
             groups,
         ],
     }
+    # every role may make throwaway groups under sealstream-, but none may join or commit in
+    # the long-lived group of another (a commit there would make that stage skip records)
+    owned = {WORKER: "sealstream-processor", SINK_CLICKHOUSE: "sealstream-sink-clickhouse",
+             SINK_OBJECTS: "sealstream-sink-objects"}  # fmt: skip
+    for role, role_grants in grants.items():
+        for owner, group in owned.items():
+            if owner != role:  # the operator may still look at their offsets (verify does)
+                ops = ("READ",) if role == OPERATOR else ("READ", "DESCRIBE")
+                role_grants.append(Grant("group", group, ops, deny=True))
+    return grants
 
 
 def apply(admin_settings: KafkaSettings, stack: StackSettings) -> None:
@@ -179,7 +192,7 @@ def apply(admin_settings: KafkaSettings, stack: StackSettings) -> None:
         "cluster": ResourceType.BROKER,
     }
     wanted = {
-        (kinds[g.resource], g.name, g.prefixed, f"User:{user}", op)
+        (kinds[g.resource], g.name, g.prefixed, f"User:{user}", op, g.deny)
         for user, grants in acls().items()
         for g in grants
         for op in g.operations
@@ -192,9 +205,9 @@ def apply(admin_settings: KafkaSettings, stack: StackSettings) -> None:
             principal,
             "*",
             AclOperation[op],
-            AclPermissionType.ALLOW,
+            AclPermissionType.DENY if deny else AclPermissionType.ALLOW,
         )
-        for kind, name, prefixed, principal, op in sorted(wanted, key=str)
+        for kind, name, prefixed, principal, op, deny in sorted(wanted, key=str)
     ]
     for future in admin.create_acls(bindings).values():
         future.result(30)

@@ -134,8 +134,15 @@ class BasicAuth:
     on every request pay it once."""
 
     def __init__(self, app: ASGIApp, users: dict[str, User], reads_need_auth: bool) -> None:
+        import anyio
+
         self.app, self.users, self.reads_need_auth = app, users, reads_need_auth
         self._passed: dict[bytes, User] = {}
+        # at most 2 password checks at once, on threads of their own: a flood of wrong
+        # passwords costs 2 x 16 MiB and queues, instead of filling the thread pool the
+        # registry's writes also run on
+        self._checks = anyio.CapacityLimiter(2)
+        self._nobody = User("", frozenset(), b"\0" * 16, b"\0" * 32)  # same cost, never passes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/health":
@@ -160,7 +167,7 @@ class BasicAuth:
         await self.app(scope, receive, send)
 
     async def _user(self, scope: Scope) -> User | None:
-        from starlette.concurrency import run_in_threadpool
+        import anyio
 
         header = dict(scope["headers"]).get(b"authorization", b"")
         if header[:6].lower() != b"basic ":
@@ -175,7 +182,10 @@ class BasicAuth:
         except (binascii.Error, UnicodeDecodeError):
             return None
         user = self.users.get(name)
-        if user is None or not await run_in_threadpool(user.check, password):
+        # an unknown name costs the same scrypt: timing does not tell which names exist
+        checked = user or self._nobody
+        ok = await anyio.to_thread.run_sync(checked.check, password, limiter=self._checks)
+        if user is None or not ok:
             return None
         if len(self._passed) >= 256:
             self._passed.clear()

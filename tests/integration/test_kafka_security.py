@@ -134,3 +134,35 @@ def test_each_role_reads_only_what_it_needs(secured: StackSettings) -> None:
                         (SINK_OBJECTS, "events.raw"), (WORKER, "_schemas")]:  # fmt: skip
         error = _read(_as(secured, user), topic)
         assert error is not None and error.code() in DENIED, (user, topic, error)
+
+
+def test_replays_are_the_operators_and_no_role_commits_in_another_roles_group(
+    secured: StackSettings,
+) -> None:
+    from confluent_kafka import KafkaException
+
+    def init(user: str) -> None:
+        producer = Producer(
+            {**_as(secured, user), "transactional.id": "sealstream-dlq-replay-events.raw.dlq",
+             "logger": _quiet()}
+        )  # fmt: skip
+        producer.init_transactions(20)
+
+    init(OPERATOR)  # what `sealstream dlq replay` and `purge` do first
+    with pytest.raises(KafkaException, match="TRANSACTIONAL_ID_AUTHORIZATION_FAILED"):
+        init(GATEWAY)
+
+    def commit(user: str) -> None:
+        consumer = Consumer(
+            {**_as(secured, user), "group.id": "sealstream-sink-clickhouse", "logger": _quiet()}
+        )
+        try:
+            consumer.commit(offsets=[TopicPartition("events.signed", 0, 0)], asynchronous=False)
+        finally:
+            consumer.close()
+
+    commit(SINK_CLICKHOUSE)  # its owner may
+    for user in (GATEWAY, OPERATOR):  # a commit would make the ClickHouse sink skip records
+        # refused as the group's coordinator is looked up (the broker denies DESCRIBE on it)
+        with pytest.raises(KafkaException, match=r"GROUP_AUTHORIZATION_FAILED|Waiting for coord"):
+            commit(user)

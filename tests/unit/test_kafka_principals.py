@@ -41,6 +41,20 @@ def test_each_pipeline_topic_has_exactly_its_writers() -> None:
         )
 
 
+def test_no_role_may_use_the_long_lived_group_of_another() -> None:
+    owned = {"worker": "sealstream-processor", "sink-clickhouse": "sealstream-sink-clickhouse",
+             "sink-objects": "sealstream-sink-objects"}  # fmt: skip
+    for role, grants in acls().items():
+        denied = {g.name for g in grants if g.resource == "group" and g.deny}
+        assert denied == {group for owner, group in owned.items() if owner != role}, role
+        wanted = {"READ"} if role == "operator" else {"READ", "DESCRIBE"}  # verify reads offsets
+        assert all(set(g.operations) == wanted for g in grants if g.deny), role
+    operator = acls()["operator"]
+    assert any(
+        g.resource == "transactional_id" and g.name == "sealstream-dlq-replay-" for g in operator
+    )
+
+
 def test_a_command_by_hand_uses_the_secured_stacks_operator_for_its_brokers_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,7 +118,13 @@ def test_the_stacks_operator_credential_goes_to_the_stacks_registry_only(
         return FakeRegistry()
 
     monkeypatch.setattr(cli, "_client", client)
+    from ops.stack.process import ManagedProcess
+
+    monkeypatch.setattr(ManagedProcess, "pid", lambda self: 4242)  # the stack's registry runs
     for url in (stack.registry_url, "http://other.example:8081"):
         CliRunner().invoke(app, ["schemas", "register", "--registry-url", url, "--json"])
+    monkeypatch.setattr(ManagedProcess, "pid", lambda self: None)  # it does not: someone else's
+    CliRunner().invoke(app, ["schemas", "register", "--registry-url", stack.registry_url])
     assert seen[0]["basic.auth.user.info"] == "operator:pw"
     assert "basic.auth.user.info" not in seen[1]  # never sent to a registry that is not the stack's
+    assert "basic.auth.user.info" not in seen[2]  # nor to whatever listens on its port meanwhile
