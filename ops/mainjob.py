@@ -15,6 +15,7 @@ from typing import Any
 from ops.errors import OperatorError, UsageError
 from ops.settings import Settings
 from sealstream.keys import write_private
+from sealstream.principals import OPERATOR, role_env
 from sealstream.settings import ClickHouseSettings, StackSettings, UpSettings
 
 SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN", "USER_INFO")
@@ -40,20 +41,8 @@ def child_env(stack: StackSettings, up: UpSettings) -> dict[str, str]:
     env["SEALSTREAM_KAFKA_REPLICATION_FACTOR"] = str(stack.replication_factor)
     env["SEALSTREAM_REGISTRY_URL"] = stack.registry_url
     env["SEALSTREAM_STACK_SECURITY"] = stack.security
-    if stack.security == "sasl_ssl":  # this process and the CLI act as the operator
-        from sealstream.principals import OPERATOR, client_env
-
-        env.update(client_env(stack, OPERATOR))
+    env.update(role_env(stack, OPERATOR))  # this process and the CLI act as the operator
     return env
-
-
-def role_env(stack: StackSettings, role: str) -> dict[str, str]:
-    """A supervised process's own Kafka principal on a secured stack (else nothing)."""
-    if stack.security != "sasl_ssl":
-        return {}
-    from sealstream.principals import client_env
-
-    return client_env(stack, role)
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:

@@ -63,3 +63,8 @@ def client_env(stack: StackSettings, user: str) -> dict[str, str]:
         "SEALSTREAM_KAFKA_SASL_PASSWORD_FILE": str(settings.sasl_password_file),
         "SEALSTREAM_KAFKA_SSL_CA_LOCATION": str(settings.ssl_ca_location),
     }
+
+
+def role_env(stack: StackSettings, user: str) -> dict[str, str]:
+    """:func:`client_env` on a secured stack; nothing on a PLAINTEXT one."""
+    return client_env(stack, user) if stack.security == "sasl_ssl" else {}

@@ -32,6 +32,7 @@ from ops.stack import kafka as runtime
 from ops.stack.process import ManagedProcess, StackError
 from schemas.registry.auth import ensure_operator
 from sealstream.keys import write_private
+from sealstream.principals import REGISTRY, role_env
 from sealstream.settings import StackSettings
 from sealstream.topics import ensure_topics, pipeline_topics
 
@@ -297,7 +298,7 @@ class LocalStack:
             **os.environ,
             "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "SEALSTREAM_REGISTRY_USERS_FILE": str(reg.users_file),
-            **self._principal_env("registry"),
+            **role_env(self.settings, REGISTRY),
             "SEALSTREAM_REGISTRY_HOST": reg.host,
             "SEALSTREAM_REGISTRY_PORT": str(reg.port),
             "SEALSTREAM_REGISTRY_TOPIC": reg.topic,
@@ -308,14 +309,6 @@ class LocalStack:
         env.pop("KAFKA_BOOTSTRAP", None)
         self.registry.start([sys.executable, "-m", "schemas.registry"], env=env)
         self._wait("registry", self.registry, self.registry_healthy)
-
-    def _principal_env(self, user: str) -> dict[str, str]:
-        """How a process of ``user``'s role reaches a secured stack's brokers (else nothing)."""
-        if self.settings.security != "sasl_ssl":
-            return {}
-        from sealstream.principals import client_env
-
-        return client_env(self.settings, user)
 
     def _wait(
         self,
