@@ -27,7 +27,7 @@ from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
 from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import EnrichmentFailed
-from streams.heads import WHOLE, done_through, resume_head
+from streams.heads import WHOLE, done_through, of_chain, resume_head
 from streams.outputs import Outputs
 from streams.processor import (
     PoisonMessage,
@@ -70,6 +70,11 @@ STALE = Counter(
 STALE_TRANSACTIONS = Counter(
     "sealstream_worker_stale_transactions_aborted_total",
     "Transactions of an earlier ownership of a partition aborted at a rebalance",
+)
+FOREIGN = Counter(
+    "sealstream_worker_foreign_signed_records_total",
+    "Records on the output topic not of the chain they sit in or not signed with the worker's "
+    "keys, seen when a partition's chain is resumed (ignored; written by someone else)",
 )
 GAP_FILLED = Counter(
     "sealstream_worker_gap_filled_total",
@@ -195,7 +200,20 @@ class Signer:
         settings, outputs = self.settings, self.outputs
         key = str(partition)
         stored = self.heads.get(key)
-        tail = await outputs.committed_tail(self.kafka, partition, self.processor.output_decoder)
+        tail = await outputs.committed_tail(
+            self.kafka,
+            partition,
+            self.processor.output_decoder,
+            of_chain(f"{settings.raw_topic}/{partition}", self.keys),
+        )
+        if tail.foreign:
+            FOREIGN.inc(len(tail.foreign))
+            log.warning(
+                "%s record(s) on %s[%s] are not of chain %s/%s or not signed with this worker's "
+                "keys (offsets %s...): ignored as chain head and dedup entries",
+                len(tail.foreign), settings.signed_topic, partition, settings.raw_topic,
+                partition, tail.foreign[:5],
+            )  # fmt: skip
         committed = tail.head
         window = SeenWindow(settings.dedup_max_per_partition, int(settings.dedup_window_s * 1000))
         for event_key, at_ms in tail.recent:

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.serde import Decoder
-from sealstream.integrity import ChainHead
+from sealstream.integrity import ChainHead, signing_bytes
+from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings
 from streams.dedup import dedup_key
 
 # the index a chain position records for a record done whole (a plain record, a frame
 # dead-lettered whole, or a head written before frames): every event of its offset is done
 WHOLE = 2**31 - 1
+# how many of a partition's last records are kept to find the chain's head among
+HEAD_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class CommittedTail:
 
     head: CommittedHead | None
     recent: list[tuple[str, int]]  # (dedup key, signed at ms), oldest first
+    foreign: list[int] = field(default_factory=list)  # offsets of records ``ours`` refused
 
 
 def committed_tail(
@@ -139,9 +144,17 @@ def committed_tail(
     since_ms: int = 0,
     max_recent: int = 0,
     timeout_s: float = 30.0,
+    ours: Callable[[dict[str, Any]], bool] | None = None,
 ) -> CommittedTail:
     """The last committed signed record of ``topic[partition]`` and the dedup keys of the
-    committed records signed at or after ``since_ms`` (at most the last ``max_recent``)."""
+    committed records signed at or after ``since_ms`` (at most the last ``max_recent``).
+
+    With ``ours``, the head is the newest record it accepts: a record of another chain or
+    with a signature the worker's keys do not verify (written by someone else allowed to write
+    the topic, a super user) is no head to continue from. Found while another record showed
+    to be the head, such records are in ``foreign``, and their event ids are not in ``recent``.
+    Only the head candidates are decoded and verified (the newest first, usually one): a
+    recent window of 50,000 entries is read from headers, as before."""
     consumer = _reader(kafka)
     try:
         tp = TopicPartition(topic, partition)
@@ -156,15 +169,15 @@ def committed_tail(
             )[0].offset
             if found >= 0:  # -1: no record that recent
                 recent_from = max(low, high - max_recent, found)
-        recent: list[tuple[str, int]] = []
-        last: list[Any] = []
+        recent: list[tuple[int, str, int]] = []  # (offset, dedup key, signed at ms)
+        last: deque[Any] = deque(maxlen=HEAD_CANDIDATES)
 
         def visit(msg: Any) -> None:
             if not msg.value():
                 return
-            last[:] = [msg]
+            last.append(msg)
             if (msg.offset() or 0) >= recent_from:
-                recent.append((_dedup_key(msg, decoder), int(msg.timestamp()[1])))
+                recent.append((msg.offset(), _dedup_key(msg, decoder), int(msg.timestamp()[1])))
 
         window = 64
         start = max(low, min(recent_from, high - window))
@@ -174,18 +187,68 @@ def committed_tail(
                 break
             window *= 4  # the tail held no committed record (aborted writes): look further
             recent_from, high, start = high, start, max(low, start - window)
+        found_head, foreign = _last_of_ours(consumer, tp, low, list(last), decoder, ours, timeout_s)
         head = None
-        if last:
-            _, record = decoder.decode(last[0].value())
-            index = dict(last[0].headers() or []).get("source_index")
+        if found_head is not None:
+            msg, record = found_head
+            index = dict(msg.headers() or []).get("source_index")
             head = CommittedHead(
                 ChainHead(int(record["seq"]), str(record["hash"])),
                 int(record["source_offset"]),
                 None if index is None else int(index),
             )
-        return CommittedTail(head, recent)
+        refused = set(foreign)
+        keys = [(key, at) for offset, key, at in recent if offset not in refused]
+        return CommittedTail(head, keys, foreign)
     finally:
         consumer.close()
+
+
+def _last_of_ours(
+    consumer: Consumer,
+    tp: TopicPartition,
+    low: int,
+    candidates: list[Any],
+    decoder: Decoder,
+    ours: Callable[[dict[str, Any]], bool] | None,
+    timeout_s: float,
+) -> tuple[tuple[Any, dict[str, Any]] | None, list[int]]:
+    """The newest of ``candidates`` (the last records read, oldest first) that ``ours``
+    accepts, reading further back when none is; and the offsets of those it refused."""
+    foreign: list[int] = []
+    end: int | None = None
+    while True:
+        for msg in reversed(candidates):
+            try:
+                _, record = decoder.decode(msg.value())
+                accepted = ours is None or ours(record)
+            except Exception:  # undecodable, or fields missing: not the worker's either
+                accepted = False
+            if accepted:
+                return (msg, record), foreign
+            foreign.append(int(msg.offset()))
+        if candidates:
+            end = int(candidates[0].offset())
+        if end is None or end <= low:
+            break
+        begin = max(low, end - HEAD_CANDIDATES)
+        candidates = [m for m in _read(consumer, tp, begin, end, timeout_s, 1.0) if m.value()]
+        end = begin  # the next chunk, if any, ends where this one begins
+    return None, foreign
+
+
+def of_chain(chain_id: str, keys: HmacKeyring) -> Callable[[dict[str, Any]], bool]:
+    """Whether a signed record is chain ``chain_id``'s own (``committed_tail``'s ``ours``): its
+    chain id, and a signature ``keys`` verify. Anyone else allowed to write the output topic
+    (a super user, a misconfigured ACL) cannot make one."""
+
+    def ours(record: dict[str, Any]) -> bool:
+        if record.get("chain_id") != chain_id:
+            return False
+        mac = bytes.fromhex(str(record["signature"]))
+        return keys.verify(str(record["key_id"]), signing_bytes(record), mac) is True
+
+    return ours
 
 
 def done_through(head: list[Any] | None) -> tuple[int, int] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +80,15 @@ class Outputs:
         return True
 
     async def committed_tail(
-        self, kafka: KafkaSettings, partition: int, decoder: Decoder
+        self,
+        kafka: KafkaSettings,
+        partition: int,
+        decoder: Decoder,
+        ours: Callable[[dict[str, Any]], bool] | None = None,
     ) -> CommittedTail:
         """The last committed signed record of ``partition`` and the events signed within the
-        deduplication window (see streams/heads.py, streams/dedup.py)."""
+        deduplication window (see streams/heads.py, streams/dedup.py); with ``ours``, of the
+        records it accepts only."""
         return await asyncio.to_thread(
             committed_tail,
             kafka,
@@ -91,6 +97,7 @@ class Outputs:
             decoder,
             int((time.time() - self.settings.dedup_window_s) * 1000),
             self.settings.dedup_max_per_partition,
+            ours=ours,
         )
 
     async def dead_letter_position(

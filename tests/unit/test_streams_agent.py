@@ -46,7 +46,9 @@ class Recorder(Outputs):
         # (offset, index) of the newest committed dead letter, per input partition
         self.dead_positions: dict[int, tuple[int, int]] = {}
 
-    async def committed_tail(self, kafka: Any, partition: int, decoder: Any) -> CommittedTail:
+    async def committed_tail(
+        self, kafka: Any, partition: int, decoder: Any, ours: Any = None
+    ) -> CommittedTail:
         # no earlier output unless a test says so: the table is the only state
         return self.tails.get(partition, CommittedTail(None, []))
 
