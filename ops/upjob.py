@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sealstream.settings import KafkaSettings, StackSettings
+
 REPO = Path(__file__).resolve().parents[1]
 PORTS = (
     "SEALSTREAM_STACK_KAFKA_PORT", "SEALSTREAM_STACK_CONTROLLER_PORT",
@@ -126,6 +128,13 @@ class UpJob:
         if check:
             assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         return done
+
+    def kafka_settings(self, user: str = "admin") -> KafkaSettings:
+        """How a test's own client reaches this job's brokers (as ``user`` when secured)."""
+        from ops.stack.local import LocalStack
+
+        saved = LocalStack.saved_overrides(self.dir)
+        return StackSettings.model_validate({"dir": self.dir, **saved}).kafka_settings(user)
 
     # -- processes --------------------------------------------------------------------------
 

@@ -76,7 +76,20 @@ class StackHandle:
     local: LocalStack | None  # None for an external stack
 
     def kafka_settings(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.bootstrap)
+        """The local stack's admin (a super user: the tests make and read their own topics and
+        groups); an external stack's from the environment (``SEALSTREAM_KAFKA_*``)."""
+        if self.local is None:
+            return KafkaSettings(bootstrap_servers=self.bootstrap)
+        return self.local.settings.kafka_settings("admin")
+
+    def kafka_env(self) -> dict[str, str]:
+        """The same as environment variables, for a process the test starts."""
+        env = {"SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        if self.local is not None:
+            from sealstream.principals import role_env
+
+            env.update(role_env(self.local.settings, "admin"))
+        return env
 
     def registry_settings(self) -> RegistrySettings:
         """With the local stack's operator credential (it may register schemas); an external
@@ -118,9 +131,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         controller_port=controller_port,
         registry_port=registry_port,
         default_partitions=3,
-        # the suite's own clients still speak PLAINTEXT; the secured default (SASL_SSL, ACLs)
-        # is tested by test_kafka_security.py and test_up.py
-        security="plaintext",
     )
     local = LocalStack(settings)
     try:

@@ -30,9 +30,6 @@ class Pipeline(UpJob):
     subject = "fault-suite"
 
     def __init__(self, tmp: Path, **env: str) -> None:
-        # the fault suite's own Kafka clients still speak PLAINTEXT (docs/security.md, "Not
-        # yet"); the secured default is exercised by test_up and test_kafka_security
-        env = {"SEALSTREAM_STACK_SECURITY": "plaintext", **env}
         super().__init__(tmp, free_ports(len(PORTS)), **env)
 
     # -- processes --------------------------------------------------------------------------
@@ -144,9 +141,7 @@ def inject_poison(pipeline: Pipeline, count: int) -> set[tuple[int, int]]:
     """``count`` undecodable records on events.raw; their (partition, offset)."""
     from confluent_kafka import Producer
 
-    producer = Producer(
-        {"bootstrap.servers": pipeline.settings_env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"]}
-    )
+    producer = Producer(pipeline.kafka_settings().client_config())
     where: set[tuple[int, int]] = set()
 
     def delivered(err: Any, msg: Any) -> None:
@@ -294,8 +289,7 @@ def diagnose(pipeline: Pipeline) -> str:
     from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
 
-    bootstrap = pipeline.settings_env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(pipeline.kafka_settings().client_config())
     lines = []
     for topic, group in (("events.raw", "sealstream-processor"),
                          ("events.signed", "sealstream-sink-clickhouse")):  # fmt: skip

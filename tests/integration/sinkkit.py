@@ -65,7 +65,7 @@ class Sinks:
         self.keys_dir = tmp / "keys"
         self.env = {
             **os.environ,
-            "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+            **stack.kafka_env(),
             "SEALSTREAM_REGISTRY_URL": stack.registry_url,
             "SEALSTREAM_KEYS_DIR": str(self.keys_dir),
             "SEALSTREAM_SINK_SIGNED_TOPIC": self.topics["signed"],

@@ -377,7 +377,7 @@ def test_three_brokers_lose_the_leader_of_most_partitions(tmp_path: Path) -> Non
         def in_sync() -> bool:
             from confluent_kafka.admin import AdminClient
 
-            admin = AdminClient({"bootstrap.servers": local.bootstrap})
+            admin = AdminClient(local.settings.kafka_settings().client_config())
             topics = admin.list_topics(timeout=10).topics.values()
             return all(len(p.isrs) == 3 for t in topics for p in t.partitions.values())
 

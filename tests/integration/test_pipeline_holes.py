@@ -82,9 +82,7 @@ def _forge_unwritable_signed_record(job: Pipeline) -> str:
         found = client.lookup_schema(
             subject_for("events.signed", schema), Schema(json.dumps(schema), "AVRO")
         )
-    producer = Producer(
-        {"bootstrap.servers": job.settings_env["SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS"]}
-    )
+    producer = Producer(job.kafka_settings().client_config())
     headers = [("tenant", b"acme"), ("event_id", str(record["event_id"]).encode())]
     value = Encoder(int(found.schema_id), schema).encode(record)
     producer.produce("events.signed", value, headers=headers)

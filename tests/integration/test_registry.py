@@ -162,7 +162,7 @@ def test_error_codes_over_http(stack: Any, subject: str) -> None:
 def _start_registry(stack: Any, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        **stack.kafka_env(),
         "SEALSTREAM_REGISTRY_HOST": "127.0.0.1",
         "SEALSTREAM_REGISTRY_PORT": str(port),
     }

@@ -76,7 +76,7 @@ class Workers:
         n = len(self.procs)
         env = {
             **os.environ,
-            "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap,
+            **self.stack.kafka_env(),
             "SEALSTREAM_REGISTRY_URL": self.stack.registry_url,
             "SEALSTREAM_KEYS_DIR": str(self.keys.dir),
             "SEALSTREAM_WORKER_APP_ID": self.app_id,
@@ -103,6 +103,9 @@ class Workers:
         log.close()
         self.procs.append(proc)
         return proc
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("worker*.log")))
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -410,3 +413,60 @@ def test_slow_enricher_times_out_into_retries_then_dlq(stack: Any, tmp_path: Pat
         assert all(h["dlq.attempts"] == b"3" and h["dlq.stage"] == b"enrich" for h in dead)
     finally:
         group.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_a_record_the_worker_did_not_sign_is_no_chain_head_to_resume_from(
+    stack: Any, workers: Workers
+) -> None:
+    """Anyone else who may write events.signed (a super user; the ACLs let no other role)
+    appends, on every partition, a record that claims the chain's next position and an input
+    offset far ahead: one with a wrong signature, one signed right but of another chain. A
+    worker resuming the chains must continue from its own last record: nothing skipped (the
+    forged offset would skip every later event), every chain still verifies."""
+    from sealstream.integrity import sign
+
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    first = workers.start()
+    producer = RawProducer(stack, workers.topics["events.raw"])
+    ids, _ = producer.send(tenant, 60)
+    signed = wait_signed(workers, ids)
+    workers.kill(first)
+
+    keyring = load_hmac_keyring(workers.keys)
+    schema = Catalog().signed_schema()
+    topic = workers.topics["events.signed"]
+    with SchemaRegistryClient(stack.registry_config()) as client:
+        found = client.lookup_schema(subject_for(topic, schema), Schema(json.dumps(schema), "AVRO"))
+    encoder = Encoder(int(found.schema_id), schema)
+    forger = Producer(stack.kafka_settings().client_config())
+    last = {}
+    for record in sorted(signed, key=lambda r: r["seq"]):
+        last[record["source_partition"]] = record
+    forged_ids = set()
+    for partition, record in last.items():
+        for kind in ("bad-signature", "other-chain"):
+            fake = {**record, "event_id": str(uuid.uuid4()), "source_offset": 10**9}
+            head = ChainHead(int(record["seq"]), str(record["hash"]))
+            if kind == "other-chain":
+                fake["chain_id"] = f"elsewhere/{partition}"
+            sign(fake, keyring, head)  # a valid signature of the record as it stands
+            if kind == "bad-signature":
+                fake["signature"] = "00" * 32
+            forged_ids.add(fake["event_id"])
+            headers = [("tenant", tenant.encode()), ("event_id", fake["event_id"].encode())]
+            forger.produce(topic, encoder.encode(fake), partition=partition, headers=headers)
+    assert forger.flush(30) == 0
+
+    workers.start()
+    later, _ = producer.send(tenant, 60)
+    signed = [r for r in wait_signed(workers, ids | later) if r["event_id"] not in forged_ids]
+    assert {r["event_id"] for r in signed} == ids | later, "events skipped after the forgery"
+    assert len(signed) == len(ids | later)
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(signed, key=lambda r: (r["chain_id"], r["seq"])):
+        by_chain.setdefault(record["chain_id"], []).append(record)
+    for chain_id, records in by_chain.items():
+        report = walk_chain(chain_id, records, keyring, anchor=ChainHead())
+        assert report.ok, report.findings[:3]
+    assert workers.log_text().count("not signed with this worker's keys") >= 1
