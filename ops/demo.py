@@ -24,9 +24,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sealstream.settings import AuthSettings
+
+if TYPE_CHECKING:
+    from ops.mainjob import GatewayAccess
 
 # what each demo tenant publishes (all allowed by config/policy.yaml)
 TENANTS = {
@@ -109,7 +112,7 @@ class DemoSummary:
 
 
 def publish_mix(
-    gateway_url: str,
+    gateway: GatewayAccess,
     auth: AuthSettings,
     per_tenant: int,
     seed: int = 7,
@@ -143,7 +146,10 @@ def publish_mix(
         unknown = event(tenant, "checkout", {"cart": 1})
         batch += [broken, wrong, unknown]
         rng.shuffle(batch)
-        with SealstreamClient(gateway_url, token(tenant), batch_size=50) as client:
+        with SealstreamClient(
+            gateway.url, token(tenant), batch_size=50, ca_file=gateway.ca_file,
+            client_cert=gateway.client_cert,
+        ) as client:  # fmt: skip
             result = client.publish(batch, correlation_id=f"demo-{tenant}")
         sent += len(batch)
         accepted += [r["event_id"] for r in result.receipts]
@@ -156,7 +162,10 @@ def publish_mix(
         ("acme", event("globex", "login", payload("login", 0, rng))),
     ]
     for as_tenant, item in forbidden:
-        with SealstreamClient(gateway_url, token(as_tenant)) as client:
+        with SealstreamClient(
+            gateway.url, token(as_tenant), ca_file=gateway.ca_file,
+            client_cert=gateway.client_cert,
+        ) as client:  # fmt: skip
             result = client.publish([item])
         sent += 1
         accepted += [r["event_id"] for r in result.receipts]

@@ -7,8 +7,10 @@ import json
 import os
 import shlex
 import signal
+import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from ops.errors import OperatorError, UsageError
 from ops.settings import Settings
 from sealstream.keys import write_private
 from sealstream.principals import OPERATOR, role_env
-from sealstream.settings import ClickHouseSettings, StackSettings, UpSettings
+from sealstream.settings import ClickHouseSettings, GatewaySettings, StackSettings, UpSettings
 
 SECRET_PARTS = ("PASSWORD", "SECRET", "HMAC_KEYS", "HS256_KEYS", "TOKEN", "USER_INFO")
 
@@ -58,12 +60,56 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
     write_private(path, ("\n".join(lines) + "\n").encode())
 
 
+@dataclass(frozen=True)
+class GatewayAccess:
+    """How `up`'s own clients (its health check, the demo) reach the gateway it runs."""
+
+    url: str
+    ca_file: str | None = None  # None: the system's CAs (and SSL_CERT_FILE) verify it
+    client_cert: tuple[str, str] | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)  # the host name is checked
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
+
+
+def gateway_access(gateway: GatewaySettings, keys_dir: Path) -> GatewayAccess:
+    """Plain HTTP; or HTTPS, verified against the stack's CA when the gateway serves the stack's
+    own certificate; with mutual TLS against the stack's CA, a client certificate from it
+    (``CN=sealstream-up``, the subject the audit records for the demo's requests). A client
+    CA of another PKI is refused here: `up` could not prove itself to its own gateway."""
+    from sealstream.tls import ensure_ca, issue
+
+    if not gateway.tls:
+        return GatewayAccess(f"http://{gateway.host}:{gateway.port}")
+    ca = ensure_ca(keys_dir)  # before the gateway starts, so it and `up` share one CA
+    own = gateway.tls_cert_file is None
+    client = None
+    if gateway.tls_client_ca_file is not None:
+        if Path(gateway.tls_client_ca_file).resolve() != ca.cert.resolve():
+            raise UsageError(
+                "sealstream up checks and uses its gateway, so with mutual TLS the client CA "
+                f"must be the stack's ({ca.cert}); SEALSTREAM_GATEWAY_TLS_CLIENT_CA_FILE names "
+                f"{gateway.tls_client_ca_file}. Run `sealstream gateway` yourself for another PKI."
+            )
+        issued = issue(keys_dir, "sealstream-up")
+        client = (str(issued.cert), str(issued.key))
+    return GatewayAccess(
+        f"https://{gateway.host}:{gateway.port}", str(ca.cert) if own else None, client
+    )
+
+
 def services(settings: Settings) -> list[Any]:
     """The supervised processes: both sinks, the workers, the gateway (started in order)."""
     from ops.supervisor import Service
 
     up, gateway, clickhouse = settings.up, settings.gateway, settings.clickhouse
     stack = settings.stack
+    access = gateway_access(gateway, settings.keys.dir)
     workers = [
         Service(
             f"worker-{i + 1}",
@@ -87,8 +133,8 @@ def services(settings: Settings) -> list[Any]:
                  "SEALSTREAM_SINK_INSTANCE_ID": "up-sink-objects"},
                 f"http://127.0.0.1:{up.objects_metrics_port}/metrics"),
         *workers,
-        Service("gateway", ["gateway"], role_env(stack, "gateway"),
-                f"http://{gateway.host}:{gateway.port}/healthz"),
+        Service("gateway", ["gateway"], role_env(stack, "gateway"), f"{access.url}/healthz",
+                health_tls=access.ssl_context()),
     ]  # fmt: skip
 
 

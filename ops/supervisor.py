@@ -36,6 +36,7 @@ class Service:
     args: list[str]  # after ``python -m ops.cli``
     env: dict[str, str] = field(default_factory=dict)
     health_url: str | None = None
+    health_tls: Any = None  # an ssl.SSLContext for an https health_url
 
     # run state
     proc: subprocess.Popen[bytes] | None = None

@@ -19,15 +19,22 @@ from rich.table import Table
 
 from ops.cli.common import settings_of
 from ops.errors import ProblemsFound
-from ops.mainjob import child_env, endpoint_query, restart, services, write_env_file
+from ops.mainjob import (
+    child_env,
+    endpoint_query,
+    gateway_access,
+    restart,
+    services,
+    write_env_file,
+)
 from ops.settings import Settings
 
 console = Console()
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, tls: Any = None) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, verify=tls or True).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -38,7 +45,7 @@ def wait_ready(supervisor: Any, timeout_s: float) -> list[str]:
     waiting = [s for s in supervisor.services if s.health_url]
     with console.status("starting gateway, workers and sinks") as spinner:
         while waiting and time.monotonic() < deadline:
-            waiting = [s for s in waiting if not _healthy(s.health_url)]
+            waiting = [s for s in waiting if not _healthy(s.health_url, s.health_tls)]
             spinner.update(f"waiting for {', '.join(s.name for s in waiting) or 'nothing'}")
             time.sleep(0.5)
     return [s.name for s in waiting]
@@ -66,7 +73,7 @@ def demo_run(settings: Settings, per_tenant: int, timeout_s: float) -> Any:
         total = (per_tenant + 3) * 3 + 2
         task = progress.add_task("publishing through the gateway", total=total)
         ids, rejected, sent = publish_mix(
-            f"http://{gateway.host}:{gateway.port}",
+            gateway_access(gateway, settings.keys.dir),
             settings.token_auth,
             per_tenant,
             progress=lambda n: progress.advance(task, n),
@@ -121,7 +128,10 @@ def print_summary(summary: Any) -> None:
 def where(stack: Any, settings: Settings, supervisor: Any) -> None:
     up, gateway, clickhouse = settings.up, settings.gateway, settings.clickhouse
     table = Table("what", "where")
-    table.add_row("gateway", f"http://{gateway.host}:{gateway.port}  (POST /v1/events, /docs)")
+    access = gateway_access(gateway, settings.keys.dir)
+    trust = f", trust {access.ca_file}" if access.ca_file else ""
+    mtls = ", client certificates required" if access.client_cert else ""
+    table.add_row("gateway", f"{access.url}  (POST /v1/events, /docs{trust}{mtls})")
     table.add_row("dashboard", f"http://{up.dashboard_host}:{up.dashboard_port}/dashboard")
     table.add_row(
         "query / audit",

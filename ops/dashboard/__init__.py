@@ -38,10 +38,11 @@ UPLOT = WEB / "node_modules" / "uplot" / "dist"
 HISTORY = 1800  # samples (an hour at 2 s)
 
 
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text -> {sample name: [(labels, value)]}; {} if unreachable."""
+def scrape(url: str, tls: Any = None) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text -> {sample name: [(labels, value)]}; {} if unreachable. ``tls``: an
+    ssl.SSLContext for an https URL."""
     try:
-        text = httpx.get(url, timeout=2).text
+        text = httpx.get(url, timeout=2, verify=tls or True).text
     except httpx.HTTPError:
         return {}
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -107,12 +108,17 @@ class Collector:
         self._query: Any = None
         self._consumer: Any = None
         self._admin: Any = None
+        self._gateway: tuple[str, Any] | None = None
 
     # -- sources ------------------------------------------------------------------------
 
     def gateway(self) -> dict[str, Any]:
-        gw = self.settings.gateway
-        m = scrape(f"http://{gw.host}:{gw.port}/metrics")
+        if self._gateway is None:  # HTTPS (and a client certificate) as `up` reaches it
+            from ops.mainjob import gateway_access
+
+            access = gateway_access(self.settings.gateway, self.settings.keys.dir)
+            self._gateway = (f"{access.url}/metrics", access.ssl_context())
+        m = scrape(*self._gateway)
         accepted = total(m, "sealstream_gateway_events_accepted_total")
         # events refused, by reason (authorization denials included, as deny_*); requests
         # refused by authentication carry no events and are shown apart

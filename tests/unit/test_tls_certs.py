@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from ops.cli import app
@@ -52,3 +53,38 @@ def test_the_cli_issues_client_certificates_and_refuses_names_it_must_not_use(
     assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == [
         "billing-service-key.pem", "billing-service.pem", "ca-key.pem", "ca.pem",
     ]  # fmt: skip
+
+
+def test_up_reaches_its_gateway_as_the_gateway_is_served(tmp_path: Path) -> None:
+    import pytest
+
+    from ops.errors import UsageError
+    from ops.mainjob import gateway_access
+    from sealstream.settings import GatewaySettings
+    from sealstream.tls import subject_of
+
+    plain = gateway_access(GatewaySettings(port=18443), tmp_path)
+    assert (plain.url, plain.ssl_context()) == ("http://127.0.0.1:18443", None)
+    assert not (tmp_path / "tls").exists()  # no CA made for plain HTTP
+
+    own = gateway_access(GatewaySettings(port=18443, tls=True), tmp_path)
+    ca = tmp_path / "tls" / "ca.pem"
+    assert (own.url, own.ca_file, own.client_cert) == ("https://127.0.0.1:18443", str(ca), None)
+    context = own.ssl_context()
+    assert context is not None and context.check_hostname
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+    # a certificate of the user's own: trusted by the system's CAs, not by the stack's
+    given = GatewaySettings(tls=True, tls_cert_file=tmp_path / "c.pem", tls_key_file=tmp_path / "k")
+    assert gateway_access(given, tmp_path).ca_file is None
+
+    mtls = gateway_access(GatewaySettings(tls=True, tls_client_ca_file=ca), tmp_path)
+    assert mtls.client_cert is not None
+    der = x509.load_pem_x509_certificate(Path(mtls.client_cert[0]).read_bytes())
+    assert subject_of(der.public_bytes(Encoding.DER)) == (
+        "CN=sealstream-up,O=Sealstream local stack"
+    )
+
+    other = ensure_ca(tmp_path / "elsewhere").cert
+    with pytest.raises(UsageError, match="client CA must be the stack's"):
+        gateway_access(GatewaySettings(tls=True, tls_client_ca_file=other), tmp_path)
