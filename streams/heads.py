@@ -17,6 +17,7 @@ events of a gap, so the agent can process them in order before going on.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import deque
@@ -35,6 +36,7 @@ from streams.dedup import dedup_key
 # the index a chain position records for a record done whole (a plain record, a frame
 # dead-lettered whole, or a head written before frames): every event of its offset is done
 WHOLE = 2**31 - 1
+log = logging.getLogger(__name__)
 # how many of a partition's last records are kept to find the chain's head among
 HEAD_CANDIDATES = 64
 
@@ -240,13 +242,18 @@ def _last_of_ours(
 def of_chain(chain_id: str, keys: HmacKeyring) -> Callable[[dict[str, Any]], bool]:
     """Whether a signed record is chain ``chain_id``'s own (``committed_tail``'s ``ours``): its
     chain id, and a signature ``keys`` verify. Anyone else allowed to write the output topic
-    (a super user, a misconfigured ACL) cannot make one."""
+    (a super user, a misconfigured ACL) cannot make one. A record signed with a key the
+    keyring no longer holds (``sealstream keys rotate --retire``) still counts, with a warning:
+    refusing it would restart a quiet chain from genesis."""
 
     def ours(record: dict[str, Any]) -> bool:
         if record.get("chain_id") != chain_id:
             return False
-        mac = bytes.fromhex(str(record["signature"]))
-        return keys.verify(str(record["key_id"]), signing_bytes(record), mac) is True
+        kid, mac = str(record["key_id"]), bytes.fromhex(str(record["signature"]))
+        verified = keys.verify(kid, signing_bytes(record), mac)
+        if verified is None:
+            log.warning("chain %s resumes from a record signed with retired key %s", chain_id, kid)
+        return verified is not False
 
     return ours
 

@@ -154,3 +154,18 @@ def test_problem_kinds_are_stable_strings() -> None:
         "bad_signature",
         "unknown_key",
     ]
+
+
+def test_a_chain_resumes_only_from_a_record_of_its_own() -> None:
+    """streams/heads.py ``of_chain``: the worker's test of a chain head candidate."""
+    from streams.heads import of_chain
+
+    ours = of_chain("events.raw/0", KEYS)
+    good = build(1)[0]
+    assert ours(good)
+    assert not ours({**good, "chain_id": "events.raw/1"})  # another chain's, however signed
+    assert not ours({**good, "signature": "00" * 32})  # a wrong signature with a known key
+    assert not ours({**good, "source_offset": 10**9, "seq": 99})  # changed after signing
+    assert not ours(build(1, HmacKeyring("k1", {"k1": b"2" * 32}))[0])  # another k1
+    # a key since retired: still the chain's record (refusing it would restart from genesis)
+    assert ours(build(1, HmacKeyring("k0", {"k0": b"3" * 32}))[0])
