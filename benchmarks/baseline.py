@@ -32,6 +32,8 @@ from benchmarks.common import (
     bench_stack,
     console,
     describe,
+    kafka_config,
+    kafka_env,
     machine,
     median_of,
     save,
@@ -39,7 +41,7 @@ from benchmarks.common import (
 )
 from benchmarks.gateway import BATCHES, CLIENTS, matrix, table_lines
 from ops.stack.local import LocalStack
-from sealstream.settings import KeySettings, RegistrySettings
+from sealstream.settings import KafkaSettings, KeySettings, RegistrySettings
 
 TOPIC = "bench.baseline"
 
@@ -70,7 +72,8 @@ def create_app(bootstrap: str, registry_url: str, keys_dir: Path) -> Any:
                 b"\0" + schema_id.to_bytes(4, "big"),
                 fastavro.parse_schema(schema),
             )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    # the rest of the client's settings (SASL_SSL on a secured stack) from the environment
+    producer = Producer(KafkaSettings(bootstrap_servers=bootstrap).client_config(acks="all"))
     app = FastAPI()
 
     @app.get("/healthz")
@@ -123,7 +126,7 @@ def serve(port: int, bootstrap: str, registry_url: str, keys_dir: Path) -> None:
 def start(stack: LocalStack, keys_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    admin = AdminClient(kafka_config(stack))
     if TOPIC not in admin.list_topics(timeout=10).topics:
         for future in admin.create_topics([NewTopic(TOPIC, 6, 1)]).values():
             future.result(30)
@@ -133,6 +136,7 @@ def start(stack: LocalStack, keys_dir: Path, port: int, log: Path) -> subprocess
     # the baseline registers its own schemas: with the stack's operator credential
     env = {
         **os.environ,
+        **kafka_env(stack),
         "SEALSTREAM_REGISTRY_BASIC_AUTH_FILE": str(stack.settings.registry_operator_file),
     }
     return start_service(argv, env, f"http://127.0.0.1:{port}/healthz", log, "baseline service")

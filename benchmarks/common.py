@@ -32,6 +32,7 @@ GATEWAY_PORT = 28310
 BASELINE_PORT = 28311
 E2E_KAFKA_PORT = 29310  # `sealstream up` of the end-to-end benchmark, HTTP ports from 28320
 E2E_HTTP_PORT = 28320
+PLAIN_STACK_PORT = 29330  # a PLAINTEXT twin of the bench stack, beside it: 29330-29331, 28330
 
 
 def machine() -> dict[str, Any]:
@@ -110,8 +111,9 @@ def task(description: str, total: float | None = None) -> Iterator[Task]:
         yield Task(progress, progress.add_task(description, total=total))
 
 
-def bench_stack(name: str, base_port: int) -> LocalStack:
-    """A local stack under benchmarks/results/tmp/<name>, up, with the schemas registered.
+def bench_stack(name: str, base_port: int, security: str = "sasl_ssl") -> LocalStack:
+    """A local stack under benchmarks/results/tmp/<name>, up, with the schemas registered;
+    secured as the default stack is, unless ``security="plaintext"``.
 
     Ports start at ``base_port`` (Kafka), +1 (controller), -1000 (registry), apart from the
     defaults and from other benchmarks.
@@ -122,7 +124,7 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
             kafka_port=base_port,
             controller_port=base_port + 1,
             registry_port=base_port - 1000,
-            security="plaintext",  # the benchmarks' own clients speak PLAINTEXT
+            security=security,
         ),
         progress=console.log,
     )
@@ -145,6 +147,22 @@ def bench_stack(name: str, base_port: int) -> LocalStack:
         },
     )
     return stack
+
+
+def kafka_config(stack: LocalStack, **overrides: Any) -> dict[str, Any]:
+    """librdkafka configuration of a benchmark's own client: the stack's admin (a super user,
+    as the benchmarks make their own topics and groups), over SASL_SSL when it is secured."""
+    return stack.settings.kafka_settings("admin").client_config(**overrides)
+
+
+def kafka_env(stack: LocalStack) -> dict[str, str]:
+    """The same as environment variables, for a process a benchmark starts."""
+    from sealstream.principals import role_env
+
+    return {
+        "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        **role_env(stack.settings, "admin"),
+    }
 
 
 def save(out: Path, name: str, result: dict[str, Any], markdown: str) -> None:

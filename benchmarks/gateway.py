@@ -36,6 +36,7 @@ from benchmarks.common import (
     bench_stack,
     console,
     describe,
+    kafka_env,
     machine,
     median_of,
     save,
@@ -180,7 +181,7 @@ def start_gateway(
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        **kafka_env(stack),
         "SEALSTREAM_REGISTRY_URL": stack.registry_url,
         "SEALSTREAM_GATEWAY_PORT": str(port),
         "SEALSTREAM_GATEWAY_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    PLAIN_STACK_PORT,
     RESULTS,
     STACK_PORT,
     bench_stack,
     console,
     describe,
+    kafka_config,
     machine,
     median_of,
     save,
@@ -58,13 +60,37 @@ def parse_summary(output: str) -> dict[str, float]:
     }
 
 
+def producer_config(stack: LocalStack) -> Path:
+    """ProducerPerformance's client properties for ``stack`` as its admin: SASL_SSL and the
+    stack's CA when it is secured. In an owner-only file, so the password is in no process's
+    arguments."""
+    from sealstream.keys import write_private
+
+    kafka = stack.settings.kafka_settings("admin")
+    lines = [f"bootstrap.servers={stack.bootstrap}", "acks=all"]
+    if stack.settings.security == "sasl_ssl":
+        config = kafka.client_config()
+        lines += [
+            "security.protocol=SASL_SSL",
+            f"sasl.mechanism={config['sasl.mechanism']}",
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{config["sasl.username"]}" password="{config["sasl.password"]}";',
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={kafka.ssl_ca_location}",
+        ]
+    path = stack.settings.keys_dir / "bench-producer.properties"
+    path.unlink(missing_ok=True)
+    write_private(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
 def producer_performance(stack: LocalStack, topic: str, records: int, size: int) -> dict[str, Any]:
     libs = libs_dir(stack.settings)
     argv = [
         java(), "-Xmx512m", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J2}",
         "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
         "--num-records", str(records), "--record-size", str(size), "--throughput", "-1",
-        "--producer-props", f"bootstrap.servers={stack.bootstrap}", "acks=all",
+        "--producer.config", str(producer_config(stack)),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
@@ -72,49 +98,70 @@ def producer_performance(stack: LocalStack, topic: str, records: int, size: int)
     return parse_summary(done.stdout)
 
 
+def _one(stack: LocalStack, records: int, size: int) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    topic = f"bench-perf-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient(kafka_config(stack))
+    for future in admin.create_topics([NewTopic(topic, 6, 1)]).values():
+        future.result(30)
+    return producer_performance(stack, topic, records, size)
+
+
 def run(
     stack: LocalStack | None = None, *, records: int = 200_000, size: int = 512, runs: int = 3
 ) -> dict[str, Any]:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
+    """On the (secured) bench stack and on a PLAINTEXT twin started beside it, alternately in
+    the same run: the cost of TLS and SASL is the ratio of the two."""
     own = stack is None
     stack = stack or bench_stack("kafka", STACK_PORT)
-    per_run = []
+    plain = bench_stack("kafka-plaintext", PLAIN_STACK_PORT, security="plaintext")
+    per_run: dict[str, list[dict[str, Any]]] = {"secured": [], "plaintext": []}
     try:
-        admin = AdminClient({"bootstrap.servers": stack.bootstrap})
-        with task("Kafka ProducerPerformance", total=runs) as bar:
+        with task("Kafka ProducerPerformance, secured and PLAINTEXT", total=2 * runs) as bar:
             for _ in range(runs):
-                topic = f"bench-perf-{uuid.uuid4().hex[:6]}"
-                for future in admin.create_topics([NewTopic(topic, 6, 1)]).values():
-                    future.result(30)
-                per_run.append(producer_performance(stack, topic, records, size))
-                bar.advance()
+                for label, which in (("secured", stack), ("plaintext", plain)):
+                    per_run[label].append(_one(which, records, size))
+                    bar.advance()
     finally:
+        plain.down()
         if own:
             stack.down()
+    secured, plaintext = median_of(per_run["secured"]), median_of(per_run["plaintext"])
     return {
         "benchmark": "kafka",
         "machine": machine(),
         "record_size": size,
         "n_runs": runs,
-        **median_of(per_run),
+        "security": stack.settings.security,
+        **secured,
+        "plaintext": plaintext,
+        "secured_vs_plaintext": round(secured["records_per_s"] / plaintext["records_per_s"], 2),
         "note": "org.apache.kafka.tools.ProducerPerformance (Java producer, acks=all, "
         "--throughput -1) into a fresh 6-partition topic on the same single local broker the "
-        "gateway and the baseline use",
+        "gateway and the baseline use, and on a PLAINTEXT broker beside it (runs alternate)",
     }
 
 
 def write(result: dict[str, Any], out: Path = RESULTS) -> None:
+    rows = [(f"{result.get('security', 'plaintext')} (the stack's setting)", result)]
+    if "plaintext" in result:
+        rows.append(("PLAINTEXT, same run", result["plaintext"]))
+    table = "".join(
+        f"| {label} | {r['records']:,} | {result['record_size']} | {r['records_per_s']:,.0f} | "
+        f"{r['mb_per_s']} | {r['avg_ms']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |\n"
+        for label, r in rows
+    )
+    ratio = result.get("secured_vs_plaintext")
+    cost = f"\nSASL_SSL against PLAINTEXT: {ratio}x the records/s.\n" if ratio else ""
     save(
         out,
         "kafka",
         result,
         f"# Kafka's ceiling\n\nMachine: {describe(result['machine'])}. {result['n_runs']} run(s), "
-        f"median.\n\n| records | size B | records/s | MB/s | avg ms | p50 ms | p95 ms | p99 ms |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        f"| {result['records']:,} | {result['record_size']} | {result['records_per_s']:,.0f} | "
-        f"{result['mb_per_s']} | {result['avg_ms']} | {result['p50_ms']} | {result['p95_ms']} | "
-        f"{result['p99_ms']} |\n\n{result['note']}.\n",
+        "median.\n\n| broker | records | size B | records/s | MB/s | avg ms | p50 ms | p95 ms | "
+        "p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"{table}{cost}\n{result['note']}.\n",
     )
 
 

@@ -35,6 +35,8 @@ from benchmarks.common import (
     bench_stack,
     console,
     describe,
+    kafka_config,
+    kafka_env,
     machine,
     median_of,
     save,
@@ -69,9 +71,7 @@ def produce_raw(stack: LocalStack, topic: str, count: int, frame: int = 1) -> No
             subject_for("events.raw", schema), Schema(json.dumps(schema), "AVRO")
         )
     encoder = Encoder(int(found.schema_id), schema)
-    producer = Producer(
-        {"bootstrap.servers": stack.bootstrap, "linger.ms": 20, "compression.type": "lz4"}
-    )
+    producer = Producer(kafka_config(stack, linger_ms=20, compression_type="lz4"))
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC)
@@ -91,7 +91,7 @@ def produce_raw(stack: LocalStack, topic: str, count: int, frame: int = 1) -> No
 
 
 def committed(stack: LocalStack, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group})
+    consumer = Consumer(kafka_config(stack, group_id=group))
     try:
         offsets = consumer.committed(
             [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
@@ -115,7 +115,7 @@ def run_worker(
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
-        "SEALSTREAM_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        **kafka_env(stack),
         "SEALSTREAM_REGISTRY_URL": stack.registry_url,
         "SEALSTREAM_KEYS_DIR": str(keys.dir),
         "SEALSTREAM_WORKER_APP_ID": app_id,
@@ -179,20 +179,15 @@ def _clients(stack: LocalStack, tag: str, transactional: bool) -> tuple[Consumer
     """The plain loop's consumer (read_committed, manual commits) and idempotent producer,
     transactional when asked (transactions initialised)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": stack.bootstrap,
-            "group.id": f"{tag}-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+        kafka_config(
+            stack,
+            group_id=f"{tag}-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
     )
-    config: dict[str, Any] = {
-        "bootstrap.servers": stack.bootstrap,
-        "linger.ms": 5,
-        "enable.idempotence": True,
-        "compression.type": "lz4",
-    }
+    config = kafka_config(stack, linger_ms=5, enable_idempotence=True, compression_type="lz4")
     if transactional:
         config["transactional.id"] = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
     producer = Producer(config)
@@ -275,7 +270,7 @@ def fresh_topics(stack: LocalStack) -> dict[str, str]:
     worker's output schemas registered for them."""
     suffix = uuid.uuid4().hex[:6]
     topics = {k: f"bench-{k}-{suffix}" for k in ("raw", "signed", "dlq", "checkpoints")}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    admin = AdminClient(kafka_config(stack))
     names = [*topics.values(), topics["signed"] + "-plain", topics["signed"] + "-tx"]
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
         future.result(30)

@@ -186,8 +186,18 @@ def _kafka(h: Headline, kafka: dict[str, Any]) -> None:
         f"ProducerPerformance, {kafka['record_size']} B records, acks=all",
         kafka["records_per_s"],
         "records/s",
+        *_plaintext(kafka, "records_per_s"),
     )
-    h.add("kafka", "ProducerPerformance p99 latency", kafka["p99_ms"], "ms")
+    h.add(
+        "kafka", "ProducerPerformance p99 latency", kafka["p99_ms"], "ms",
+        *_plaintext(kafka, "p99_ms"),
+    )  # fmt: skip
+
+
+def _plaintext(kafka: dict[str, Any], key: str) -> tuple[str, float | None] | tuple[()]:
+    """The same figure on the PLAINTEXT broker of the same run, when the part measured one."""
+    plain = kafka.get("plaintext")
+    return ("the same broker in PLAINTEXT, same run", plain[key]) if plain else ()
 
 
 def _processor(h: Headline, processor: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from benchmarks.common import (
     bench_stack,
     console,
     describe,
+    kafka_config,
     machine,
     median_of,
     save,
@@ -44,7 +45,6 @@ from schemas.serde import Encoder
 from sealstream.keys import HmacKeyring
 from sealstream.settings import (
     ClickHouseSettings,
-    KafkaSettings,
     ObjectStoreSettings,
     RegistrySettings,
     SinkSettings,
@@ -68,9 +68,7 @@ def produce_signed(stack: Any, topic: str, count: int) -> None:
         )
     encoder = Encoder(schema_id, schema)
     keys = HmacKeyring("k1", {"k1": b"b" * 32})
-    producer = Producer(
-        {"bootstrap.servers": stack.bootstrap, "linger.ms": 20, "compression.type": "lz4"}
-    )
+    producer = Producer(kafka_config(stack, linger_ms=20, compression_type="lz4"))
     per = count // PARTITIONS
     with task("producing signed events", total=per * PARTITIONS) as bar:
         for partition in range(PARTITIONS):
@@ -90,8 +88,8 @@ def produce_signed(stack: Any, topic: str, count: int) -> None:
     producer.flush(60)
 
 
-def committed_total(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def committed_total(stack: LocalStack, group: str, topic: str) -> tuple[int, int]:
+    consumer = Consumer(kafka_config(stack, group_id=group))
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
@@ -101,14 +99,14 @@ def committed_total(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
-def drain(runner: SinkRunner, bootstrap: str, group: str, topic: str, label: str) -> float:
+def drain(runner: SinkRunner, stack: LocalStack, group: str, topic: str, label: str) -> float:
     """Run ``runner`` until its group committed every offset of ``topic``; records/s."""
     thread = threading.Thread(target=runner.run, daemon=True)
     started = time.perf_counter()
     thread.start()
     with task(label) as bar:
         while True:
-            done, end = committed_total(bootstrap, group, topic)
+            done, end = committed_total(stack, group, topic)
             bar.update(completed=done, total=end)
             if end and done >= end:
                 break
@@ -192,10 +190,10 @@ def throughput(stack: LocalStack, events: int, runs: int) -> list[dict[str, Any]
     tag = uuid.uuid4().hex[:6]
     topic = f"bench-signed-{tag}"
     names = [topic, *(f"bench-{k}-{tag}" for k in ("decisions", "dlq", "checkpoints", "sinkdlq"))]
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    admin = AdminClient(kafka_config(stack))
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
         future.result(30)
-    kafka = KafkaSettings(bootstrap_servers=stack.bootstrap)
+    kafka = stack.settings.kafka_settings("admin")
     registry = RegistrySettings(url=stack.registry_url)
     produce_signed(stack, topic, events)
     per_run = []
@@ -217,11 +215,11 @@ def throughput(stack: LocalStack, events: int, runs: int) -> list[dict[str, Any]
         # as `sealstream sink clickhouse` runs embedded: with the audit trail's index
         index = TrailIndex(WORK / f"audit-index-{i}.sqlite3")
         runner, _ = clickhouse_runner(kafka, registry, clickhouse, sink, index)
-        ch_rate = drain(runner, stack.bootstrap, sink.clickhouse_group, topic, "clickhouse sink")
+        ch_rate = drain(runner, stack, sink.clickhouse_group, topic, "clickhouse sink")
         index.close()
         objects = ObjectStoreSettings(url=str(WORK / f"objects-{i}"))
         runner = object_runner(kafka, registry, objects, sink)
-        obj_rate = drain(runner, stack.bootstrap, sink.objects_group, topic, "object sink")
+        obj_rate = drain(runner, stack, sink.objects_group, topic, "object sink")
         console.log(f"sinks run {i + 1}: {ch_rate:,.0f} rows/s, {obj_rate:,.0f} records/s")
         per_run.append(
             {
