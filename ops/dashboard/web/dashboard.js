@@ -19,10 +19,25 @@ function rows(id, entries, head) {
 let rateChart = null;
 let latencyChart = null;
 
-function chart(el, series, data) {
+// An axis as wide as its longest tick label (uPlot's default is a fixed 50 px, which cut
+// "10,000" ms to "0,000"): the uPlot axis auto-size recipe, measured with the axis's own font.
+function axisSize(self, values, axisIdx, cycleNum) {
+  const axis = self.axes[axisIdx];
+  if (cycleNum > 1) return axis._size; // settled: stop re-measuring
+  let size = axis.ticks.size + axis.gap;
+  const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+  if (longest !== "") {
+    self.ctx.font = axis.font[0];
+    size += self.ctx.measureText(longest).width / devicePixelRatio;
+  }
+  return Math.ceil(size) + 4;
+}
+
+function chart(el, series, data, unit) {
   if (typeof uPlot === "undefined") return null; // the page still shows every number
   const width = document.getElementById(el).clientWidth || 600;
-  return new uPlot({ width, height: 220, series: [{}, ...series], axes: [{}, {}] }, data,
+  const axes = [{}, { size: axisSize, label: unit, labelSize: 18 }];
+  return new uPlot({ width, height: 220, series: [{}, ...series], axes }, data,
                    document.getElementById(el));
 }
 
@@ -32,10 +47,12 @@ function draw(history) {
   const latency = [t, history.map((s) => s.p50), history.map((s) => s.p99),
                    history.map((s) => s.e2e_p50), history.map((s) => s.e2e_p99)];
   if (rateChart === null) {
-    rateChart = chart("chart-rate", [{ label: "events/s", stroke: "#2f6fde", width: 2 }], rate);
+    rateChart = chart("chart-rate", [{ label: "events/s", stroke: "#2f6fde", width: 2 }], rate,
+                      "events/s");
     latencyChart = chart("chart-latency", [
       { label: "ingest p50", stroke: "#2f6fde" }, { label: "ingest p99", stroke: "#7aa5f0" },
-      { label: "e2e p50", stroke: "#d9822b" }, { label: "e2e p99", stroke: "#f0b27a" }], latency);
+      { label: "e2e p50", stroke: "#d9822b" }, { label: "e2e p99", stroke: "#f0b27a" }], latency,
+      "ms");
   } else {
     rateChart.setData(rate);
     latencyChart.setData(latency);
