@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from producers.encoding import Inflater, coding_of
 from producers.errors import GatewayError, RateLimited, RequestTooLarge, UnsupportedMediaType
 from producers.ids import uuid7
 from producers.ratelimit import Verdict
@@ -46,12 +47,16 @@ def context(conn: HTTPConnection) -> RequestContext:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit``: a chunked body has no
-    Content-Length to check first, and must not be read to its end before the refusal."""
+    Content-Length to check first, and must not be read to its end before the refusal. A body
+    sent with ``Content-Encoding: gzip`` or ``zstd`` is inflated as it arrives, the limit
+    applying to the inflated bytes too (producers/encoding.py)."""
+    coding = coding_of(request.headers.get("content-encoding"))
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise RequestTooLarge(
             f"request body is {length} bytes; the limit is {limit}", code="body_too_large"
         )
+    inflater = Inflater(coding, limit) if coding else None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -60,8 +65,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(
                 f"request body is over the limit of {limit} bytes", code="body_too_large"
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if inflater is not None:
+            inflater.feed(chunk)
+        else:
+            chunks.append(chunk)
+    return inflater.finish() if inflater is not None else b"".join(chunks)
 
 
 def require_json(request: Request) -> None:

@@ -6,8 +6,10 @@ import base64
 import copy
 import datetime as dt
 import json
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -471,3 +473,51 @@ def test_publisher_client_round_trip(gateway: Any) -> None:
         assert [r["event_id"] for r in again.receipts] == ids
         assert again.receipts == first.receipts
         assert gateway.raw_events_since(before) == 0  # retries produced nothing
+
+
+def test_gzip_and_zstd_bodies_are_accepted_and_a_bomb_is_413_producing_nothing(
+    gateway: Any,
+) -> None:
+    import gzip
+
+    import zstandard
+
+    batch = {"events": [event(payload={**PAYMENT, "payment_id": f"z-{i}"}) for i in range(30)]}
+    raw = json.dumps(batch).encode()
+    for coding, body in (("gzip", gzip.compress(raw)), ("zstd", zstandard.compress(raw))):
+        response = post(gateway, body, gateway.token(), **{"Content-Encoding": coding})
+        assert response.status_code == 202, response.text
+        assert len(response.json()["accepted"]) == 30
+
+    before = gateway.raw_mark()
+    limit = gateway.gateway.settings.max_body_bytes
+    bomb = gzip.compress(b'{"events": [' + b" " * (limit * 4) + b"]}")
+    assert len(bomb) < limit
+    response = post(gateway, bomb, gateway.token(), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "body_too_large"
+    response = post(gateway, raw, gateway.token(), **{"Content-Encoding": "br"})
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_content_encoding"
+    response = post(gateway, b"\x1f\x8b garbage", gateway.token(), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_content_encoding"
+    assert gateway.raw_events_since(before) == 0
+
+
+def test_the_compressed_body_example_of_the_docs_runs(gateway: Any) -> None:
+    import re
+    import subprocess
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    section = text.split("### Compressed bodies", 1)[1]
+    script = re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M)[0]
+    before = gateway.raw_mark()
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**os.environ, "GATEWAY": gateway.url, "TOKEN": gateway.token()},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(json.loads(done.stdout)["accepted"]) == 1
+    assert gateway.raw_events_since(before) == 1
