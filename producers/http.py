@@ -20,6 +20,7 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from producers.cloudevents import BATCH, STRUCTURED
 from producers.encoding import Inflater, coding_of
 from producers.errors import GatewayError, RateLimited, RequestTooLarge, UnsupportedMediaType
 from producers.ids import uuid7
@@ -72,12 +73,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return inflater.finish() if inflater is not None else b"".join(chunks)
 
 
+JSON_MEDIA = ("application/json", STRUCTURED, BATCH)
+
+
 def require_json(request: Request) -> None:
-    """415 unless the body is declared JSON (form posts and text are not events)."""
+    """415 unless the body is declared JSON or CloudEvents JSON (form posts and text are not
+    events)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
+    if not media and "ce-specversion" in request.headers:
+        return  # a binary-mode CloudEvent without datacontenttype: its data is JSON
+    if media not in JSON_MEDIA:
         raise UnsupportedMediaType(
-            f"send the body as JSON with 'Content-Type: application/json', not {media or 'none'!r}",
+            f"send the body as JSON with 'Content-Type: application/json' (or a CloudEvent as "
+            f"{STRUCTURED} or {BATCH}), not {media or 'none'!r}",
             field="Content-Type",
         )
 

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from producers import http
+from producers import cloudevents, http
 from producers.errors import AuthorizationError, NotFound
 from sealstream.auth import Principal, principal_of
 
@@ -40,7 +40,9 @@ async def publish(request: Request) -> Response:
     principal = caller(request)
     http.require_json(request)
     raw = await http.read_body(request, g.settings.max_body_bytes)
-    result = await g.service.publish(principal, raw, ctx)
+    mode = cloudevents.mode_of(request.headers.get("content-type", ""), request.headers)
+    cloud = (mode, request.headers) if mode else None
+    result = await g.service.publish(principal, raw, ctx, cloud)
     response = http.answer(result, ctx, g.settings.retry_after_s)
     g.metrics.request_seconds.labels(str(response.status_code)).observe(
         time.perf_counter() - started

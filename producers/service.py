@@ -17,12 +17,14 @@ import hashlib
 import io
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fastavro
 import orjson
 
+from producers import cloudevents
 from producers.dedup import ReceiptStore
 from producers.errors import RateLimited, RecordRefused, Unavailable
 from producers.framing import Event, Framer, FrameWindow
@@ -123,11 +125,23 @@ class IngestService:
 
     # -- the request ----------------------------------------------------------------------
 
-    async def publish(self, principal: Principal, raw: bytes, ctx: RequestContext) -> Published:
+    async def publish(
+        self,
+        principal: Principal,
+        raw: bytes,
+        ctx: RequestContext,
+        cloud: tuple[str, Mapping[str, str]] | None = None,
+    ) -> Published:
         """Each event of the request accepted (Kafka has it) or rejected; raises the request's
-        own errors (malformed body, too large, rate limited)."""
+        own errors (malformed body, too large, rate limited). ``cloud``: the request is
+        CloudEvents (its mode and headers, producers/cloudevents.py)."""
         body = parse_body(raw, self.settings.max_body_bytes, self.settings.max_json_depth)
-        events, is_batch = split_events(body, self.settings.max_events_per_batch)
+        if cloud is None:
+            events, is_batch = split_events(body, self.settings.max_events_per_batch)
+        else:
+            events, is_batch = cloudevents.events_of(
+                cloud[0], body, cloud[1], principal.tenant, self.settings.max_events_per_batch
+            )
         verdict = self.limiter.take(principal.tenant, principal.subject, cost=len(events))
         if not verdict.allowed:
             self.metrics.rejected.labels(principal.tenant, "", "rate_limited").inc(len(events))
@@ -159,6 +173,12 @@ class IngestService:
         accepted, failed = await self._produce(principal, pending, decisions, ctx)
         rejected.extend(failed)
         rejected.sort(key=lambda r: r.index)
+        if cloud is not None:  # errors name the CloudEvents attributes
+            rejected = [
+                replace(r, error=cloudevents.as_attributes(r.error))
+                if isinstance(r.error, FieldError) else r
+                for r in rejected
+            ]  # fmt: skip
         return Published(is_batch, accepted, rejected, verdict)
 
     def _check(
@@ -178,6 +198,8 @@ class IngestService:
             ).inc()
             return Rejected(index, status, error)
 
+        if isinstance(raw_event, FieldError):  # no CloudEvent (producers/cloudevents.py)
+            return reject(422, raw_event)
         event = check_envelope(raw_event, index, prefix, self.window, now)
         if isinstance(event, FieldError):
             return reject(422, event)

@@ -35,6 +35,7 @@ from streams.processor import (
     Signed,
     Source,
     checkpoint,
+    cloudevent_headers,
     dead_letter_headers,
 )
 
@@ -414,6 +415,7 @@ class Signer:
             # the dedup window is rebuilt from these after a restart (streams/heads.py)
             ("tenant", tenant.encode()),
             ("event_id", event_id.encode()),
+            *cloudevent_headers(signed.record),  # CloudEvents' Kafka binding
         ]
         if source.index is not None:
             # where reconcile resumes inside the frame (streams/heads.py)

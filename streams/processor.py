@@ -136,6 +136,23 @@ class Processor:
         return Signed(record, self.encoder.encode(record), new_head)
 
 
+def cloudevent_headers(record: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The CloudEvents Kafka protocol binding (binary content mode) of a signed record, so a
+    CloudEvents consumer reads events.signed as CloudEvents: ``ce_id`` the event id,
+    ``ce_source`` its source (``sealstream:<producer>`` when the publisher named none),
+    ``ce_type`` its event type, ``ce_time`` when it occurred; the value is Avro."""
+    occurred = dt.datetime.fromtimestamp(record["occurred_at"] / 1000, dt.UTC)
+    source = record.get("source") or f"sealstream:{record['producer']}"
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(record["event_id"]).encode()),
+        ("ce_source", str(source).encode()),
+        ("ce_type", str(record["event_type"]).encode()),
+        ("ce_time", occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()),
+        ("content-type", b"application/avro"),
+    ]
+
+
 def checkpoint(chain_id: str, head: ChainHead, keys: HmacKeyring) -> dict[str, Any]:
     """A signed statement of a chain's head (the ``audit.checkpoints`` record)."""
     body = {

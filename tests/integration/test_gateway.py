@@ -20,6 +20,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from producers import cloudevents
 from producers.receipts import verify_receipt
 from schemas.frames import decode_frame, is_frame
 from schemas.serde import Decoder, registry_lookup
@@ -505,12 +506,13 @@ def test_gzip_and_zstd_bodies_are_accepted_and_a_bomb_is_413_producing_nothing(
     assert gateway.raw_events_since(before) == 0
 
 
-def test_the_compressed_body_example_of_the_docs_runs(gateway: Any) -> None:
+@pytest.mark.parametrize("section", ["### Compressed bodies", "### CloudEvents"])
+def test_the_examples_of_the_docs_run(gateway: Any, section: str) -> None:
     import re
     import subprocess
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
-    section = text.split("### Compressed bodies", 1)[1]
+    section = text.split(section, 1)[1]
     script = re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M)[0]
     before = gateway.raw_mark()
     done = subprocess.run(
@@ -519,5 +521,65 @@ def test_the_compressed_body_example_of_the_docs_runs(gateway: Any) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert len(json.loads(done.stdout)["accepted"]) == 1
+    answer = json.loads(done.stdout)  # a batch's receipts, or the one event's
+    assert len(answer["accepted"]) == 1 if "accepted" in answer else "receipt" in answer
     assert gateway.raw_events_since(before) == 1
+
+
+def test_cloudevents_in_every_http_mode_from_the_official_sdk(gateway: Any) -> None:
+    """Structured, binary and batched CloudEvents made by the cloudevents SDK: accepted onto
+    events.raw with the mapped envelope, a retry of the same CloudEvent answered with its first
+    receipt, and every check applied with errors naming the CloudEvents attribute."""
+    from cloudevents.core.bindings.http import to_binary, to_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    login = {"user_id": "u1", "username": "ann", "success": True, "method": "SSO"}
+
+    def cloud_event(ce_id: str, data: dict[str, Any] = login, **extra: Any) -> CloudEvent:
+        attributes = {
+            "type": "login",
+            "source": "/idp/eu",
+            "id": ce_id,
+            "subject": "u1",
+            "time": dt.datetime.now(dt.UTC),
+            "datacontenttype": "application/json",
+        }
+        return CloudEvent({**attributes, **extra}, data)  # fmt: skip
+
+    def send(message: Any, token: str | None = None) -> httpx.Response:
+        return httpx.post(
+            f"{gateway.url}/v1/events", content=message.body, timeout=30,
+            headers={**message.headers, "Authorization": f"Bearer {token or gateway.token()}"},
+        )  # fmt: skip
+
+    run = uuid.uuid4().hex[:8]
+    structured = send(to_structured(cloud_event(f"s-{run}"), JSONFormat()))
+    assert structured.status_code == 202, structured.text
+    msg = fetch(gateway, structured.json()["receipt"])
+    with SchemaRegistryClient(gateway.stack.registry_config()) as client:
+        _, raw = Decoder(registry_lookup(client)).decode(msg.value())
+    assert raw["event_id"] == str(uuid.uuid5(cloudevents.ID_NAMESPACE, f"/idp/eu\x00s-{run}"))
+    assert (raw["event_type"], raw["tenant"], raw["source"]) == ("login", "acme", "/idp/eu")
+    assert raw["payload"]["username"] == "ann"
+    again = send(to_structured(cloud_event(f"s-{run}"), JSONFormat()))
+    assert again.json()["receipt"] == structured.json()["receipt"]  # the same event, once
+
+    binary = send(to_binary(cloud_event(f"b-{run}"), JSONFormat()))
+    assert binary.status_code == 202, binary.text
+
+    batch = [json.loads(to_structured(cloud_event(f"{i}-{run}"), JSONFormat()).body)
+             for i in range(3)]  # fmt: skip
+    batch[1]["data"] = {**login, "success": "yes"}  # the schema check applies unchanged
+    batch[2]["tenant"] = "globex"  # so does authorization: not this token's tenant
+    response = httpx.post(
+        f"{gateway.url}/v1/events", content=json.dumps(batch), timeout=30,
+        headers={"Content-Type": cloudevents.BATCH, "Authorization": f"Bearer {gateway.token()}"},
+    )  # fmt: skip
+    body = response.json()
+    assert [a["index"] for a in body["accepted"]] == [0], body
+    fields = {r["index"]: (r["status"], r["error"]["field"]) for r in body["rejected"]}
+    assert fields == {1: (422, "[1].data.success"), 2: (403, "[2].tenant")}, body
+
+    unknown = send(to_structured(cloud_event(f"u-{run}", type="com.example.order"), JSONFormat()))
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "type"

@@ -279,6 +279,17 @@ def test_raw_to_signed_with_valid_chains_and_poison_to_dlq(stack: Any, workers: 
         f for r in reports.values() for f in r.findings
     ][:5]
     assert sum(r.checked for r in reports.values()) == len(ids)
+    # each signed record is a CloudEvent to the SDK's Kafka binding (binary content mode)
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+    from cloudevents.core.formats.json import JSONFormat
+
+    raw_signed = read_all(stack, workers.topics["events.signed"], decode=False)
+    _, _, value, headers = raw_signed[0]
+    cloud = from_binary(KafkaMessage(headers, None, value), JSONFormat())
+    record = next(r for r in signed if r["event_id"] == cloud.get_id())
+    assert (cloud.get_type(), cloud.get_source()) == ("payment", f"sealstream:{record['producer']}")
+    assert int(cloud.get_time().timestamp() * 1000) == record["occurred_at"]
+    assert cloud.get_datacontenttype() == "application/avro" and cloud.get_data() == value
     # Signed checkpoints every 50 events per chain, naming real chain heads.
     keyring = load_hmac_keyring(workers.keys)
     checkpoints = [v for _, _, v, _ in read_all(stack, workers.topics["audit.checkpoints"])]
