@@ -101,14 +101,26 @@ def verify(
         attribute_shared_holes(report, hot_index, cold_index)
         compare(hot, cold, report, settled)
     if dead_letters:
-        _name_dead_letters(report, dead_letters)
+        _name_dead_letters(report, dead_letters, hot_index if hot is not None else None)
     first_bad_seqs(report)
     return report
 
 
-def _name_dead_letters(report: VerifyReport, dead_letters: dict[tuple[str, int], str]) -> None:
+def _name_dead_letters(
+    report: VerifyReport,
+    dead_letters: dict[tuple[str, int], str],
+    hot_index: dict[str, dict[int, Entry]] | None = None,
+) -> None:
     """A signed event a sink could not store (its dead letters hold it) is not lost, and not
-    stored either: say which, and where it is, so an operator can fix and replay it."""
+    stored either: say which, and where it is, so an operator can fix and replay it. Each one
+    the hot store does not hold is named, whether or not the walks found a hole for it: one
+    that is the only entry of its chain, or not the last record of its partition, leaves none
+    (a record of a chain the worker did not sign, written to events.signed by someone else,
+    once went unreported when the worker's records came after it)."""
+    detail = (
+        "a sink could not store it and put it in its dead letters; fix the cause and "
+        "replay it (sealstream dlq replay)"
+    )
     named: list[Located] = []
     for f in report.findings:
         where = (
@@ -119,16 +131,11 @@ def _name_dead_letters(report: VerifyReport, dead_letters: dict[tuple[str, int],
         if where is None:
             named.append(f)
             continue
-        named.append(
-            Located(
-                f.store,
-                "dead_lettered",
-                f.chain_id,
-                f.seq,
-                f.event_id,
-                where,
-                "a sink could not store it and put it in its dead letters; fix the cause and "
-                "replay it (sealstream dlq replay)",
-            )
-        )
+        located = Located(f.store, "dead_lettered", f.chain_id, f.seq, f.event_id, where, detail)
+        named.append(located)
+    if hot_index is not None:
+        seen = {(f.chain_id, f.seq) for f in named if f.kind == "dead_lettered"}
+        for (chain_id, seq), where in sorted(dead_letters.items()):
+            if (chain_id, seq) not in seen and seq not in hot_index.get(chain_id, {}):
+                named.append(Located("hot", "dead_lettered", chain_id, seq, None, where, detail))
     report.findings = named

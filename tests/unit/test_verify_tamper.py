@@ -620,3 +620,21 @@ def test_an_entry_a_sink_dead_lettered_is_named_so_not_missing(tmp_path: Path) -
     cold = stores.cold(unnamed)
     verify(stores.hot(), cold, KEYS, {}, True, unnamed, {0: 4}, {CHAIN: 4})
     assert [(f.kind, f.seq) for f in unnamed.findings] == [("missing", 4)]
+
+
+def test_a_dead_letter_that_leaves_no_hole_is_named_too(tmp_path: Path) -> None:
+    """The only entry of a chain nobody's walk expects (its chain is not settled: records of
+    another chain came after it on its partition) was once not reported at all. Every sink dead
+    letter the hot store does not hold is named; one it holds (replayed since) is not."""
+    records = signed_chain(3, CHAIN, KEYS, routes=("both", "both", "both"))
+    stores = Stores(tmp_path, records)
+    dlq = {
+        ("forged/0", 1): "events.signed.dlq 0@3 (unwritable)",
+        (CHAIN, 2): "events.signed.dlq 0@1 (unwritable)",  # replayed: hot has it now
+    }
+    report = VerifyReport()
+    cold = stores.cold(report)
+    verify(stores.hot(), cold, KEYS, {}, True, report, {0: 3}, {CHAIN: 3}, dlq)
+    assert [(f.store, f.kind, f.chain_id, f.seq, f.location) for f in report.findings] == [
+        ("hot", "dead_lettered", "forged/0", 1, "events.signed.dlq 0@3 (unwritable)")
+    ]
