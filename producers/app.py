@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -53,6 +53,7 @@ from sealstream.settings import (
     RegistrySettings,
 )
 from sealstream.topics import partition_count
+from sealstream.tracing import Tracing
 
 log = logging.getLogger("sealstream.gateway")
 
@@ -73,8 +74,10 @@ class Gateway:
     registry_url: str
     # keeps the framer's partition count current (None: frames are off)
     watch: PartitionWatch | None = None
+    tracing: Tracing = field(default_factory=lambda: Tracing("gateway"))
 
     def close(self) -> None:
+        self.tracing.shutdown()  # what spans are left are exported first
         if self.watch is not None:
             self.watch.close()
         for follower in self.followers:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +18,7 @@ from starlette.responses import Response
 from producers import cloudevents, http
 from producers.errors import AuthorizationError, NotFound
 from sealstream.auth import Principal, principal_of
+from sealstream.tracing import headers_of
 
 if TYPE_CHECKING:
     from producers.app import Gateway
@@ -36,14 +39,19 @@ async def publish(request: Request) -> Response:
     """``POST /v1/events``: one event or a batch; 202 with a signed receipt per accepted one."""
     g = gateway_of(request)
     started = time.perf_counter()
-    ctx = http.context(request)
-    principal = caller(request)
-    http.require_json(request)
-    raw = await http.read_body(request, g.settings.max_body_bytes)
-    mode = cloudevents.mode_of(request.headers.get("content-type", ""), request.headers)
-    cloud = (mode, request.headers) if mode else None
-    result = await g.service.publish(principal, raw, ctx, cloud)
-    response = http.answer(result, ctx, g.settings.retry_after_s)
+    # the request's span, under the publisher's traceparent if it sent one; every event of
+    # the request carries the span's context to the worker (sealstream/tracing.py)
+    with g.tracing.span("POST /v1/events", request.headers, SpanKind.SERVER) as span:
+        ctx = replace(http.context(request), trace=tuple(headers_of(span)))
+        principal = caller(request)
+        span.set_attribute("sealstream.tenant", principal.tenant)
+        http.require_json(request)
+        raw = await http.read_body(request, g.settings.max_body_bytes)
+        mode = cloudevents.mode_of(request.headers.get("content-type", ""), request.headers)
+        cloud = (mode, request.headers) if mode else None
+        result = await g.service.publish(principal, raw, ctx, cloud)
+        response = http.answer(result, ctx, g.settings.retry_after_s)
+        span.set_attribute("http.response.status_code", response.status_code)
     g.metrics.request_seconds.labels(str(response.status_code)).observe(
         time.perf_counter() - started
     )

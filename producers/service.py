@@ -59,6 +59,8 @@ class RequestContext:
     client_ip: str | None = None
     user_agent: str | None = None
     client_cert: str | None = None  # the subject of a TLS client certificate (mutual TLS)
+    # traceparent/tracestate of the request's span: every event of the request carries them
+    trace: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -397,6 +399,7 @@ class IngestService:
             headers.append(("client_ip", ctx.client_ip.encode()))
         if ctx.user_agent:
             headers.append(("user_agent", ctx.user_agent.encode(errors="replace")))
+        headers.extend(ctx.trace)
         return headers
 
     async def _receipts_for(

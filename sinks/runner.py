@@ -40,6 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from sealstream.deadletters import DeadLetterHeaders, source_headers
 from sealstream.settings import KafkaSettings, SinkSettings
+from sealstream.tracing import TRACE_HEADERS, Hops, Tracing
 
 log = logging.getLogger("sealstream.sink")
 
@@ -196,8 +197,10 @@ class SinkRunner:
         store: Store,
         limits: Limits,
         on_batch: Callable[[Batch], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing(f"sink-{store.name}")
         self.group = group
         self.topics = list(topics)
         self.store = store
@@ -376,7 +379,26 @@ class SinkRunner:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _write(self, batch: Batch) -> bool:
-        """Write ``batch`` until the store accepts it; False if the partition was revoked."""
+        """Write ``batch`` until the store accepts it; False if the partition was revoked. A
+        span per trace among its records covers the write (sealstream/tracing.py)."""
+        attributes = {
+            "messaging.destination.name": batch.topic,
+            "sealstream.store": self.store.name,
+        }
+        hops = Hops(self.tracing, f"store {self.store.name}", attributes)
+        for message in batch.records:
+            trace = trace_headers(message)
+            if trace:  # only what a stage traced: audit decisions and checkpoints are not
+                hops.hop(trace)
+        try:
+            return self._write_batch(batch)
+        except BaseException as exc:
+            hops.fail(exc)
+            raise
+        finally:
+            hops.end()
+
+    def _write_batch(self, batch: Batch) -> bool:
         if self.settings.fault_crash_topic in ("", batch.topic):
             self._writes += 1
         self._crash_if("before_write")
@@ -475,3 +497,12 @@ def header_pairs(message: Message) -> list[tuple[str, bytes]]:
 def message_headers(message: Message) -> dict[str, bytes]:
     """A record's headers as a dict (last value wins)."""
     return dict(header_pairs(message))
+
+
+def trace_headers(message: Message) -> dict[str, bytes]:
+    """A record's trace context headers (``traceparent``, ``tracestate``), if it has any."""
+    return {
+        name: value
+        for name, value in cast(list[tuple[str, Any]], message.headers() or [])
+        if name in TRACE_HEADERS and isinstance(value, bytes)
+    }

@@ -252,6 +252,9 @@ def audit_trail(
             "receipt": source.receipt(event_id, tenant),
         },
         "authorization": source.decisions(tenant, str(row["request_id"]), row["received_at"]),
+        # W3C trace context: its trace, and the worker's span that signed it (empty: stored
+        # before trace context was kept, or never traced). Headers, not signed content.
+        "trace": {"trace_id": row.get("trace_id", ""), "span_id": row.get("span_id", "")},
         "processing": {
             "classification": row["classification"],
             "route": row["route"],

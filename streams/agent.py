@@ -19,15 +19,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
-from prometheus_client import Counter
 
 from schemas.frames import FrameError, decode_frame, is_frame
 from sealstream.integrity import ChainHead
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, WorkerSettings
+from sealstream.tracing import Hops, Tracing
 from streams.dedup import SeenWindow, dedup_key
 from streams.enrich import EnrichmentFailed
 from streams.heads import WHOLE, done_through, of_chain, resume_head
+from streams.metrics import (
+    CHECKPOINTS,
+    DEAD,
+    DUPLICATES,
+    FOREIGN,
+    GAP_FILLED,
+    PROCESSED,
+    REPLAYED,
+    RETRIES,
+    STALE,
+    STALE_TRANSACTIONS,
+)
 from streams.outputs import Outputs
 from streams.processor import (
     PoisonMessage,
@@ -41,46 +53,6 @@ from streams.processor import (
 
 log = logging.getLogger("sealstream.worker")
 
-PROCESSED = Counter(
-    "sealstream_worker_events_signed_total", "Events signed", ["tenant", "event_type"]
-)
-DEAD = Counter(  # tenant and event_type from the gateway's headers ('' for poison)
-    "sealstream_worker_dead_letters_total",
-    "Events dead-lettered",
-    ["tenant", "event_type", "reason", "stage"],
-)
-REPLAYED = Counter(
-    "sealstream_worker_redelivered_skipped_total", "Redelivered events already signed (skipped)"
-)
-RETRIES = Counter("sealstream_worker_retries_total", "Transient failures retried", ["reason"])
-DUPLICATES = Counter(
-    "sealstream_worker_duplicates_dropped_total",
-    "Events whose (tenant, event_id) the chain had already signed (a retried request the "
-    "gateway produced twice): dropped, not signed again",
-    ["tenant"],
-)
-CHECKPOINTS = Counter(
-    "sealstream_worker_checkpoints_total",
-    "Signed checkpoints of a chain's head, by what triggered them",
-    ["reason"],
-)
-STALE = Counter(
-    "sealstream_worker_revoked_events_skipped_total",
-    "Buffered events of partitions revoked from this worker: left to their next owner",
-)
-STALE_TRANSACTIONS = Counter(
-    "sealstream_worker_stale_transactions_aborted_total",
-    "Transactions of an earlier ownership of a partition aborted at a rebalance",
-)
-FOREIGN = Counter(
-    "sealstream_worker_foreign_signed_records_total",
-    "Records on the output topic not of the chain they sit in or not signed with the worker's "
-    "keys, seen when a partition's chain is resumed (ignored; written by someone else)",
-)
-GAP_FILLED = Counter(
-    "sealstream_worker_gap_filled_total",
-    "Input events the consumer skipped over and the agent read back and processed in order",
-)
 # what a record costs beyond its value, key and headers in a Kafka record batch, generously
 RECORD_OVERHEAD = 512
 
@@ -143,6 +115,7 @@ class Signer:
         outputs: Outputs,
         heads: Any,
         signed_limit: int,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.kafka = kafka
@@ -159,6 +132,9 @@ class Signer:
         self.lost: set[int] = set()
         # input partitions of this worker's last assignment
         self.owned: set[int] = set()
+        # the spans of the record being handled, one per trace (sealstream/tracing.py)
+        self.tracing = tracing or Tracing("worker")
+        self.hops = Hops(self.tracing, "sign events", {})
 
     def _state(self, partition: int) -> PartitionState:
         return self.partitions.setdefault(partition, PartitionState())
@@ -323,18 +299,26 @@ class Signer:
         the agent takes the next one, so a rebalance never lands inside a frame. A worker
         killed inside one resumes after its last committed event (``reconcile``)."""
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
-        if not is_frame(value):
-            await self.handle(Source(topic, partition, offset, headers), key, value)
-            return
-        assert value is not None
+        attributes = {"messaging.destination.name": topic, "messaging.kafka.offset": offset}
+        self.hops = Hops(self.tracing, "sign events", attributes)
         try:
-            events = decode_frame(value)
-        except FrameError as exc:
-            await self._dead_whole(Source(topic, partition, offset, headers), key, value, exc)
-            return
-        for index, framed in enumerate(events):
-            source = Source(topic, partition, offset, framed.headers, index)
-            await self.handle(source, framed.key, framed.value)
+            if not is_frame(value):
+                await self.handle(Source(topic, partition, offset, headers), key, value)
+                return
+            assert value is not None
+            try:
+                events = decode_frame(value)
+            except FrameError as exc:
+                await self._dead_whole(Source(topic, partition, offset, headers), key, value, exc)
+                return
+            for index, framed in enumerate(events):
+                source = Source(topic, partition, offset, framed.headers, index)
+                await self.handle(source, framed.key, framed.value)
+        except BaseException as exc:
+            self.hops.fail(exc)
+            raise
+        finally:
+            self.hops.end()
 
     async def _dead_whole(
         self, source: Source, key: bytes | None, value: bytes, exc: FrameError
@@ -416,6 +400,7 @@ class Signer:
             ("tenant", tenant.encode()),
             ("event_id", event_id.encode()),
             *cloudevent_headers(signed.record),  # CloudEvents' Kafka binding
+            *self.hops.hop(source.headers),  # the trace context: this worker's span
         ]
         if source.index is not None:
             # where reconcile resumes inside the frame (streams/heads.py)

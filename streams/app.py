@@ -134,6 +134,7 @@ def create_app(
     sign_events = app.agent(raw, name=AGENT_NAME)(signer.sign_events)
 
     app.sign_events = sign_events  # type: ignore[attr-defined]
+    app.signer = signer  # type: ignore[attr-defined]
     app.chain_heads = heads  # type: ignore[attr-defined]
     app.anchor_quiet_chains = signer.anchor_quiet_chains  # type: ignore[attr-defined]
     return app

@@ -49,6 +49,11 @@ class Migration:
 
 _DEDUP = "non_replicated_deduplication_window = {window}"
 
+EVENTS_BY_ID_VIEW = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_by_id_mv TO {db}.events_by_id AS
+SELECT event_id, tenant, occurred_at, formatRow('JSONEachRow', *) AS row
+FROM {db}.events"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -107,10 +112,7 @@ TTL toDateTime(occurred_at) + INTERVAL {ttl_days} DAY
 SETTINGS index_granularity = 256, min_compress_block_size = 4096,
          max_compress_block_size = 8192, """
             + _DEDUP,
-            """
-CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_by_id_mv TO {db}.events_by_id AS
-SELECT event_id, tenant, occurred_at, formatRow('JSONEachRow', *) AS row
-FROM {db}.events""",
+            EVENTS_BY_ID_VIEW,
             """
 CREATE TABLE IF NOT EXISTS {db}.events_minutely_state (
     minute DateTime('UTC'),
@@ -318,6 +320,22 @@ MIGRATIONS = (
         5,
         "the TLS client certificate a decision's request came with (mutual TLS)",
         ("ALTER TABLE {db}.audit_decisions ADD COLUMN IF NOT EXISTS client_cert Nullable(String)",),
+    ),
+)
+
+# The materialized view's ``*`` was expanded when it was made: it is made again to hold the
+# new columns in ``events_by_id``'s rows (the audit trail reads them there).
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        6,
+        "each event's W3C trace context: the trace and the worker span that signed it",
+        (
+            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS trace_id String DEFAULT ''",
+            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS span_id String DEFAULT ''",
+            "DROP VIEW IF EXISTS {db}.events_by_id_mv",
+            EVENTS_BY_ID_VIEW,
+        ),
     ),
 )
 

@@ -19,7 +19,8 @@ from confluent_kafka import Message
 
 from schemas.serde import Decoder, UnknownSchemaError, WireFormatError
 from sealstream.deadletters import DeadLetterHeaders
-from sinks.runner import message_headers
+from sealstream.tracing import TRACEPARENT, ids_of
+from sinks.runner import message_headers, trace_headers
 
 UTC = dt.UTC
 
@@ -65,6 +66,10 @@ def _decode(decoder: Decoder, message: Message) -> dict[str, Any]:
         raise RowError("undecodable", str(exc)) from exc
 
 
+def _trace(message: Message) -> tuple[str, str]:
+    return ids_of(trace_headers(message).get(TRACEPARENT))
+
+
 def text(name: str) -> Source:
     return lambda record, message: str(record[name])
 
@@ -85,6 +90,12 @@ KAFKA: dict[str, Source] = {
     "kafka_topic": lambda record, message: message.topic() or "",
     "kafka_partition": lambda record, message: int(message.partition() or 0),
     "kafka_offset": lambda record, message: int(message.offset() or 0),
+}
+
+# the W3C trace context of the worker's span that signed the record (its headers; not signed)
+TRACE: dict[str, Source] = {
+    "trace_id": lambda record, message: _trace(message)[0],
+    "span_id": lambda record, message: _trace(message)[1],
 }
 
 # events: a signed event (schemas.records.SignedEvent) by field name
@@ -108,6 +119,7 @@ EVENT_SOURCES: dict[str, Source] = {
     **{name: text(name) for name in ("prev_hash", "hash", "key_id", "signature")},
     **KAFKA,
     "bytes": lambda record, message: len(message.value() or b""),
+    **TRACE,
 }
 # signed event fields the hot store keeps under another name, or not at all
 EVENT_FIELDS_ELSEWHERE = {"hot_payload_json": "payload", "payload_json": None}

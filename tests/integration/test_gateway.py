@@ -583,3 +583,51 @@ def test_cloudevents_in_every_http_mode_from_the_official_sdk(gateway: Any) -> N
 
     unknown = send(to_structured(cloud_event(f"u-{run}", type="com.example.order"), JSONFormat()))
     assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "type"
+
+
+@pytest.mark.parametrize(
+    ("sent", "continues"),
+    [
+        ({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, True),
+        ({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+          "tracestate": "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"}, True),
+        ({}, False),  # no trace context: a new trace
+        ({"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, False),
+        ({"traceparent": "garbage"}, False),
+        ({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" + "x" * 9000},
+         False),
+    ],
+)  # fmt: skip
+def test_the_events_of_a_request_carry_its_span_under_the_callers_trace(
+    gateway: Any, sent: dict[str, str], continues: bool
+) -> None:
+    """Read with the SDK's in-memory exporter: the request's span is the child of the caller's
+    traceparent (a new trace when there is none or it does not parse, never a refusal), and
+    every event of the request carries that span's context on events.raw."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sealstream.tracing import Tracing, ids_of
+
+    exporter = InMemorySpanExporter()
+    before, gateway.gateway.tracing = gateway.gateway.tracing, Tracing("gateway", exporter)
+    try:
+        response = post(gateway, {"events": [event(), event()]}, gateway.token(), **sent)
+        gateway.gateway.tracing.flush()
+    finally:
+        gateway.gateway.tracing, tracing = before, gateway.gateway.tracing
+        tracing.shutdown()
+    assert response.status_code == 202, response.text
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "POST /v1/events" and span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 202
+    assert span.attributes["sealstream.tenant"] == "acme"
+    trace_id, span_id = f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+    if continues:
+        assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
+    else:
+        assert trace_id != "4bf92f3577b34da6a3ce929d0e0e4736" and span.parent is None
+    for accepted in response.json()["accepted"]:
+        headers = dict(fetch(gateway, accepted["receipt"]).headers())
+        assert ids_of(headers["traceparent"]) == (trace_id, span_id)
+        assert headers.get("tracestate", b"").decode() == sent.get("tracestate", "")

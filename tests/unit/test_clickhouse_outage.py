@@ -43,7 +43,7 @@ def write(batch, ids, received):  # a batch of events, the sink's insert path an
                    hot_content_sha256="", enrichment={}, schema_id=1, source_topic="events.raw",
                    source_partition=0, source_offset=n, chain_id="c0", seq=n, prev_hash="",
                    hash="", key_id="k1", signature="", kafka_topic="events.signed",
-                   kafka_partition=0, kafka_offset=n, bytes=100)
+                   kafka_partition=0, kafka_offset=n, bytes=100, trace_id="", span_id="")
         rows.append([row[c] for c in EVENT_COLUMNS])
     store._insert_rows(table, rows, f"g/events.signed@/0/{batch}")
 

@@ -20,7 +20,7 @@ from schemas.serde import Decoder, Encoder
 from sealstream.integrity import walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, ObjectStoreSettings, SinkSettings
-from sinks.clickhouse.rows import dead_letter_row, event_row
+from sinks.clickhouse.rows import EVENT_COLUMNS, dead_letter_row, event_row
 from sinks.clickhouse.sink import insert_token
 from sinks.objects.files import parse_path, read_records
 from sinks.objects.retention import RetentionRules, apply_retention
@@ -148,7 +148,11 @@ def test_event_rows_keep_the_masked_copy_and_skip_cold_only_events() -> None:
     row = event_row(hot, message)  # type: ignore[arg-type]
     assert row is not None
     assert hot["hot_payload_json"] in row and hot["payload_json"] not in row
-    assert row[-4:] == ["events.signed", 0, 5, 10]
+    stored = dict(zip(EVENT_COLUMNS, row, strict=True))
+    assert [stored[c] for c in ("kafka_topic", "kafka_partition", "kafka_offset", "bytes")] == [
+        "events.signed", 0, 5, 10,
+    ]  # fmt: skip
+    assert (stored["trace_id"], stored["span_id"]) == ("", "")  # a record no stage traced
     assert event_row(cold, message) is None  # type: ignore[arg-type]
 
 
@@ -280,8 +284,8 @@ def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path:
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     first = run(30)
-    assert first["first"] == {"applied": [1, 2, 3, 4, 5], "already": [], "ttl_changed": []}
-    assert first["second"] == {"applied": [], "already": [1, 2, 3, 4, 5], "ttl_changed": []}
+    assert first["first"] == {"applied": [1, 2, 3, 4, 5, 6], "already": [], "ttl_changed": []}
+    assert first["second"] == {"applied": [], "already": [1, 2, 3, 4, 5, 6], "ttl_changed": []}
     # every table keeps merged-away parts (chDB's default deletes them at once)
     assert first["short_lived_parts"] == []
     assert {"events", "events_by_id", "events_minutely", "dead_letters", "audit_decisions",
@@ -289,9 +293,39 @@ def test_migrations_apply_once_follow_the_ttl_setting_and_refuse_edits(tmp_path:
     assert "changed after it was applied" in first["edited"]
     later = run(7)
     assert later["first"] == {
-        "applied": [], "already": [1, 2, 3, 4, 5], "ttl_changed": ["events", "events_by_id"],
+        "applied": [], "already": [1, 2, 3, 4, 5, 6], "ttl_changed": ["events", "events_by_id"],
     }  # fmt: skip
     assert later["second"]["ttl_changed"] == []
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "ids"),
+    [
+        (
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+        ),
+        # a later version: its first four fields read the same way
+        (
+            b"cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-more",
+            ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+        ),
+        (b"00-00000000000000000000000000000000-b7ad6b7169203331-01", ("", "")),  # invalid ids
+        (b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", ("", "")),
+        (b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", ("", "")),  # upper case
+        (b"00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01", ("", "")),  # short
+        (b"\xff" * 60, ("", "")),
+    ],
+)
+def test_event_rows_keep_the_trace_context_of_their_record(
+    traceparent: bytes, ids: tuple[str, str]
+) -> None:
+    (hot,) = signed_chain(1, "c", KEYS)
+    message = FakeMessage(b"v", 5, _headers=[("tenant", b"acme"), ("traceparent", traceparent)])
+    row = event_row(hot, message)  # type: ignore[arg-type]
+    assert row is not None
+    stored = dict(zip(EVENT_COLUMNS, row, strict=True))
+    assert (stored["trace_id"], stored["span_id"]) == ids
 
 
 def test_malformed_signed_fields_are_a_finding_not_a_crash() -> None:

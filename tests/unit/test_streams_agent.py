@@ -449,3 +449,54 @@ async def test_a_transaction_left_open_by_an_earlier_ownership_is_aborted() -> N
     assert await outputs.restart_transaction(4, begin=True) is False  # nothing open
     assert await outputs.restart_transaction(5, begin=False) is False  # no producer at all
     assert calls == [("abort", "p-0-3"), ("begin", "p-0-3")]
+
+
+async def test_signed_records_carry_the_workers_span_under_each_events_trace(
+    harness: Any,
+) -> None:
+    """Read with the SDK's in-memory exporter: one span per input record and trace, the child
+    of the trace context its events came with; each signed record carries its span's context
+    and a dead letter the event's own (a replay goes on in the gateway's trace)."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from schemas.frames import FramedEvent, encode_frame
+    from sealstream.tracing import Tracing, ids_of
+
+    app, recorder, decoder = harness
+    exporter = InMemorySpanExporter()
+    app.signer.tracing = Tracing("worker", exporter)
+    one = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    two = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    framed = [
+        FramedEvent(b"k", {"traceparent": one, "tracestate": b"v=1"}, raw("acme", 0)),
+        FramedEvent(b"k", {"traceparent": two}, raw("acme", 1)),
+        FramedEvent(b"k", {"traceparent": one, "tracestate": b"v=1"}, raw("acme", 2)),
+        FramedEvent(b"k", {"traceparent": one, "tracestate": b"v=1"}, b"\x00poison"),
+        FramedEvent(b"k", {}, raw("acme", 3)),  # no trace context: a trace of its own
+    ]
+    async with app.sign_events.test_context() as agent:
+        await agent.put(encode_frame(framed), key=b"k", partition=0)
+    app.signer.tracing.flush()
+    spans = {f"{s.context.trace_id:032x}": s for s in exporter.get_finished_spans()}
+    assert len(spans) == 3
+    first, second = (
+        spans["4bf92f3577b34da6a3ce929d0e0e4736"],
+        spans["0af7651916cd43dd8448eb211c80319c"],
+    )
+    assert first.parent is not None and f"{first.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert second.parent is not None and f"{second.parent.span_id:016x}" == "b7ad6b7169203331"
+    (own,) = [s for s in spans.values() if s not in (first, second)]
+    assert own.parent is None
+    assert [s.attributes["sealstream.events"] for s in (first, second, own)] == [2, 1, 1]
+    assert first.context.trace_state.get("v") == "1"
+
+    def ids(span: Any) -> tuple[str, str]:
+        return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+
+    signed = [(decoder.decode(v)[1], h) for t, v, _, h in recorder.sent if t == "events.signed"]
+    assert [(r["event_id"], ids_of(h["traceparent"])) for r, h in signed] == [
+        ("acme-0", ids(first)), ("acme-1", ids(second)), ("acme-2", ids(first)),
+        ("acme-3", ids(own)),
+    ]  # fmt: skip
+    (dead,) = [h for t, _, _, h in recorder.sent if t == "events.raw.dlq"]
+    assert (dead["traceparent"], dead["tracestate"]) == (one, b"v=1")
