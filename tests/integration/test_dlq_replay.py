@@ -54,7 +54,9 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
         sinks.start("clickhouse")
         sinks.start("objects")
         producer = RawProducer(stack, workers.topics["events.raw"])
-        slow_ids, _ = producer.send(slow, 6)
+        # with a trace context, as the gateway writes it: the replay goes on in that trace
+        trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        slow_ids, _ = producer.send(slow, 6, headers=[("traceparent", trace)])
         ok_ids, poison = producer.send(f"ok{uuid.uuid4().hex[:6]}", 20, poison_every=5)
         deadline = time.monotonic() + 120
         while True:
@@ -154,6 +156,9 @@ def test_dry_run_predicts_the_replay_which_resumes_and_never_stores_twice(
         assert letter["dead_letter"]["topic"] == workers.topics["events.raw.dlq"]
         assert [a["status"] for a in letter["operator_actions"]] == ["replayed"]
         assert trail["processing"]["source"]["offset"] != letter["source"]["offset"]
+        # signed after the replay by a worker span in the trace the event first came with
+        assert trail["trace"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert trail["trace"]["span_id"] not in ("", "00f067aa0ba902b7")
         assert ok_ids  # the good traffic was never touched by any of this
     finally:
         sinks.stop_all()

@@ -159,9 +159,10 @@ class RawProducer:
         count: int = 0,
         poison_every: int = 0,
         event_ids: list[str] | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> tuple[set[str], int]:
         """``count`` new events, or the events ``event_ids`` (again: same keys, so the same
-        partitions, as a retry the gateway produced twice)."""
+        partitions, as a retry the gateway produced twice); ``headers`` on each of them."""
         now = dt.datetime.now(dt.UTC)
         ids: set[str] = set()
         poison = 0
@@ -185,6 +186,7 @@ class RawProducer:
                 headers=[
                     ("correlation_id", f"c-{event_id}".encode()),
                     ("event_id", event_id.encode()),
+                    *(headers or []),
                 ],
             )
         assert self.producer.flush(30) == 0
