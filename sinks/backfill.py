@@ -46,6 +46,11 @@ class _Coordinates:
     def value(self) -> bytes:
         return b"\0" * self._size  # only its length is used (the ``bytes`` column)
 
+    def headers(self) -> list[tuple[str, bytes]]:
+        # a cold file keeps the signed record, not its headers: a row rebuilt from it has no
+        # trace context (empty trace_id and span_id; docs/tracing.md)
+        return []
+
 
 @dataclass
 class BackfillReport:
