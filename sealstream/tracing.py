@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +110,12 @@ def export_configured(env: Mapping[str, str] = os.environ) -> bool:
     )
 
 
+def failed(span: Span, exc: BaseException) -> None:
+    """Mark ``span`` failed by ``exc``."""
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
 class Tracing:
     """One stage's tracer. ``exporter``: where its spans go (tests pass the SDK's in-memory
     exporter); by default the OTLP exporter when one is configured, else nowhere."""
@@ -122,7 +128,6 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()
-        self.exporting = exporter is not None
         if exporter is not None:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("sealstream")
@@ -152,8 +157,7 @@ class Tracing:
         try:
             yield span
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            failed(span, exc)
             raise
         finally:
             span.end()
@@ -196,16 +200,10 @@ class Hops:
 
     def fail(self, exc: BaseException) -> None:
         for known in self.open.values():
-            known.span.record_exception(exc)
-            known.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            failed(known.span, exc)
 
     def end(self) -> None:
         for known in self.open.values():
             known.span.set_attribute("sealstream.events", known.events)
             known.span.end()
         self.open.clear()
-
-
-def without_trace(headers: Iterable[tuple[str, bytes]]) -> Headers:
-    """``headers`` less the trace context (a stage replaces it with its own)."""
-    return [(name, value) for name, value in headers if name not in TRACE_HEADERS]
