@@ -8,11 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ops.upjob import PORTS, UpJob
+from ops.upjob import PORTS, UpJob, wait_for
 
 
 def _sleeper(*marker: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *marker])
+    """A sleeping child whose command line is readable: Popen returns once the exec closed
+    its error pipe, but the kernel sets the new command line a little later (CI read it
+    empty once), so wait for it as a real service's would long be."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *marker])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    wait_for(lambda: b"time.sleep" in cmdline.read_bytes(), 10, "the child's exec", 0.01)
+    return proc
 
 
 def test_services_an_interrupted_up_left_running_are_killed(tmp_path: Path) -> None:
