@@ -1,18 +1,20 @@
 """The embedded engine's query endpoint, served by the ClickHouse sink process.
 
 chDB opens its data directory in one process only, so in embedded mode the sink is the only
-process that can read the hot store; it serves ``POST /v1/query`` for ``sealstream query`` and
-for analysts' tools, and ``GET /v1/audit/{event_id}`` for auditors. Callers present a JWT (the
-gateway's keyring): the ``analyst`` role with the ``analytics:read`` scope queries its own
-tenant's rows, the ``auditor`` role with ``audit:read`` every tenant's. Every query, refused or
-run, is an audit record on ``audit.decisions`` before any row is returned.
+process that can read the hot store; it serves ``POST /v1/query`` for ``sealstream query``,
+ClickHouse's HTTP interface on ``/`` for analysts' tools (``http_protocol``; both take the one
+path of ``QueryService.serve``) and ``GET /v1/audit/{event_id}`` for auditors. Callers present
+a JWT (the gateway's keyring): the ``analyst`` role with the ``analytics:read`` scope queries
+its own tenant's rows, the ``auditor`` role with ``audit:read`` every tenant's. Every query,
+refused or run, is an audit record on ``audit.decisions`` before any row is returned.
 
 Queries run concurrently on a small pool of engine handles (one chDB handle runs one query at
 a time; several handles on the one engine run in parallel). ``Admission`` bounds them: a few
 at once per tenant (auditors: per subject), a bounded total, a short wait for a slot and then
 429 with ``Retry-After``, so one tenant's slow queries never hold up another's. Bodies are read
 as a stream and refused with 413 as soon as they pass ``MAX_SQL_BYTES``. Every failure is JSON
-``{"error": {"code", "message", "field"?}}`` with a 4xx, or 503 when retrying may help.
+``{"error": {"code", "message", "field"?}}`` with a 4xx, or 503 when retrying may help
+(ClickHouse's routes: ClickHouse's own error text).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import queue
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -38,15 +41,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sealstream.auth import (
     AuthenticationError,
-    BearerBackend,
     Principal,
     TokenVerifier,
     principal_of,
@@ -82,6 +82,22 @@ LIMIT_CODES = {158, 159, 160, 241, 307, 396}
 
 Audit = Callable[..., None]
 Trail = Callable[[Callable[[str], list[dict[str, Any]]], str, bool], dict[str, Any] | None]
+Execute = Callable[[Any, str], tuple[Any, int | None]]  # (handle, safe SQL) -> (result, rows)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A query as its route read it: ``sql`` as sent, what ``prepare`` makes of it (default:
+    the guard) runs by ``execute`` on a pooled handle; ``detail`` goes into its audit record."""
+
+    sql: str
+    execute: Execute
+    prepare: Callable[[str, Scope], str] | None = None
+    fmt: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def audited(self) -> dict[str, Any]:
+        return {**self.detail, "sql": self.sql[:4000]}
 
 
 class EndpointError(Exception):
@@ -342,30 +358,27 @@ class QueryService:
             return f"auditor:{principal.subject}"
         return f"tenant:{principal.tenant}"
 
-    async def query(self, request: Request) -> Response:
+    async def serve(
+        self, request: Request, read: Callable[[Scope], Awaitable[Asked]]
+    ) -> tuple[Asked, Any]:
+        """The one path of every query route: the caller's access, ``read`` (the route's way
+        of reading its request), a slot, the guard, the engine, the audit record; the route
+        renders the result."""
         principal = self._principal(request)
         scope = await self._access(principal, request, "query", {})
-        sql, fmt = _payload(await read_body(request))
+        asked = await read(scope)
         try:
             async with self.admission.slot(self.slot_key(principal)):
-                result = await self._guarded(principal, request, scope, sql)
+                result, rows, elapsed_ms = await self._guarded(principal, request, scope, asked)
         except EndpointError as exc:
             if exc.status == 429:  # refused too: recorded as every refusal is
-                await self._deny(principal, request, "query", "QUERY_LIMITED", {"sql": sql[:4000]})
+                await self._deny(principal, request, "query", "QUERY_LIMITED", asked.audited())
                 QUERIES.labels(principal.tenant, "limited").inc()
             raise
+        detail = {**asked.audited(), "rows": rows, "elapsed_ms": elapsed_ms}
         try:
             await self._record(
-                principal,
-                request,
-                action="query",
-                allow=True,
-                reason="QUERY_OK",
-                detail={
-                    "sql": sql[:4000],
-                    "rows": len(result.rows),
-                    "elapsed_ms": result.elapsed_ms,
-                },
+                principal, request, action="query", allow=True, reason="QUERY_OK", detail=detail
             )
         except Exception as exc:  # no audit record, no answer
             log.error("audit record for a query failed: %s", exc)
@@ -373,23 +386,38 @@ class QueryService:
                 503, "audit_unavailable", "the audit trail cannot be written; retry"
             ) from exc
         QUERIES.labels(principal.tenant, "ok").inc()
-        if fmt == "csv":
+        return asked, result
+
+    async def query(self, request: Request) -> Response:
+        """``POST /v1/query``: JSON ``{"sql", "format"}`` in, JSON or CSV out."""
+
+        async def read(_: Scope) -> Asked:
+            sql, fmt = _payload(await read_body(request))
+            return Asked(sql, self._rows, fmt=fmt)
+
+        asked, result = await self.serve(request, read)
+        if asked.fmt == "csv":
             return PlainTextResponse(to_csv(result.columns, result.rows), media_type="text/csv")
         return Response(_json(result.as_dict()), media_type="application/json")
 
+    def _rows(self, client: Any, sql: str) -> tuple[QueryResult, int]:
+        result = run(client, sql, self.max_rows, self.timeout_s, self.limits)
+        return result, len(result.rows)
+
     async def _guarded(
-        self, principal: Principal, request: Request, scope: Scope, sql: str
-    ) -> QueryResult:
+        self, principal: Principal, request: Request, scope: Scope, asked: Asked
+    ) -> tuple[Any, int | None, float]:
         try:
-            safe = await run_in_threadpool(guard, sql, scope, self.database)
+            prepare = asked.prepare or partial(guard, database=self.database)
+            safe = await run_in_threadpool(prepare, asked.sql, scope)
         except QueryRejected as exc:
-            detail = {"sql": sql[:4000], "code": exc.code}
+            detail = {**asked.audited(), "code": exc.code}
             await self._deny(principal, request, "query", "QUERY_REJECTED", detail)
             QUERIES.labels(principal.tenant, "rejected").inc()
             raise EndpointError(400, exc.code, str(exc), "sql") from exc
         started = time.perf_counter()
         try:
-            return await run_in_threadpool(self._run, safe)
+            result, rows = await run_in_threadpool(self._run, asked.execute, safe)
         except ClickHouseError as exc:  # ClickHouse's own refusals: unknown column, limits, ...
             message = str(exc).split("(version")[0].strip()[:2000]
             found = re.search(r"Code: (\d+)", message)
@@ -398,19 +426,20 @@ class QueryService:
                 raise EndpointError(
                     503, "engine_unavailable", "the engine did not answer; retry"
                 ) from exc
-            detail = {"sql": sql[:4000], "error": message}
+            detail = {**asked.audited(), "error": message}
             await self._deny(principal, request, "query", "QUERY_FAILED", detail)
             QUERIES.labels(principal.tenant, "failed").inc()
             code = "query_limit_exceeded" if int(found.group(1)) in LIMIT_CODES else "query_failed"
             raise EndpointError(400, code, message, "sql") from exc
         finally:
             QUERY_SECONDS.observe(time.perf_counter() - started)
+        return result, rows, round((time.perf_counter() - started) * 1000, 3)
 
-    def _run(self, sql: str) -> QueryResult:
+    def _run(self, execute: Execute, sql: str) -> tuple[Any, int | None]:
         with self.pool.client() as client:
             RUNNING.inc()
             try:
-                return run(client, sql, self.max_rows, self.timeout_s, self.limits)
+                return execute(client, sql)
             finally:
                 RUNNING.dec()
 
@@ -524,26 +553,22 @@ def create_query_app(
         health=health,
         trail=trail,
     )
+    from sinks.clickhouse.http_protocol import ClickHouseHTTP  # it builds on this module
+
+    clickhouse = ClickHouseHTTP(service)  # ClickHouse's HTTP interface, on "/"
     app = Starlette(
         routes=[
             Route("/v1/query", _json_errors(service.query), methods=["POST"]),
             Route("/v1/audit/{event_id}", _json_errors(service.audit_lookup)),
             Route("/healthz", _json_errors(service.healthz)),
             Route("/metrics", _json_errors(service.metrics)),
+            *clickhouse.routes(),
         ],
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            Middleware(AuthenticationMiddleware, backend=BearerBackend(verifier), on_error=_refused)
-        ],
+        middleware=[clickhouse.authentication(verifier)],  # JWTs, as bearer or ClickHouse's
     )
     app.state.query_service = service
     return app
-
-
-def _refused(conn: HTTPConnection, error: Exception) -> Response:
-    """A token the shared backend refused: this endpoint's own 401."""
-    assert isinstance(error, AuthenticationError)
-    return EndpointError(401, error.code, error.message).response()
 
 
 def _json(value: Any) -> bytes:
