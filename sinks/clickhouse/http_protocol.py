@@ -17,7 +17,8 @@ the format asked for: what runs is the guarded SQL with the limits as its ``SETT
   refused, as it is for a read-only ClickHouse user;
 - the handshake queries of ClickHouse's clients (``HANDSHAKES``), answered by fixed SQL that
   reads no table of the caller's, instead of the guard (which refuses ``version()`` and
-  ``system.*``); they are audited as every query is;
+  ``system.*``); they are audited as every query is; ``revision()`` is 0, the Native revision
+  the engine writes, and clickhouse-go's hello is written in the revision it sent (``native``);
 - errors as ClickHouse writes them: ``Code: N. DB::Exception: <message>. (NAME)`` with
   ``X-ClickHouse-Exception-Code``, and the endpoint's statuses (401, 403, 400, 413, 429; 503
   when a retry may help), so the clients raise their ``DatabaseError`` with the message.
@@ -47,7 +48,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sealstream.auth import AuthenticationError, BearerBackend, TokenVerifier
-from sinks.clickhouse.endpoint import MAX_SQL_BYTES, Asked, EndpointError, QueryService
+from sinks.clickhouse import native
+from sinks.clickhouse.endpoint import MAX_SQL_BYTES, Asked, EndpointError, Execute, QueryService
 from sinks.clickhouse.query import QueryRejected, Scope, guard, query_settings
 
 log = logging.getLogger("sealstream.sink.query")
@@ -319,13 +321,14 @@ def normalized(sql: str) -> str:
 
 
 # what clickhouse-connect's get_client() and clickhouse-go (Grafana's plugin) send on connect
+HELLO = "select displayname(), version(), revision(), timezone()"  # clickhouse-go's
 HANDSHAKES = {
     "select version(), timezone()": "SELECT version(), timezone()",
     "select timezone()": "SELECT timezone()",
     "select version()": "SELECT version()",
     "select currentdatabase()": "SELECT currentDatabase()",
-    "select displayname(), version(), revision(), timezone()":
-        f"SELECT {_literal(DISPLAY_NAME)} AS `displayName()`, version(), revision(), timezone()",
+    HELLO: f"SELECT {_literal(DISPLAY_NAME)} AS `displayName()`, version(), "
+    "toUInt32(0) AS `revision()`, timezone()",  # the engine writes Native revision 0
     "select name, value, readonly from system.settings limit 10000": "settings",
     "select database, name from system.tables order by database, name": "tables",
 }  # fmt: skip
@@ -435,6 +438,14 @@ def render(client: Any, sql: str, fmt: str, settings: Mapping[str, Any]) -> tupl
     return bytes(answer or b""), None
 
 
+def render_hello(
+    client: Any, sql: str, settings: Mapping[str, Any], revision: int
+) -> tuple[bytes, int]:
+    """clickhouse-go's hello in the Native revision it sent (``native``'s docstring says why)."""
+    answer, _ = render(client, sql, "TabSeparatedWithNamesAndTypes", settings)
+    return native.block(answer, revision), 1
+
+
 class ClickHouseHTTP:
     """The routes of ClickHouse's HTTP interface, on ``service``'s one query path."""
 
@@ -495,16 +506,13 @@ class ClickHouseHTTP:
             detail["data_bytes"] = size
         statement, named = split_format(text)
         fmt = resolve_format(named or params.default_format or "TabSeparated")
-        if params.protocol_version and fmt == "Native" and not data:
-            raise EndpointError(
-                400, "not_supported", f"Native blocks for client_protocol_version "
-                f"{params.protocol_version} are not supported: the engine writes revision 0"
-            )  # fmt: skip
         settings = capped(self._ours(), params.lower or {})
+        execute: Execute = partial(render, fmt=fmt, settings=settings)
         if not data and normalized(statement) in HANDSHAKES:
             detail["handshake"] = True
             del settings["max_result_rows"]  # a fixed answer of a few rows, no table's
-        execute = partial(render, fmt=fmt, settings=settings)
+            if normalized(statement) == HELLO and fmt == "Native" and params.protocol_version:
+                execute = partial(render_hello, settings=settings, revision=params.protocol_version)
         prepare = self._refuse_data if data else self._prepare
         return Asked(statement, execute, prepare, fmt, {**detail, "format": fmt})
 

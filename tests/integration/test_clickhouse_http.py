@@ -5,6 +5,7 @@ record; and the example of docs/sinks.md runs as it is written."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -141,3 +142,45 @@ def test_the_example_of_the_docs_runs(loaded: tuple[Sinks, Counter]) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == str([("acme", counts["acme"])])
+
+
+def test_grafanas_client_clickhouse_go_reads_its_tenant_only_and_cannot_write(
+    loaded: tuple[Sinks, Counter], tmp_path: Path
+) -> None:
+    """clickhouse-go over HTTP, as Grafana's ClickHouse plugin connects (clickhouse_go/main.go):
+    its hello in the revision it sends, everything after in revision 0, as the hello said."""
+    sinks, counts = loaded
+    program = tmp_path / "clickhouse-go"
+    built = subprocess.run(
+        ["go", "build", "-mod=readonly", "-o", str(program), "."],
+        cwd=Path(__file__).parent / "clickhouse_go", capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    done = subprocess.run(
+        [str(program)],
+        env={
+            **os.environ,
+            "CH_ADDR": f"127.0.0.1:{sinks.query_port}",
+            "CH_JWT": sinks.token("acme", ["analyst"]),
+        },
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = json.loads(done.stdout)
+    assert got["failures"] is None, got["failures"]
+    assert got["ping"] == "ok" and got["version"]
+    assert got["counts"] == [["acme", counts["acme"]]]  # globex's rows are invisible
+    assert got["series_points"] > 0
+    columns = "event_id, tenant, source, masked_fields, enrichment, occurred_at, schema_id"
+    first = (
+        connect(sinks, sinks.token("acme", ["analyst"]))
+        .query(f"SELECT {columns} FROM events ORDER BY event_id LIMIT 1")
+        .result_rows[0]
+    )  # the same row, as clickhouse-connect reads it
+    expected = [*first[:5], first[5].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], first[6]]
+    assert got["row"] == [v if not isinstance(v, tuple) else list(v) for v in expected]
+    assert "sealstream.events" in got["tables"] and "sealstream.receipts" not in got["tables"]
+    assert got["insert"]["code"] == 164, got["insert"]
+    auditor = sinks.token("*", ["auditor"])
+    stored = sinks.query("SELECT count() FROM events WHERE event_id = 'forged'", auditor)
+    assert stored.json()["rows"] == [[0]]  # the refused write changed nothing

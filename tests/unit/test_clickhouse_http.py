@@ -22,6 +22,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from sealstream.auth import AuthenticationError, Principal
 from sealstream.settings import ClickHouseSettings
+from sinks.clickhouse import native
 from sinks.clickhouse.endpoint import MAX_SQL_BYTES, EndpointError, create_query_app
 from sinks.clickhouse.http_protocol import (
     HANDSHAKES,
@@ -228,6 +229,11 @@ class Engine:
                 if "'slow'" in sql:
                     engine.slow_started.set()
                     assert engine.release.wait(10), "never released"
+                if sql.endswith("FORMAT TabSeparatedWithNamesAndTypes"):  # the engine's own
+                    return (
+                        b"displayName()\tversion()\trevision()\ttimezone()\n"
+                        b"String\tString\tUInt32\tString\nsealstream\t26.9.2.1\t0\tEtc/UTC\n"
+                    )
                 return b"rendered:" + sql.encode()
 
         return Handle()
@@ -403,22 +409,16 @@ async def test_requests_the_engine_cannot_answer_are_refused_before_it(engine: E
             "setting": await client.post("/?allow_ddl=1", content="SELECT 1", headers=ACME),
             "format": await client.post("/", content="SELECT 1 FORMAT Protobuf", headers=ACME),
             "database": await client.post("/?database=system", content="SELECT 1", headers=ACME),
-            "revision": await client.post("/?client_protocol_version=54460",
-                                          content="SELECT 1 FORMAT Native", headers=ACME),
             "too large": await client.post("/", content=b"SELECT " + b"1" * MAX_SQL_BYTES,
                                            headers=ACME),
         }  # fmt: skip
-        revision_json = await client.post(
-            "/?client_protocol_version=54460", content="SELECT 1 FORMAT JSON", headers=ACME
-        )
     got = {name: (r.status_code, r.headers["X-ClickHouse-Exception-Code"]) for name, r in
            cases.items()}  # fmt: skip
     assert got == {
         "setting": (400, "164"), "format": (400, "73"), "database": (400, "81"),
-        "revision": (400, "48"), "too large": (413, "393"),
+        "too large": (413, "393"),
     }  # fmt: skip
-    assert revision_json.status_code == 200  # only Native blocks depend on the revision
-    assert len(engine.ran) == 1
+    assert engine.ran == []
 
 
 async def test_a_tenant_over_its_slots_gets_429_as_a_clickhouse_error(engine: Engine) -> None:
@@ -435,3 +435,41 @@ async def test_a_tenant_over_its_slots_gets_429_as_a_clickhouse_error(engine: En
     assert second.status_code == 429 and second.headers["Retry-After"] == "1"
     assert second.headers["X-ClickHouse-Exception-Code"] == "202"
     assert [r["reason"] for r in audit.records] == ["QUERY_LIMITED", "QUERY_OK"]
+
+
+def test_a_native_block_is_written_in_the_clients_revision() -> None:
+    tsv = b"a()\tn\nString\tUInt32\nx\\ty\t7\nz\t300\n"  # TSV escapes a tab as \t
+    columns = b"\x02\x02" + b"\x03a()\x06String%s\x03x\ty\x01z" + b"\x01n\x06UInt32%s"
+    data = b"\x07\x00\x00\x00\x2c\x01\x00\x00"
+    assert native.block(tsv, 0) == columns % (b"", b"") + data  # what the engine writes
+    assert native.block(tsv, 54405) == native.BLOCK_INFO + columns % (b"", b"") + data
+    flagged = native.BLOCK_INFO + columns % (b"\x00", b"\x00") + data  # no custom serialization
+    assert native.block(tsv, native.MIN_REVISION_WITH_CUSTOM_SERIALIZATION) == flagged
+    assert native.varint(300) == b"\xac\x02"
+    with pytest.raises(ValueError, match="Float64"):
+        native.block(b"x\nFloat64\n1.5\n", 54460)
+
+
+async def test_clickhouse_gos_hello_is_answered_in_its_revision_which_says_0(
+    engine: Engine,
+) -> None:
+    app, audit = app_for(engine)
+    hello = "SELECT displayName(), version(), revision(), timezone()"
+    async with client_for(app) as client:
+        answers = [
+            await client.post(f"/?default_format=Native&client_protocol_version={revision}",
+                              content=hello, headers=ACME)
+            for revision in (54460, 0)
+        ]  # fmt: skip
+        later = await client.post(
+            "/?default_format=Native&client_protocol_version=54460", content="SELECT 1",
+            headers=ACME,
+        )  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].content.startswith(native.BLOCK_INFO + b"\x04\x01\x0ddisplayName()")
+    assert b"\x0asealstream\x09version()\x06String\x00\x0826.9.2.1" in answers[0].content
+    assert b"\x0arevision()\x06UInt32\x00\x00\x00\x00\x00" in answers[0].content
+    assert "toUInt32(0) AS `revision()`" in engine.ran[0]  # what the engine runs: no revision()
+    assert engine.ran[1].endswith("FORMAT Native")  # no revision asked: the engine renders it
+    assert later.content.startswith(b"rendered:") and engine.ran[2].endswith("FORMAT Native")
+    assert [r["detail"].get("handshake") for r in audit.records] == [True, True, None]
