@@ -1,47 +1,16 @@
 """Compressed request bodies: ``Content-Encoding: gzip`` or ``zstd``, inflated while the body
-streams in, with the gateway's size limit applied to the inflated bytes.
-
-A decompression bomb (a few kilobytes that inflate to gigabytes) is refused with 413 once the
-limit is passed, having inflated at most the limit plus one output buffer (64 KiB): gzip through
-``zlib``'s ``max_length``, zstd through a ``stream_writer`` whose sink refuses the byte past the
-limit. The compressed bytes count against the same limit (they can only be smaller for a body
-worth sending).
-
-Written here because what exists does not fit: Starlette's GZipMiddleware compresses responses
-only, and the ASGI decompression middlewares we found inflate a whole body (or a whole chunk)
-before any limit is checked, which is exactly what a bomb exploits.
+streams in, with the gateway's size limit applied to the inflated bytes
+(``sealstream.inflate``: a bomb is 413 having inflated at most the limit plus 64 KiB, a
+cut-off or corrupt stream 400). The compressed bytes count against the same limit (they can
+only be smaller for a body worth sending).
 """
 
 from __future__ import annotations
 
-import zlib
-from typing import Any
-
 from producers.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from sealstream import inflate
 
 CODINGS = ("gzip", "zstd")
-WRITE_SIZE = 64 * 1024  # the most one step of inflation makes before the limit is checked
-
-
-class _Over(Exception):
-    """The inflated body passed the limit."""
-
-
-class _Bounded:
-    """Collects inflated bytes, refusing the byte past ``limit`` (zstd's stream_writer calls
-    ``write`` with at most WRITE_SIZE bytes at a time)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.parts: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise _Over
-        self.parts.append(bytes(data))
-        return len(data)
 
 
 def coding_of(header: str | None) -> str | None:
@@ -62,57 +31,28 @@ def coding_of(header: str | None) -> str | None:
 
 
 class Inflater:
-    """Feed the compressed chunks as they arrive; ``finish`` gives the inflated body."""
+    """Feed the compressed chunks as they arrive; ``finish`` gives the inflated body; the
+    gateway's 413 and 400 for a body too large or not of its coding."""
 
     def __init__(self, coding: str, limit: int) -> None:
         self.coding, self.limit = coding, limit
-        self.out = _Bounded(limit)
-        self._gzip: Any = None
-        self._zstd: Any = None
-        if coding == "gzip":
-            self._gzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        else:
-            import zstandard
-
-            self._zstd = zstandard.ZstdDecompressor().stream_writer(
-                self.out,  # type: ignore[arg-type]  # only write() is called
-                write_size=WRITE_SIZE,
-                closefd=False,
-            )
+        self._inflater = inflate.Inflater(coding, limit)
 
     def feed(self, chunk: bytes) -> None:
         try:
-            if self._gzip is not None:
-                self._feed_gzip(chunk)
-            else:
-                self._zstd.write(chunk)
-        except _Over:
+            self._inflater.feed(chunk)
+        except inflate.TooLarge:
             raise self._too_large() from None
-        except Exception as error:  # zlib.error, zstandard.ZstdError: a corrupt stream
+        except inflate.Corrupt as error:
             raise self._corrupt(error) from None
 
-    def _feed_gzip(self, data: bytes) -> None:
-        while data:
-            room = max(1, min(WRITE_SIZE, self.limit - self.out.size + 1))
-            self.out.write(self._gzip.decompress(data, room))
-            if not self._gzip.eof:
-                data = self._gzip.unconsumed_tail
-                continue
-            data = self._gzip.unused_data  # RFC 1952: a body may hold several members in a row
-            if data:
-                self._gzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-
     def finish(self) -> bytes:
-        if self._gzip is not None and not self._gzip.eof:
-            raise self._corrupt(ValueError("the gzip stream ends early"))
-        if self._zstd is not None:
-            try:
-                self._zstd.flush()
-            except _Over:
-                raise self._too_large() from None
-            except Exception as error:  # zstandard.ZstdError
-                raise self._corrupt(error) from None
-        return b"".join(self.out.parts)
+        try:
+            return self._inflater.finish()
+        except inflate.TooLarge:
+            raise self._too_large() from None
+        except inflate.Corrupt as error:
+            raise self._corrupt(error) from None
 
     def _too_large(self) -> RequestTooLarge:
         return RequestTooLarge(

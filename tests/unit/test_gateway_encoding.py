@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 import pytest
 import zstandard
 
-from producers.encoding import WRITE_SIZE, coding_of
+from producers.encoding import coding_of
 from producers.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from producers.http import read_body
+from sealstream.inflate import WRITE_SIZE
 
 LIMIT = 1_000_000
 BODY = json.dumps({"events": [{"n": i, "text": "x" * 50} for i in range(2000)]}).encode()
@@ -100,6 +101,8 @@ def test_the_limit_counts_inflated_bytes_exactly() -> None:
         ("gzip", gzip.compress(BODY)[:-20]),  # truncated: the stream ends early
         ("gzip", b""),
         ("zstd", b"not zstd at all"),
+        ("zstd", zstandard.ZstdCompressor().compress(BODY)[:-20]),  # cut off: not a shorter body
+        ("zstd", zstandard.ZstdCompressor().compress(BODY * 5)[:-20]),  # past whole blocks
         ("gzip", gzip.compress(BODY)[:100] + b"\xff" * 50 + gzip.compress(BODY)[150:]),
     ],
 )
