@@ -97,7 +97,9 @@ class Asked:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def audited(self) -> dict[str, Any]:
-        return {**self.detail, "sql": self.sql[:4000]}
+        # all of it (at most MAX_SQL_BYTES): a cut text could hide what a query read behind
+        # a long comment
+        return {**self.detail, "sql": self.sql}
 
 
 class EndpointError(Exception):
@@ -366,7 +368,15 @@ class QueryService:
         renders the result."""
         principal = self._principal(request)
         scope = await self._access(principal, request, "query", {})
-        asked = await read(scope)
+        try:
+            asked = await read(scope)
+        except EndpointError as exc:  # a setting, format, body... refused: recorded too
+            refused = {"code": exc.code, "error": exc.message[:2000], "path": request.url.path}
+            if "query" in request.query_params:
+                refused["sql"] = request.query_params["query"][:MAX_SQL_BYTES]
+            await self._deny(principal, request, "query", "QUERY_REJECTED", refused)
+            QUERIES.labels(principal.tenant, "rejected").inc()
+            raise
         try:
             async with self.admission.slot(self.slot_key(principal)):
                 result, rows, elapsed_ms = await self._guarded(principal, request, scope, asked)
@@ -509,11 +519,12 @@ def _json_errors(
     return endpoint
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+def http_error(exc: Exception) -> EndpointError:
+    """The router's own refusals (404, 405) as this endpoint's errors."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request")
     detail = exc.detail if isinstance(exc, HTTPException) else "bad request"
-    return EndpointError(status if status < 500 else 503, code, str(detail)).response()
+    return EndpointError(status if status < 500 else 503, code, str(detail))
 
 
 def create_query_app(
@@ -564,7 +575,7 @@ def create_query_app(
             Route("/metrics", _json_errors(service.metrics)),
             *clickhouse.routes(),
         ],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: clickhouse.http_error},  # ClickHouse's on its routes
         middleware=[clickhouse.authentication(verifier)],  # JWTs, as bearer or ClickHouse's
     )
     app.state.query_service = service

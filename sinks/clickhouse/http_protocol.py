@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import re
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -47,9 +45,17 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from sealstream import inflate
 from sealstream.auth import AuthenticationError, BearerBackend, TokenVerifier
 from sinks.clickhouse import native
-from sinks.clickhouse.endpoint import MAX_SQL_BYTES, Asked, EndpointError, Execute, QueryService
+from sinks.clickhouse.endpoint import (
+    MAX_SQL_BYTES,
+    Asked,
+    EndpointError,
+    Execute,
+    QueryService,
+    http_error,
+)
 from sinks.clickhouse.query import QueryRejected, Scope, guard, query_settings
 
 log = logging.getLogger("sealstream.sink.query")
@@ -91,11 +97,16 @@ IGNORED_SETTINGS = frozenset({
     "timeout_overflow_mode", "read_overflow_mode",
 })  # fmt: skip
 IGNORED_PREFIXES = ("http_", "output_format_", "input_format_")
-# the limits a client may lower (never raise), and ClickHouse's ``limit`` (truncates a result)
+# the limits a client may lower (never raise), and ClickHouse's ``limit`` (truncates a result).
+# Not max_rows_to_read/max_bytes_to_read: they count what is read before the tenant filter
+# (whole granules, other tenants' rows among them), so a client's own value, searched, would
+# tell how many rows other tenants have
 LIMIT_SETTINGS = frozenset({
-    "max_result_rows", "max_result_bytes", "max_execution_time", "max_memory_usage",
-    "max_rows_to_read", "max_bytes_to_read", "limit",
+    "max_result_rows", "max_result_bytes", "max_execution_time", "max_memory_usage", "limit",
 })  # fmt: skip
+# set on every query: the JSON and XML formats' statistics (rows_read, bytes_read) count the
+# same pre-filter reads
+HIDDEN = {"output_format_write_statistics": 0}
 
 # EndpointError.code -> ClickHouse's error code and name (the engine's errors keep their own)
 CLICKHOUSE_CODES = {
@@ -133,9 +144,12 @@ class Params:
 
 
 def _integer(name: str, value: str) -> int:
-    if not (value.strip().isascii() and value.strip().isdigit()):
+    value = value.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 20):  # a UInt64 at most
         raise EndpointError(
-            400, "invalid_request", f"setting {name} takes a non-negative integer, not {value!r}"
+            400,
+            "invalid_request",
+            f"setting {name} takes a non-negative integer, not {value[:40]!r}",
         )
     return int(value)
 
@@ -223,6 +237,7 @@ def capped(ours: Mapping[str, Any], lower: Mapping[str, int]) -> dict[str, Any]:
         mine = settings.get(name, 0)
         if value > 0 and (not mine or value < mine):
             settings[name] = value
+    settings.update(HIDDEN)
     settings["readonly"] = 1
     return settings
 
@@ -255,26 +270,24 @@ async def read_payload(request: Request, limit: int) -> tuple[bytes, int]:
     return b"".join(chunks), size
 
 
-def inflated(head: bytes, encoding: str, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``head`` decoded as its ``Content-Encoding`` says (the start
-    of a longer body decodes as far as it goes): clients compress the data of an INSERT."""
+def inflated(head: bytes, encoding: str, limit: int, whole: bool) -> bytes:
+    """At most ``limit`` bytes of ``head`` decoded as its ``Content-Encoding`` says (clients
+    compress the data of an INSERT). ``whole``: ``head`` is the whole body, so a stream that
+    ends early is refused; else the start of a longer body decodes as far as it goes."""
+    if encoding in ("", "identity"):
+        return head[:limit]
+    if encoding not in inflate.CODINGS:
+        raise EndpointError(400, "not_supported", f"Content-Encoding {encoding} is not supported")
+    inflater = inflate.Inflater(encoding, limit)
     try:
-        if encoding in ("", "identity"):
-            return head[:limit]
-        if encoding in ("gzip", "deflate"):
-            return zlib.decompressobj(31 if encoding == "gzip" else 15).decompress(head, limit)
-        if encoding == "lz4":
-            import lz4.frame
-
-            return bytes(lz4.frame.LZ4FrameDecompressor().decompress(head, max_length=limit))
-        if encoding == "zstd":
-            import zstandard
-
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(head)) as reader:
-                return bytes(reader.read(limit))
-    except Exception as exc:  # each library's own error for a body that is not its format
-        raise EndpointError(400, "invalid_request", f"the body is not {encoding} data") from exc
-    raise EndpointError(400, "not_supported", f"Content-Encoding {encoding} is not supported")
+        inflater.feed(head)
+        return inflater.finish() if whole else inflater.inflated
+    except inflate.TooLarge:
+        return inflater.inflated  # ``limit`` bytes: the caller tells SQL from an INSERT's data
+    except inflate.Corrupt as exc:
+        raise EndpointError(
+            400, "invalid_request", f"the body is not {encoding} data: {exc}"
+        ) from None
 
 
 def statement_of(query: str, body: bytes, complete: bool) -> tuple[str, bool]:
@@ -469,6 +482,12 @@ class ClickHouseHTTP:
         refusal = EndpointError(401, error.code, error.message)
         return error_response(refusal) if conn.url.path in CLICKHOUSE_PATHS else refusal.response()
 
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """The router's refusals (405 for PUT /, ...): ClickHouse's on its routes."""
+        error = http_error(exc)
+        clickhouse = request.url.path in CLICKHOUSE_PATHS | {"/ping"}
+        return error_response(error) if clickhouse else error.response()
+
     async def ping(self, _: Request) -> Response:
         return PlainTextResponse("Ok.\n")
 
@@ -496,7 +515,7 @@ class ClickHouseHTTP:
         keep = MAX_SQL_BYTES if encoding in ("", "identity") else ENCODED_HEAD_BYTES
         head, size = await read_payload(request, keep)
         params = parse_params(request.query_params.multi_items(), self.service.database)
-        body = inflated(head, encoding, MAX_SQL_BYTES + 1)
+        body = inflated(head, encoding, MAX_SQL_BYTES + 1, whole=size <= keep)
         complete = size <= keep and len(body) <= MAX_SQL_BYTES
         text, data = statement_of(params.query, body, complete)
         if len(text.encode()) > MAX_SQL_BYTES:

@@ -12,12 +12,15 @@ import asyncio
 import base64
 import gzip
 import threading
+import zlib
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import lz4.frame
 import pytest
+import zstandard
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from sealstream.auth import AuthenticationError, Principal
@@ -178,10 +181,21 @@ def test_an_inserts_statement_is_found_before_its_data_compressed_or_not() -> No
     assert statement_of("INSERT INTO events FORMAT RowBinary", b"\x00\x01", True)[1] is True
     assert refusal(lambda: statement_of("", b"\x00\x01", True)).status == 400
     assert refusal(lambda: statement_of("", b"x" * 10, False)).status == 413
-    for encoding, packed in [("lz4", lz4.frame.compress(native)), ("gzip", gzip.compress(native))]:
-        assert inflated(packed, encoding, MAX_SQL_BYTES) == native
-    assert refusal(lambda: inflated(b"not lz4", "lz4", 100)).code == "invalid_request"
-    assert refusal(lambda: inflated(b"x", "br", 100)).code == "not_supported"
+    sql = b"SELECT tenant FROM events WHERE event_type = 'login'"
+    packers = {"lz4": lz4.frame.compress, "gzip": gzip.compress, "zstd": zstd}
+    for encoding, pack in {**packers, "deflate": zlib.compress}.items():
+        assert inflated(pack(native), encoding, MAX_SQL_BYTES, whole=True) == native
+        cut = pack(sql)[:-6]  # a cut-off body never runs as a shorter query
+        cut_off = partial(inflated, cut, encoding, 100, whole=True)
+        assert refusal(cut_off).code == "invalid_request"
+        assert sql.startswith(inflated(cut, encoding, 100, whole=False))  # the start of more
+        assert inflated(pack(sql * 10), encoding, 20, whole=True) == sql[:20]  # the caller's 413
+    assert refusal(lambda: inflated(b"not lz4", "lz4", 100, whole=True)).code == "invalid_request"
+    assert refusal(lambda: inflated(b"x", "br", 100, whole=True)).code == "not_supported"
+
+
+def zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
 
 
 # -- the routes, on fake engine handles --------------------------------------------------------
