@@ -53,6 +53,9 @@ class Verifier:
 audit = []
 app = create_query_app(client, None, Verifier(), lambda **r: audit.append(r),
                        settings.database, 1000, 30, settings=settings)
+limited = create_query_app(client, None, Verifier(), lambda **r: audit.append(r),
+                           settings.database, 1000, 30,
+                           settings=settings.model_copy(update={"query_max_rows_to_read": 100}))
 COUNT = "SELECT count() AS n FROM audit_decisions"
 
 
@@ -80,6 +83,11 @@ async def main():
         hidden = "/*" + " " * 5000 + "*/ SELECT tenant, detail FROM audit_decisions LIMIT 1"
         await ask("long comment", token="ops", content=hidden)
         await ask("put", method="PUT", content=COUNT)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited),
+                                 base_url="http://x") as c:
+        for path, body in (("/", COUNT), ("/v1/query", json.dumps({"sql": COUNT}))):
+            r = await c.post(path, content=body, headers={"Authorization": "Bearer acme"})
+            out[f"read limit {path}"] = {"status": r.status_code, "body": r.text}
     print(json.dumps(out))
 
 
@@ -139,3 +147,12 @@ def test_the_audit_keeps_all_of_the_query_not_a_long_comment_only(
     (record,) = answer["audit"]
     assert record["reason"] == "QUERY_OK"
     assert record["detail"]["sql"].endswith("SELECT tenant, detail FROM audit_decisions LIMIT 1")
+
+
+@pytest.mark.parametrize("path", ["/", "/v1/query"])
+def test_the_endpoints_own_read_limit_tells_the_limit_not_what_was_read(
+    answers: dict[str, Any], path: str
+) -> None:
+    answer = answers[f"read limit {path}"]
+    assert answer["status"] == 400 and "max rows: 100" in answer["body"], answer
+    assert "current rows" not in answer["body"] and "1.24" not in answer["body"], answer
