@@ -4,11 +4,13 @@ the seam unit tests replace with a recorder."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from confluent_kafka import KafkaError, KafkaException
 from faust.types import TP
 
 from schemas.serde import Decoder, Encoder
@@ -22,6 +24,61 @@ from streams.heads import (
     resume_offset,
 )
 from streams.processor import Source
+
+log = logging.getLogger("sealstream.worker")
+T = TypeVar("T")
+
+# How long the agent waits out Kafka not answering a read it cannot go on without (the
+# committed output of a chain, the group's offsets, a gap's records): a broker restart takes
+# tens of seconds. A read that fails for longer, or for a reason waiting does not cure,
+# raises, and the worker stops (streams/app.py) to be started again.
+READ_PATIENCE_S = 300.0
+# errors of a broker that is down, restarting or moving a partition's leadership
+_TRANSIENT = {
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a read that failed because Kafka did not answer in time, not because it
+    refused (authorization, a fatal client error)."""
+    if isinstance(exc, TimeoutError):  # streams/heads.py: the records did not come in time
+        return True
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return False
+    error = exc.args[0]
+    if not isinstance(error, KafkaError) or error.fatal():
+        return False
+    return bool(error.retriable()) or error.code() in _TRANSIENT
+
+
+async def patiently(what: str, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``read(*args, **kwargs)`` in a thread, tried again with backoff while it fails
+    transiently, for up to READ_PATIENCE_S.
+
+    Before, one such failure escaped the agent while the broker restarted, and faust's
+    supervisor restarted the agent alone: the record in hand and those buffered for it were
+    never processed, and a partition whose last record was among them never committed it
+    (the broker SIGKILL fault test: 2 accepted events missing)."""
+    delay, deadline = 0.5, time.monotonic() + READ_PATIENCE_S
+    while True:
+        try:
+            return await asyncio.to_thread(read, *args, **kwargs)
+        except (KafkaException, TimeoutError) as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: Kafka did not answer (%s); trying again in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 @dataclass
@@ -38,6 +95,8 @@ class Outputs:
     app: Any
     settings: WorkerSettings
     checkpoint_encoder: Encoder
+    # the worker's crash, once a transaction's record was lost (``_delivered``)
+    stopping: asyncio.Future[Any] | None = field(default=None, init=False)
 
     def _transactional_id(self, source: Source) -> str | None:
         """The transactional id of the input partition, as faust's TransactionManager forms it
@@ -89,7 +148,8 @@ class Outputs:
         """The last committed signed record of ``partition`` and the events signed within the
         deduplication window (see streams/heads.py, streams/dedup.py); with ``ours``, of the
         records it accepts only."""
-        return await asyncio.to_thread(
+        return await patiently(
+            f"reading the committed tail of {self.settings.signed_topic}[{partition}]",
             committed_tail,
             kafka,
             self.settings.signed_topic,
@@ -105,7 +165,8 @@ class Outputs:
     ) -> tuple[int, int] | None:
         """(offset, index) of input ``partition``'s newest committed dead letter, if recent
         (streams/heads.py)."""
-        return await asyncio.to_thread(
+        return await patiently(
+            f"reading the dead letters of {self.settings.raw_topic}[{partition}]",
             dead_letter_position,
             kafka,
             self.settings.dlq_topic,
@@ -116,8 +177,13 @@ class Outputs:
 
     async def resume_offset(self, kafka: KafkaSettings, partition: int) -> int | None:
         """The input offset the group must process next on ``partition`` (streams/heads.py)."""
-        return await asyncio.to_thread(
-            resume_offset, kafka, self.settings.app_id, self.settings.raw_topic, partition
+        return await patiently(
+            f"reading the committed offset of {self.settings.raw_topic}[{partition}]",
+            resume_offset,
+            kafka,
+            self.settings.app_id,
+            self.settings.raw_topic,
+            partition,
         )
 
     def consumer_committed(self, partition: int) -> int | None:
@@ -144,8 +210,14 @@ class Outputs:
         self, kafka: KafkaSettings, partition: int, start: int, end: int
     ) -> list[RawRecord]:
         """The committed input records ``[start, end)`` of ``partition``."""
-        return await asyncio.to_thread(
-            read_range, kafka, self.settings.raw_topic, partition, start, end
+        return await patiently(
+            f"reading {self.settings.raw_topic}[{partition}] {start}..{end}",
+            read_range,
+            kafka,
+            self.settings.raw_topic,
+            partition,
+            start,
+            end,
         )
 
     async def send(
@@ -157,12 +229,22 @@ class Outputs:
         partition: int,
         headers: list[tuple[str, bytes]],
     ) -> None:
-        await self.app.producer.send(
-            topic,
-            key,
-            value,
-            partition,
-            None,
-            headers,
-            transactional_id=self._transactional_id(source),
+        transactional_id = self._transactional_id(source)
+        delivery = await self.app.producer.send(
+            topic, key, value, partition, None, headers, transactional_id=transactional_id
         )
+        if transactional_id is not None:
+            delivery.add_done_callback(self._delivered)
+
+    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+        """A record of a partition's transaction that Kafka did not take (it timed out while
+        the broker was down, say) leaves the transaction able only to abort: the worker stops
+        now and is started again, to sign that partition again from its committed output.
+        Waiting for the commit to fail instead held the partition until its next input
+        record, minutes later in the broker SIGKILL test (a checkpoint the anchor timer sent
+        during the outage); a chain must not go on above a record it lost either."""
+        if delivery.cancelled() or delivery.exception() is None or self.app.should_stop:
+            return
+        error = delivery.exception()
+        log.critical("a record of a transaction was not written (%r): the worker stops", error)
+        self.stopping = asyncio.ensure_future(self.app.crash(error))
