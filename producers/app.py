@@ -263,6 +263,7 @@ def create_app(gateway: Gateway | None = None, **settings: Any) -> FastAPI:
         backend=BearerBackend(lambda: app.state.gateway.verifier),
         on_error=_refused,
     )
+    app.add_middleware(http.LogContext)  # outermost: the request's ids on every log line
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(AuthenticationError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from producers.cloudevents import BATCH, STRUCTURED
 from producers.encoding import Inflater, coding_of
@@ -28,12 +29,45 @@ from producers.ratelimit import Verdict
 from producers.results import Accepted, Published, Rejected
 from producers.service import RequestContext
 from sealstream.auth import AuthenticationError
+from sealstream.logs import bound
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
 
+# where a request's context is kept in its ASGI scope: made once, by the first to ask
+_SCOPE_KEY = "sealstream.context"
+
+
 def context(conn: HTTPConnection) -> RequestContext:
-    """A new request id; the caller's correlation id if it is well-formed, else the same."""
+    """The request's context, made when first asked for: a new request id; the caller's
+    correlation id if it is well-formed, else the same. The same for the whole request, so an
+    error answered after the route began carries the request id its log lines carry."""
+    found = conn.scope.get(_SCOPE_KEY)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    made = _new_context(conn)
+    conn.scope[_SCOPE_KEY] = made
+    return made
+
+
+class LogContext:
+    """ASGI middleware, outermost: every line the gateway logs for a request carries its
+    ``request_id`` and ``correlation_id`` (and ``tenant`` once the token is verified,
+    ``routes.caller``), and only that request's (sealstream/logs.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = context(HTTPConnection(scope))
+        with bound(request_id=ctx.request_id, correlation_id=ctx.correlation_id):
+            await self.app(scope, receive, send)
+
+
+def _new_context(conn: HTTPConnection) -> RequestContext:
     request_id = str(uuid7())
     given = conn.headers.get("x-correlation-id")
     correlation = given if given and _CORRELATION_RE.match(given) else request_id

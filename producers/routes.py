@@ -18,6 +18,7 @@ from starlette.responses import Response
 from producers import cloudevents, http
 from producers.errors import AuthorizationError, NotFound
 from sealstream.auth import Principal, principal_of
+from sealstream.logs import bind
 from sealstream.tracing import headers_of
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def gateway_of(request: Request) -> Gateway:
 def caller(request: Request) -> Principal:
     """The authenticated caller (the shared backend verified the token), or 401."""
     principal = principal_of(request)
+    bind(tenant=principal.tenant)  # on the request's log lines from here on (http.LogContext)
     gateway_of(request).metrics.token_cache.set(len(gateway_of(request).verifier.cache))
     return principal
 

@@ -12,6 +12,7 @@ rather than passed around as hand-typed dotted strings, so a typo fails at start
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,14 @@ class KafkaSettings(BaseSettings):
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration common to producers, consumers and admin clients.
-
         ``overrides`` use Python names (``enable_idempotence=True``) and become dotted keys
-        (``enable.idempotence``); this keeps call sites typo-checked by keyword review and
-        lets secrets stay in :class:`SecretStr` until this point.
-        """
+        (``enable.idempotence``): call sites typo-checked by keyword review, secrets kept in
+        :class:`SecretStr` until this point."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol.value,
             "client.id": self.client_id,
+            "logger": logging.getLogger("librdkafka"),  # not raw text on stderr: logs.py
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism

@@ -207,3 +207,12 @@ class Hops:
             known.span.set_attribute("sealstream.events", known.events)
             known.span.end()
         self.open.clear()
+
+    def __enter__(self) -> Hops:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        """The unit of work is over: its spans end, failed if it raised."""
+        if exc is not None:
+            self.fail(exc)
+        self.end()

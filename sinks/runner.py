@@ -390,13 +390,8 @@ class SinkRunner:
             trace = trace_headers(message)
             if trace:  # only what a stage traced: audit decisions and checkpoints are not
                 hops.hop(trace)
-        try:
+        with hops:
             return self._write_batch(batch)
-        except BaseException as exc:
-            hops.fail(exc)
-            raise
-        finally:
-            hops.end()
 
     def _write_batch(self, batch: Batch) -> bool:
         if self.settings.fault_crash_topic in ("", batch.topic):

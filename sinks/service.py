@@ -230,6 +230,7 @@ def start_query_endpoint(
             port=clickhouse.query_port,
             log_level="warning",
             access_log=False,
+            log_config=None,  # the process's handler (sealstream/logs.py), not uvicorn's
         )
     )
     thread = threading.Thread(target=server.run, name="query-endpoint", daemon=True)

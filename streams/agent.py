@@ -23,6 +23,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from schemas.frames import FrameError, decode_frame, is_frame
 from sealstream.integrity import ChainHead
 from sealstream.keys import HmacKeyring
+from sealstream.logs import bind, bound
 from sealstream.settings import KafkaSettings, WorkerSettings
 from sealstream.tracing import Hops, Tracing
 from streams.dedup import SeenWindow, dedup_key
@@ -52,6 +53,8 @@ from streams.processor import (
 )
 
 log = logging.getLogger("sealstream.worker")
+# the event's headers its log lines carry (sealstream/logs.py)
+IDS = ("correlation_id", "tenant", "event_id")
 
 # what a record costs beyond its value, key and headers in a Kafka record batch, generously
 RECORD_OVERHEAD = 512
@@ -301,7 +304,8 @@ class Signer:
         headers = {k: (v or b"") for k, v in (raw_headers or [])}
         attributes = {"messaging.destination.name": topic, "messaging.kafka.offset": offset}
         self.hops = Hops(self.tracing, "sign events", attributes)
-        try:
+        # the record's log context; each event binds its own ids (handle)
+        with bound(partition=partition, offset=offset), self.hops:
             if not is_frame(value):
                 await self.handle(Source(topic, partition, offset, headers), key, value)
                 return
@@ -314,11 +318,6 @@ class Signer:
             for index, framed in enumerate(events):
                 source = Source(topic, partition, offset, framed.headers, index)
                 await self.handle(source, framed.key, framed.value)
-        except BaseException as exc:
-            self.hops.fail(exc)
-            raise
-        finally:
-            self.hops.end()
 
     async def _dead_whole(
         self, source: Source, key: bytes | None, value: bytes, exc: FrameError
@@ -342,6 +341,7 @@ class Signer:
         either way the chain head records it as done."""
         partition, offset = source.partition, source.offset
         index = WHOLE if source.index is None else source.index
+        bind(**{name: source.headers.get(name, b"").decode(errors="replace") for name in IDS})
         stored = self._state(partition).head
         head = ChainHead(stored[0], stored[1]) if stored else ChainHead()
         done = done_through(stored)

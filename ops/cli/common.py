@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from ops.errors import UsageError
 from ops.feedback import Advance, Tracker
 from ops.settings import Settings
 
 err = Console(stderr=True)
+
+# a service command's log level; the format is SEALSTREAM_LOG_FORMAT's (sealstream/logs.py)
+LOGLEVEL = typer.Option(
+    None, "--loglevel", help="Log level [env SEALSTREAM_LOG_LEVEL; default info]."
+)
+
+
+def configure(loglevel: str | None, service: str) -> logging.Handler:
+    """The service's logging (sealstream/logs.py); a level or format that does not exist is a
+    usage error before anything starts."""
+    from sealstream.logs import LogSettingError, configure_logging
+
+    try:
+        return configure_logging(loglevel, service=service)
+    except LogSettingError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def settings_of(ctx: typer.Context) -> Settings:

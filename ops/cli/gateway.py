@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import typer
 
-from ops.cli.common import settings_of
+from ops.cli.common import LOGLEVEL, configure, settings_of
 from ops.errors import UsageError
 
 tokens_app = typer.Typer(help="JWTs: mint dev tokens, revoke tokens.", no_args_is_help=True)
@@ -18,6 +17,7 @@ def serve(
     ctx: typer.Context,
     host: str | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_HOST]"),
     port: int | None = typer.Option(None, help="[env SEALSTREAM_GATEWAY_PORT]"),
+    loglevel: str | None = LOGLEVEL,
 ) -> None:
     """Serve the gateway in the foreground (uvicorn)."""
     import uvicorn
@@ -25,7 +25,7 @@ def serve(
     from producers.app import build_gateway, create_app
     from producers.tls import uvicorn_tls
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(loglevel, "gateway")
     config = settings_of(ctx)
     config.kafka_role = "gateway"  # its own principal on the secured local stack
     settings = config.gateway.model_copy(
@@ -42,7 +42,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         access_log=False,
-        log_level="info",
+        log_config=None,  # uvicorn's loggers go to the process's handler (sealstream/logs.py)
         **tls,
     )
 

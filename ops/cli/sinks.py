@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Any
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.cli.common import err, settings_of
+from ops.cli.common import LOGLEVEL, configure, err, settings_of
 from ops.errors import Refused, ServiceExit, Unreachable, UsageError
 from sealstream.settings import SinkSettings
 
@@ -24,12 +23,6 @@ clickhouse_app = typer.Typer(help="The hot store's schema.", no_args_is_help=Tru
 objects_app = typer.Typer(help="The cold store: retention.", no_args_is_help=True)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-
-
 def _metrics(sink: SinkSettings, port: int) -> None:
     if port:
         from prometheus_client import start_http_server
@@ -38,15 +31,13 @@ def _metrics(sink: SinkSettings, port: int) -> None:
 
 
 @sink_app.command("clickhouse")
-def sink_clickhouse(
-    ctx: typer.Context, loglevel: str = typer.Option("info", help="Log level.")
-) -> None:
+def sink_clickhouse(ctx: typer.Context, loglevel: str | None = LOGLEVEL) -> None:
     """Consume events.signed, audit.decisions, events.raw.dlq and audit.checkpoints into
     ClickHouse (embedded by default); in embedded mode also serve the query endpoint."""
     from sinks.clickhouse.trail_index import TrailIndex
     from sinks.service import clickhouse_runner, start_query_endpoint
 
-    _logging(loglevel)
+    configure(loglevel, "sink-clickhouse")
     settings = settings_of(ctx)
     settings.kafka_role = "sink-clickhouse"  # its own principal on the secured local stack
     kafka, registry, clickhouse = settings.kafka, settings.registry, settings.clickhouse
@@ -73,13 +64,11 @@ def sink_clickhouse(
 
 
 @sink_app.command("objects")
-def sink_objects(
-    ctx: typer.Context, loglevel: str = typer.Option("info", help="Log level.")
-) -> None:
+def sink_objects(ctx: typer.Context, loglevel: str | None = LOGLEVEL) -> None:
     """Consume events.signed into Avro files in the cold store (a directory or S3)."""
     from sinks.service import object_runner
 
-    _logging(loglevel)
+    configure(loglevel, "sink-objects")
     settings = settings_of(ctx)
     settings.kafka_role = "sink-objects"  # its own principal on the secured local stack
     sink = settings.sink

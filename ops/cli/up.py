@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.cli.common import settings_of
+from ops.cli.common import configure, settings_of
 from ops.errors import ProblemsFound
 from ops.mainjob import (
     child_env,
@@ -28,6 +28,7 @@ from ops.mainjob import (
     write_env_file,
 )
 from ops.settings import Settings
+from sealstream.logs import LEVEL_VAR
 
 console = Console()
 
@@ -168,6 +169,9 @@ def up_command(
     from schemas.catalog import AVRO_DIR
     from sinks.clickhouse.client import reserve
 
+    # the supervisor's own lines (a service restarted) among the terminal's; each service logs
+    # to its file under logs/, as JSON lines (sealstream/logs.py)
+    configure(os.environ.get(LEVEL_VAR) or "warning", "up")
     stack_config = stack_settings(directory)
     up = settings_of(ctx).up
     stack = start_stack(stack_config)

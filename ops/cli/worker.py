@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
-from ops.cli.common import settings_of
+from ops.cli.common import LOGLEVEL, configure, settings_of
 from sealstream.keys import load_hmac_keyring
 
 MASK_KEYS_FILE = "mask.json"
@@ -12,13 +14,14 @@ MASK_KEYS_FILE = "mask.json"
 
 def worker(
     ctx: typer.Context,
-    loglevel: str = typer.Option("info", help="faust log level."),
+    loglevel: str | None = LOGLEVEL,
 ) -> None:
     """Consume events.raw, sign and route to events.signed (dead letters to events.raw.dlq)."""
     from faust.worker import Worker
 
     from streams.app import build_processor, create_app
 
+    handler = configure(loglevel, "worker")
     config = settings_of(ctx)
     config.kafka_role = "worker"  # its own principal on the secured local stack
     settings, kafka, keys = config.worker, config.kafka, config.keys
@@ -45,4 +48,13 @@ def worker(
     app = create_app(
         settings, kafka, processor, signing, checkpoint_encoder, signed_limit=signed_limit
     )
-    Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    # mode (faust's service layer) sets logging up again when the worker starts: on the same
+    # handler, at the same level (sealstream/logs.py)
+    level = logging.getLevelName(logging.getLogger().level)
+    Worker(
+        app,
+        loglevel=level,
+        quiet=True,
+        loghandlers=[handler],
+        logging_config={"version": 1, "disable_existing_loggers": False, "root": {"level": level}},
+    ).execute_from_commandline()

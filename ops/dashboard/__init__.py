@@ -332,6 +332,7 @@ def start_dashboard(
             port=up.dashboard_port,
             log_level="warning",
             access_log=False,
+            log_config=None,  # the process's handler (sealstream/logs.py), not uvicorn's
         )
     )
     threading.Thread(target=server.run, name="dashboard", daemon=True).start()

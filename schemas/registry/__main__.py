@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from schemas.registry.server import serve
+from sealstream.logs import configure_logging
 from sealstream.settings import KafkaSettings, RegistrySettings
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(service="registry")
     serve(KafkaSettings(), RegistrySettings())

@@ -48,7 +48,12 @@ def serve(kafka: KafkaSettings, settings: RegistrySettings) -> None:
     served: ASGIApp = app if users is None else BasicAuth(app, users, settings.auth_reads)
     try:
         uvicorn.run(
-            served, host=settings.host, port=settings.port, log_level="info", access_log=False
+            served,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=False,
+            log_config=None,  # the process's handler (sealstream/logs.py), not uvicorn's
         )
     finally:
         store.close()

@@ -1,0 +1,167 @@
+"""One logging set-up for every Sealstream process: :func:`configure_logging`.
+
+Every module logs through the standard library (``logging.getLogger(...)``), and so do the
+libraries underneath (faust, aiokafka, uvicorn); structlog's ``ProcessorFormatter`` renders
+all of it on one stderr handler:
+
+- ``json``: one JSON object per line (``timestamp``, ``level``, ``logger``, ``service``, the
+  context bound where the line was logged, ``message``, ``exception``: the traceback, never
+  the frames' local variables), for files and log shippers: the default when stderr is not
+  a terminal, so under ``sealstream up``, whose services log to files;
+- ``console``: aligned, coloured lines for a person at a terminal (the default there).
+
+``SEALSTREAM_LOG_FORMAT`` (json|console) and ``SEALSTREAM_LOG_LEVEL`` (debug|info|warning|
+error|critical) choose otherwise; a command's ``--loglevel`` wins over the variable.
+
+Context (the correlation id, the tenant, the event id) is bound with :func:`bound` for a
+piece of work, in ``contextvars``: an asyncio task sees only its own, so two requests of the
+gateway served at once never mix theirs, and every line logged inside the block carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, get_contextvars, unbind_contextvars
+
+FORMATS = ("json", "console")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMAT_VAR = "SEALSTREAM_LOG_FORMAT"
+LEVEL_VAR = "SEALSTREAM_LOG_LEVEL"
+
+__all__ = ["LogSettingError", "bind", "bound", "configure_logging", "handler"]
+
+# bind for the rest of the current block of work (see ``bound``)
+bind = bind_contextvars
+
+
+class LogSettingError(ValueError):
+    """A log format or level that does not exist: the process refuses to start."""
+
+
+def _choice(value: str | None, variable: str, allowed: tuple[str, ...], default: str) -> str:
+    chosen = (value if value is not None else os.environ.get(variable, "")).strip().lower()
+    if not chosen:
+        return default
+    if chosen not in allowed:
+        source = "the log setting" if value is not None else variable
+        raise LogSettingError(f"{source} is {chosen!r}; it must be one of {', '.join(allowed)}")
+    return chosen
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def _shared(service: str | None) -> list[Any]:
+    """What every line gets, from structlog or from the standard library."""
+    steps: list[Any] = [
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+    ]
+    if service:
+        steps.append(_add(service=service))
+    steps.append(structlog.contextvars.merge_contextvars)
+    return steps
+
+
+def _add(**fields: str) -> Any:
+    def add(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+        return event
+
+    return add
+
+
+def handler(
+    fmt: str | None = None, stream: IO[str] | None = None, service: str | None = None
+) -> logging.Handler:
+    """The handler every process logs through: stderr (or ``stream``), rendered as JSON lines
+    or for the console (``fmt``, else ``SEALSTREAM_LOG_FORMAT``, else by whether the stream is
+    a terminal)."""
+    out = stream if stream is not None else sys.stderr
+    chosen = _choice(fmt, FORMAT_VAR, FORMATS, "console" if _isatty(out) else "json")
+    renderer: list[Any]
+    if chosen == "json":
+        # a traceback as text, never with the frames' local variables (a token, a password)
+        renderer = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        colors = _isatty(out)
+        tracebacks = (
+            structlog.dev.RichTracebackFormatter(show_locals=False)
+            if colors
+            else structlog.dev.plain_traceback
+        )
+        renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=tracebacks)]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared(service),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
+    found = logging.StreamHandler(out)
+    found.setFormatter(formatter)
+    found._sealstream = True  # type: ignore[attr-defined]  # ours: replaced, never doubled
+    return found
+
+
+def configure_logging(
+    level: str | None = None,
+    fmt: str | None = None,
+    stream: IO[str] | None = None,
+    service: str | None = None,
+) -> logging.Handler:
+    """Route every logger of the process to one handler (:func:`handler`) at ``level`` (else
+    ``SEALSTREAM_LOG_LEVEL``, else info). Called again, it replaces its handler instead of
+    adding a second one; handlers others installed on the root logger are removed too (a
+    library's ``basicConfig`` would print every line twice). ``service`` names the process in
+    every line. Raises :class:`LogSettingError` for a format or level that does not exist."""
+    chosen = _choice(level, LEVEL_VAR, LEVELS, "info")
+    installed = handler(fmt, stream, service)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(installed)
+    root.setLevel(chosen.upper())
+    logging.captureWarnings(True)
+    # structlog's own loggers (structlog.get_logger) go through the same handler
+    structlog.configure(
+        processors=[
+            *_shared(service),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return installed
+
+
+@contextmanager
+def bound(**values: Any) -> Iterator[None]:
+    """Bind ``values`` (those not None) for the block; at its end the context is as it was
+    before, including whatever the block bound itself with :func:`bind` (the tenant once the
+    token is verified, say): nothing leaks into the next request or record handled by the
+    same task."""
+    before = get_contextvars()
+    bind_contextvars(**{key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        now = get_contextvars()
+        unbind_contextvars(*(key for key in now if key not in before))
+        bind_contextvars(**before)

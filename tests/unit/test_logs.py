@@ -1,0 +1,258 @@
+"""sealstream/logs.py: one logging set-up for every process, JSON lines or console, with the
+context bound where the line was logged and only there."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from typer.testing import CliRunner
+
+from producers import http
+from sealstream.logs import (
+    FORMAT_VAR,
+    LEVEL_VAR,
+    LogSettingError,
+    bind,
+    bound,
+    configure_logging,
+)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test configures the root logger its own way; put pytest's back afterwards."""
+    monkeypatch.delenv(FORMAT_VAR, raising=False)
+    monkeypatch.delenv(LEVEL_VAR, raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_the_level_logger_service_time_and_bound_context() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out, service="gateway")
+    with bound(request_id="r-1", correlation_id="c-1", unset=None):
+        logging.getLogger("sealstream.gateway").warning("denied %s", "acme")
+    logging.getLogger("sealstream.gateway").debug("below the level")
+    (line,) = lines(out)
+    assert line["message"] == "denied acme"
+    assert line["level"] == "warning" and line["logger"] == "sealstream.gateway"
+    assert line["service"] == "gateway"
+    assert line["request_id"] == "r-1" and line["correlation_id"] == "c-1"
+    assert "unset" not in line  # None is not bound
+    assert line["timestamp"].endswith("Z")
+
+
+def test_an_exception_is_its_traceback_as_text_without_local_variables() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    password = "hunter2-not-for-logs"
+    try:
+        raise RuntimeError(f"bad length {len(password)}")
+    except RuntimeError:
+        logging.getLogger("x").exception("failed")
+    (line,) = lines(out)
+    assert line["level"] == "error"
+    assert "Traceback" in line["exception"] and "RuntimeError: bad length 20" in line["exception"]
+    assert password not in out.getvalue()
+
+
+def test_console_lines_are_for_people() -> None:
+    out = io.StringIO()
+    configure_logging("info", "console", out, service="worker")
+    with bound(tenant="acme"):
+        logging.getLogger("sealstream.worker").info("chain resumed")
+    text = out.getvalue()
+    assert "chain resumed" in text and "tenant=acme" in text and "service=worker" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert "\x1b[" not in text  # no colours when the stream is not a terminal
+
+
+@pytest.mark.parametrize(
+    ("stream", "env", "expected"),
+    [
+        (io.StringIO(), None, "json"),  # a file, a pipe: `up`'s services
+        (Terminal(), None, "console"),
+        (Terminal(), "json", "json"),
+        (io.StringIO(), "CONSOLE", "console"),
+    ],
+)
+def test_the_format_follows_the_variable_else_whether_it_is_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, stream: io.StringIO, env: str | None, expected: str
+) -> None:
+    if env is not None:
+        monkeypatch.setenv(FORMAT_VAR, env)
+    configure_logging("info", stream=stream)
+    logging.getLogger("x").info("hello")
+    first = stream.getvalue().splitlines()[0]
+    assert first.startswith("{") == (expected == "json"), first
+
+
+def test_the_level_comes_from_the_argument_else_the_variable_else_info(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging(stream=io.StringIO())
+    assert logging.getLogger().level == logging.INFO
+    monkeypatch.setenv(LEVEL_VAR, "debug")
+    configure_logging(stream=io.StringIO())
+    assert logging.getLogger().level == logging.DEBUG
+    configure_logging("error", stream=io.StringIO())
+    assert logging.getLogger().level == logging.ERROR
+
+
+@pytest.mark.parametrize(("variable", "value"), [(FORMAT_VAR, "yaml"), (LEVEL_VAR, "loud")])
+def test_a_setting_that_does_not_exist_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(LogSettingError) as refused:
+        configure_logging(stream=io.StringIO())
+    assert variable in str(refused.value) and repr(value) in str(refused.value)
+
+
+def test_a_command_given_a_level_that_does_not_exist_stops_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ops.cli import app
+
+    result = CliRunner().invoke(app, ["worker", "--loglevel", "loud"])
+    assert result.exit_code == 2, result.output
+    assert "'loud'" in result.output and "debug, info" in result.output
+
+
+def test_configured_twice_it_logs_each_line_once_and_replaces_foreign_handlers() -> None:
+    logging.getLogger().addHandler(logging.StreamHandler(io.StringIO()))  # a basicConfig
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("info", "json", first)
+    configure_logging("info", "json", second)
+    logging.getLogger("x").info("once")
+    assert len(logging.getLogger().handlers) == 1
+    assert first.getvalue() == "" and len(lines(second)) == 1
+
+
+def test_structlog_loggers_and_warnings_go_through_the_same_handler() -> None:
+    import warnings
+
+    import structlog
+
+    out = io.StringIO()
+    configure_logging("info", "json", out, service="sink")
+    structlog.get_logger("sealstream.sink").info("batch written", rows=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # pytest's filters would raise it
+        warnings.warn("deprecated thing", DeprecationWarning, stacklevel=1)
+    written, warned = lines(out)
+    assert written["message"] == "batch written" and written["rows"] == 3
+    assert written["service"] == "sink"
+    assert warned["logger"] == "py.warnings" and "deprecated thing" in warned["message"]
+
+
+def test_bound_restores_the_context_it_found_including_what_the_block_bound() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("x")
+    with bound(correlation_id="outer"):
+        with bound(correlation_id="inner", partition=3):
+            bind(tenant="acme")
+            log.info("inside")
+        log.info("outside")
+    log.info("none")
+    inside, outside, none = lines(out)
+    assert (inside["correlation_id"], inside["partition"], inside["tenant"]) == ("inner", 3, "acme")
+    assert outside["correlation_id"] == "outer"
+    assert "partition" not in outside and "tenant" not in outside
+    assert not {"correlation_id", "partition", "tenant"} & none.keys()
+
+
+def test_bound_restores_the_context_when_the_block_raises() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    with pytest.raises(ValueError), bound(event_id="e-1"):
+        raise ValueError("refused")
+    logging.getLogger("x").info("after")
+    assert "event_id" not in lines(out)[0]
+
+
+def test_concurrent_gateway_requests_log_their_own_ids_only() -> None:
+    """Two requests in flight at once through the gateway's middleware (http.LogContext): each
+    line carries its own request's ids and tenant, an error answer the request id its lines
+    logged, and nothing is left bound after them."""
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("sealstream.gateway")
+    arrived: dict[str, asyncio.Event] = {"acme": asyncio.Event(), "globex": asyncio.Event()}
+
+    async def endpoint(request: Request) -> JSONResponse:
+        tenant = request.headers["x-tenant"]
+        bind(tenant=tenant)
+        arrived[tenant].set()
+        other = "globex" if tenant == "acme" else "acme"
+        await arrived[other].wait()  # both requests are in flight before either logs
+        log.info("publishing for %s", tenant)
+        if tenant == "globex":
+            raise ValueError("refused")
+        return JSONResponse({"request_id": http.context(request).request_id})
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("refused")
+        return JSONResponse({"request_id": http.context(request).request_id}, status_code=400)
+
+    app = http.LogContext(
+        Starlette(
+            routes=[Route("/", endpoint, methods=["POST"])],
+            exception_handlers={ValueError: refused},
+        )
+    )
+
+    async def both() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post("/", headers={"x-tenant": t, "x-correlation-id": f"c-{t}"})
+                        for t in ("acme", "globex")
+                    )
+                )
+            )
+
+    acme, globex = asyncio.run(both())
+    assert (acme.status_code, globex.status_code) == (200, 400)
+    logged = [line for line in lines(out) if line["logger"] == log.name]  # not httpx's
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for line in logged:
+        by_tenant.setdefault(line["tenant"], []).append(line)
+    assert [line["message"] for line in by_tenant["acme"]] == ["publishing for acme"]
+    assert [line["message"] for line in by_tenant["globex"]] == ["publishing for globex", "refused"]
+    for tenant, answer in (("acme", acme), ("globex", globex)):
+        for line in by_tenant[tenant]:
+            assert line["correlation_id"] == f"c-{tenant}"
+            assert line["request_id"] == answer.json()["request_id"]
+    assert acme.json()["request_id"] != globex.json()["request_id"]
+    log.info("after")
+    assert not {"tenant", "request_id", "correlation_id"} & lines(out)[-1].keys()
+    assert lines(out)[-1]["message"] == "after"
