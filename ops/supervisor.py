@@ -13,6 +13,7 @@ needs (spawn, watch, back off, stop in order).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -47,6 +48,20 @@ class Service:
     exits: list[int] = field(default_factory=list)
 
 
+def _started_line(service: Service) -> bytes:
+    """The line a service's log gets before each start, in the JSON shape of the lines the
+    service writes itself (sealstream/logs.py)."""
+    line = {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "level": "info",
+        "logger": "sealstream.up",
+        "service": "up",
+        "message": f"starting {service.name}",
+        "restarts": service.restarts,
+    }
+    return json.dumps(line).encode() + b"\n"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -71,7 +86,7 @@ class Supervisor:
 
     def _spawn(self, service: Service) -> None:
         with self.log_path(service).open("ab") as out:  # the child keeps its own descriptor
-            out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting\n".encode())
+            out.write(_started_line(service))
             out.flush()
             service.proc = subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", *service.args],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 
@@ -17,8 +18,6 @@ def worker(
     loglevel: str | None = LOGLEVEL,
 ) -> None:
     """Consume events.raw, sign and route to events.signed (dead letters to events.raw.dlq)."""
-    from faust.worker import Worker
-
     from streams.app import build_processor, create_app
 
     handler = configure(loglevel, "worker")
@@ -48,13 +47,24 @@ def worker(
     app = create_app(
         settings, kafka, processor, signing, checkpoint_encoder, signed_limit=signed_limit
     )
-    # mode (faust's service layer) sets logging up again when the worker starts: on the same
-    # handler, at the same level (sealstream/logs.py)
+    faust_worker(app, handler).execute_from_commandline()
+
+
+def faust_worker(app: Any, handler: logging.Handler) -> Any:
+    """faust's worker for ``app``. mode (faust's service layer) sets logging up again when
+    the worker starts: on the process's handler (sealstream/logs.py, given through the app's
+    ``loghandlers``, which faust's Worker passes on), at the same level."""
+    from faust.worker import Worker
+
     level = logging.getLevelName(logging.getLogger().level)
-    Worker(
+    app.conf.loghandlers = [handler]
+    worker = Worker(
         app,
         loglevel=level,
         quiet=True,
-        loghandlers=[handler],
         logging_config={"version": 1, "disable_existing_loggers": False, "root": {"level": level}},
-    ).execute_from_commandline()
+    )
+    # faust's terminal spinner, at warning and above, adds a handler of its own and puts the
+    # root logger at DEBUG (every library's debug line made, then dropped): none
+    worker.spinner = None
+    return worker

@@ -155,6 +155,27 @@ def _no_generated_secret_leaks(stack_dir: Path, up_log: Path, up_pid: int) -> No
     assert leaks == []
 
 
+def _logs_are_json_lines_with_context(logs: Path) -> None:
+    """Under `up` every service logs JSON lines (sealstream/logs.py), faust's, uvicorn's and
+    librdkafka's included, and the gateway's lines carry the request they were logged in:
+    the demo's cross-tenant publish (an acme token, a globex event) is refused with its
+    tenant and ids."""
+    services = {"gateway": "gateway", "worker-1": "worker", "sink-clickhouse": "sink-clickhouse",
+                "sink-objects": "sink-objects"}  # fmt: skip
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for name, service in services.items():
+        text = (logs / f"{name}.log").read_text(errors="replace")
+        lines[name] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        assert {line["service"] for line in lines[name]} <= {service, "up"}, name
+        assert all({"timestamp", "level", "logger", "message"} <= line.keys()
+                   for line in lines[name]), name  # fmt: skip
+    denied = [line for line in lines["gateway"] if line["message"].startswith("authz_denied")
+              and "event_tenant=globex" in line["message"]]  # fmt: skip
+    assert denied and all(line["tenant"] == "acme" and line["request_id"] for line in denied)
+    roots = {line["logger"].split(".")[0] for line in lines["worker-1"]}
+    assert "sealstream" in roots and roots & {"faust", "mode", "aiokafka"}, roots
+
+
 def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -204,6 +225,7 @@ def test_up_runs_the_demo_survives_kills_serves_the_dashboard_and_stops_cleanly(
         assert "demo OK" in text and "/dashboard" in text
         for name in ("gateway", "worker-1", "sink-clickhouse", "sink-objects"):
             assert (stack_dir / "logs" / f"{name}.log").stat().st_size > 0
+        _logs_are_json_lines_with_context(stack_dir / "logs")
 
         # every process serves Prometheus metrics by the conventions, and the same
         # (tenant, event_type) labels count the same events at each stage

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -256,3 +257,26 @@ def test_concurrent_gateway_requests_log_their_own_ids_only() -> None:
     log.info("after")
     assert not {"tenant", "request_id", "correlation_id"} & lines(out)[-1].keys()
     assert lines(out)[-1]["message"] == "after"
+
+
+def test_the_faust_worker_logs_through_the_same_handler_once(tmp_path: Path) -> None:
+    """mode sets logging up again when faust's worker starts (ops/cli/worker.py): its lines,
+    and ours, still go through the one handler, as JSON, once each."""
+    from ops.cli.worker import faust_worker
+    from tests.unit.test_streams_agent import make_harness
+
+    out = io.StringIO()
+    handler = configure_logging("warning", "json", out, service="worker")
+    harness = make_harness(tmp_path)
+    app, _recorder, _decoder = next(harness)
+    try:
+        worker = faust_worker(app, handler)
+        worker._setup_logging()  # what mode's Worker.execute_from_commandline does first
+        logging.getLogger("faust.worker").warning("from faust")
+        logging.getLogger("sealstream.worker").info("below the level")
+        assert logging.getLogger().handlers == [handler]  # no spinner's
+        assert logging.getLogger().level == logging.WARNING
+        (line,) = lines(out)
+        assert line["message"] == "from faust" and line["service"] == "worker"
+    finally:
+        harness.close()
