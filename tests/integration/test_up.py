@@ -170,8 +170,10 @@ def _logs_are_json_lines_with_context(logs: Path) -> None:
         assert all({"timestamp", "level", "logger", "message"} <= line.keys()
                    for line in lines[name]), name  # fmt: skip
     denied = [line for line in lines["gateway"] if line["message"].startswith("authz_denied")
-              and "event_tenant=globex" in line["message"]]  # fmt: skip
-    assert denied and all(line["tenant"] == "acme" and line["request_id"] for line in denied)
+              and "reason=DENY_TENANT_MISMATCH" in line["message"]]  # fmt: skip
+    assert len(denied) == 1, denied
+    assert denied[0]["tenant"] == "acme" and "event_tenant=globex" in denied[0]["message"]
+    assert denied[0]["request_id"] and denied[0]["correlation_id"], denied
     roots = {line["logger"].split(".")[0] for line in lines["worker-1"]}
     assert "sealstream" in roots and roots & {"faust", "mode", "aiokafka"}, roots
 
