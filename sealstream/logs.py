@@ -53,8 +53,10 @@ def bind(**values: Any) -> None:
 
 
 def _merge_context(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
-    context = _CONTEXT.get()
-    return {**context, **event} if context else event
+    """The bound context, after the line's own fields (which win over it)."""
+    for key, value in _CONTEXT.get().items():
+        event.setdefault(key, value)
+    return event
 
 
 class LogSettingError(ValueError):

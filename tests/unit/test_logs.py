@@ -59,6 +59,7 @@ def test_json_lines_carry_the_level_logger_service_time_and_bound_context() -> N
         logging.getLogger("sealstream.gateway").warning("denied %s", "acme")
     logging.getLogger("sealstream.gateway").debug("below the level")
     (line,) = lines(out)
+    assert list(line)[:4] == ["timestamp", "level", "logger", "service"]  # then the context
     assert line["message"] == "denied acme"
     assert line["level"] == "warning" and line["logger"] == "sealstream.gateway"
     assert line["service"] == "gateway"
