@@ -13,7 +13,6 @@ needs (spawn, watch, back off, stop in order).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sealstream.logs import formatter
 
 log = logging.getLogger("sealstream.up")
 
@@ -48,18 +49,15 @@ class Service:
     exits: list[int] = field(default_factory=list)
 
 
+# the line a service's log gets before each start, in the shape of the service's own lines
+_STARTED = formatter("json", service="up")
+
+
 def _started_line(service: Service) -> bytes:
-    """The line a service's log gets before each start, in the JSON shape of the lines the
-    service writes itself (sealstream/logs.py)."""
-    line = {
-        "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "level": "info",
-        "logger": "sealstream.up",
-        "service": "up",
-        "message": f"starting {service.name}",
-        "restarts": service.restarts,
-    }
-    return json.dumps(line).encode() + b"\n"
+    record = log.makeRecord(
+        log.name, logging.INFO, __file__, 0, "starting %s", (service.name,), None
+    )
+    return (_STARTED.format(record) + "\n").encode()
 
 
 class Supervisor:

@@ -36,7 +36,7 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMAT_VAR = "SEALSTREAM_LOG_FORMAT"
 LEVEL_VAR = "SEALSTREAM_LOG_LEVEL"
 
-__all__ = ["LogSettingError", "bind", "bound", "configure_logging", "handler"]
+__all__ = ["LogSettingError", "bind", "bound", "configure_logging", "formatter", "handler"]
 
 # The context lines get: one immutable dict in one variable, so that a block of work binds
 # and restores it with one ``set`` and one ``reset`` (a few hundred nanoseconds) where
@@ -102,6 +102,29 @@ def _add(**fields: str) -> Any:
     return add
 
 
+def formatter(fmt: str, service: str | None = None, colors: bool = False) -> logging.Formatter:
+    """How a line is rendered: ``json`` (one object per line) or ``console``."""
+    renderer: list[Any]
+    if fmt == "json":
+        # a traceback as text, never with the frames' local variables (a token, a password)
+        renderer = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        tracebacks = (
+            structlog.dev.RichTracebackFormatter(show_locals=False)
+            if colors
+            else structlog.dev.plain_traceback
+        )
+        renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=tracebacks)]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared(service),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
+
+
 def handler(
     fmt: str | None = None, stream: IO[str] | None = None, service: str | None = None
 ) -> logging.Handler:
@@ -110,29 +133,8 @@ def handler(
     a terminal)."""
     out = stream if stream is not None else sys.stderr
     chosen = _choice(fmt, FORMAT_VAR, FORMATS, "console" if _isatty(out) else "json")
-    renderer: list[Any]
-    if chosen == "json":
-        # a traceback as text, never with the frames' local variables (a token, a password)
-        renderer = [
-            structlog.processors.format_exc_info,
-            structlog.processors.EventRenamer("message"),
-            structlog.processors.JSONRenderer(),
-        ]
-    else:
-        colors = _isatty(out)
-        tracebacks = (
-            structlog.dev.RichTracebackFormatter(show_locals=False)
-            if colors
-            else structlog.dev.plain_traceback
-        )
-        renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=tracebacks)]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared(service),
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
-    )
     found = logging.StreamHandler(out)
-    found.setFormatter(formatter)
-    found._sealstream = True  # type: ignore[attr-defined]  # ours: replaced, never doubled
+    found.setFormatter(formatter(chosen, service, colors=chosen == "console" and _isatty(out)))
     return found
 
 

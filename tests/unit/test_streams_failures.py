@@ -119,8 +119,9 @@ def send_and_deliver(app: FakeApp, outcome: BaseException | None) -> list[BaseEx
             delivery.set_result("metadata")
         else:
             delivery.set_exception(outcome)
-        for _ in range(3):  # the callback, then the crash it schedules
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the future's done callbacks run
+        if outputs.stopping is not None:
+            await outputs.stopping  # the crash the callback started
 
     asyncio.run(run())
     return app.crashed
