@@ -25,6 +25,7 @@ from sealstream.auth import (
     issue_token,
 )
 from sealstream.settings import AuthSettings
+from tests.patching import this_thread
 
 SECRET_A = "a" * 40
 SECRET_B = "b" * 48
@@ -241,8 +242,10 @@ def test_jku_x5u_jwk_headers_cause_no_request(
     def no_network(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the verifier tried to open a connection")
 
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(
+        socket, "create_connection", this_thread(socket.create_connection, no_network)
+    )
+    monkeypatch.setattr(socket.socket, "connect", this_thread(socket.socket.connect, no_network))
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     from jwt.algorithms import RSAAlgorithm
 

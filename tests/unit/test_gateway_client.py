@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from producers import client as client_module
 from producers.client import PublishError, SealstreamClient
+from tests.patching import record_sleeps
 
 
 def scripted(answers: list[Any], seen: list[dict[str, Any]]) -> httpx.MockTransport:
@@ -33,8 +35,7 @@ def ok(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
 
 
 def test_retries_keep_event_ids_and_honour_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    sleeps: list[float] = []
-    monkeypatch.setattr("producers.client.time.sleep", sleeps.append)
+    sleeps = record_sleeps(monkeypatch, client_module.time)
     seen: list[dict[str, Any]] = []
     answers = [
         httpx.ConnectError("refused"),
@@ -50,7 +51,7 @@ def test_retries_keep_event_ids_and_honour_retry_after(monkeypatch: pytest.Monke
 
 
 def test_content_rejections_are_returned_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("producers.client.time.sleep", lambda s: None)
+    record_sleeps(monkeypatch, client_module.time)
     seen: list[dict[str, Any]] = []
 
     def partial(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -81,7 +82,7 @@ def test_content_rejections_are_returned_not_retried(monkeypatch: pytest.MonkeyP
 
 
 def test_gives_up_after_max_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("producers.client.time.sleep", lambda s: None)
+    record_sleeps(monkeypatch, client_module.time)
     answers = [(503, {"error": {}}, {})] * 3
     transport = scripted(answers, [])
     with (

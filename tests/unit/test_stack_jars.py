@@ -11,6 +11,7 @@ import pytest
 from ops.stack import kafka as runtime
 from ops.stack.process import StackError
 from sealstream.settings import StackSettings
+from tests.patching import this_thread
 
 FAKE_MVN = """#!{python}
 import sys
@@ -99,7 +100,7 @@ def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter([uuid.UUID(bytes=b"\xf8" + b"\0" * 15), uuid.UUID(int=42)])
-    monkeypatch.setattr(runtime.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr(runtime.uuid, "uuid4", this_thread(uuid.uuid4, lambda: next(draws)))
     cluster_id = runtime._random_cluster_id()
     assert len(cluster_id) == 22 and not cluster_id.startswith("-")
     assert cluster_id == "AAAAAAAAAAAAAAAAAAAAKg"  # the second draw

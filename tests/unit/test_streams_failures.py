@@ -7,6 +7,8 @@ restarted alone by faust after a read timed out, and 2 accepted events never pro
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from sealstream.settings import WorkerSettings
 from streams import outputs as outputs_module
 from streams.outputs import Outputs, patiently, transient
 from streams.processor import Source
+from tests.patching import record_sleeps
 from tests.unit.test_streams_agent import make_harness
 
 
@@ -56,13 +59,7 @@ def flaky(failures: list[BaseException], answer: Any = "committed tail") -> Call
 
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    slept: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        slept.append(delay)
-
-    monkeypatch.setattr(outputs_module.asyncio, "sleep", sleep)
-    return slept
+    return record_sleeps(monkeypatch, outputs_module.asyncio)
 
 
 def test_a_read_waits_out_a_broker_that_does_not_answer(no_sleep: list[float]) -> None:
@@ -85,6 +82,32 @@ def test_patience_ends(no_sleep: list[float], monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(KafkaException):
         asyncio.run(patiently("reading", read))
     assert 0 < len(no_sleep) < 10
+
+
+def test_other_threads_still_sleep_while_a_test_skips_its_own(no_sleep: list[float]) -> None:
+    """The full suite runs a session gateway in a thread of this process; when its loop's
+    asyncio.sleep became the test's no-op it spun and filled the test's list (CI: 300 s
+    timeouts). Here such a loop ticks during the test: its sleeps are real and not listed."""
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    async def tick() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            ticks.append(time.monotonic())
+
+    other = threading.Thread(target=asyncio.run, args=(tick(),), name="other-loop")
+    started = time.monotonic()
+    other.start()
+    try:
+        while len(ticks) < 3:  # the other loop is sleeping under the patch
+            stop.wait(0.01)
+        assert asyncio.run(patiently("reading", flaky([TimeoutError("slow")]))) == "committed tail"
+    finally:
+        stop.set()
+        other.join(timeout=10)
+    assert no_sleep == [0.5]
+    assert len(ticks) * 0.01 <= ticks[-1] - started  # each tick really slept its 0.01 s
 
 
 class FakeApp:
