@@ -102,6 +102,23 @@ def _add(**fields: str) -> Any:
     return add
 
 
+# What a console line must not carry as is: C0 and C1 controls and DEL (an escape sequence in
+# a tenant, an event type or a header value could recolour, move or hide text on the
+# operator's terminal; a newline could forge a line) and the bidirectional overrides that
+# reorder what is shown. JSON lines escape them already.
+_UNPRINTABLE = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+} | {code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def _printable(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Every string field of a console line with its controls written as escapes."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = value.translate(_UNPRINTABLE)
+    return event
+
+
 def formatter(fmt: str, service: str | None = None, colors: bool = False) -> logging.Formatter:
     """How a line is rendered: ``json`` (one object per line) or ``console``."""
     renderer: list[Any]
@@ -118,7 +135,10 @@ def formatter(fmt: str, service: str | None = None, colors: bool = False) -> log
             if colors
             else structlog.dev.plain_traceback
         )
-        renderer = [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=tracebacks)]
+        renderer = [
+            _printable,
+            structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=tracebacks),
+        ]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared(service),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],

@@ -94,6 +94,23 @@ def test_console_lines_are_for_people() -> None:
     assert "\x1b[" not in text  # no colours when the stream is not a terminal
 
 
+def test_console_lines_show_a_callers_control_characters_as_escapes() -> None:
+    """What a caller sent (a tenant, an event type, a header) can reach a console line: an
+    escape sequence there would act on the operator's terminal, a newline would forge a line,
+    a bidirectional override would reorder what is shown."""
+    out = io.StringIO()
+    configure_logging("info", "console", out)
+    with bound(tenant="acme\u202eemca", correlation_id="c\x1b]8;;http://x\x07"):
+        logging.getLogger("sealstream.gateway").warning(
+            "unknown type %s", "login\x1b[2J\n2026-12-03 [error] forged\x9b"
+        )
+    text = out.getvalue()
+    assert text.count("\n") == 1  # one line
+    assert not any(ch in text for ch in "\x1b\x07\x9b\u202e")
+    assert "login\\x1b[2J\\x0a2026-12-03 [error] forged\\x9b" in text
+    assert "acme\\u202eemca" in text
+
+
 @pytest.mark.parametrize(
     ("stream", "env", "expected"),
     [
