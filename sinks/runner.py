@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from prometheus_client import Counter, Gauge, Histogram
 
 from sealstream.deadletters import DeadLetterHeaders, source_headers
+from sealstream.logs import bound
 from sealstream.settings import KafkaSettings, SinkSettings
 from sealstream.tracing import TRACE_HEADERS, Hops, Tracing
 
@@ -380,7 +381,8 @@ class SinkRunner:
 
     def _write(self, batch: Batch) -> bool:
         """Write ``batch`` until the store accepts it; False if the partition was revoked. A
-        span per trace among its records covers the write (sealstream/tracing.py)."""
+        span per trace among its records covers the write (sealstream/tracing.py), and every
+        line logged meanwhile names the batch (sealstream/logs.py)."""
         attributes = {
             "messaging.destination.name": batch.topic,
             "sealstream.store": self.store.name,
@@ -390,7 +392,8 @@ class SinkRunner:
             trace = trace_headers(message)
             if trace:  # only what a stage traced: audit decisions and checkpoints are not
                 hops.hop(trace)
-        with hops:
+        where = {"topic": batch.topic, "partition": batch.partition}
+        with bound(**where, offsets=f"{batch.first}..{batch.last}"), hops:
             return self._write_batch(batch)
 
     def _write_batch(self, batch: Batch) -> bool:

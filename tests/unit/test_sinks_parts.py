@@ -4,7 +4,9 @@ ClickHouse migrations on the embedded engine (the query guard: test_query_guard.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from confluent_kafka import KafkaError
 from schemas.catalog import Catalog
 from schemas.samples import signed_chain
 from schemas.serde import Decoder, Encoder
+from sealstream import logs
 from sealstream.integrity import walk_chain
 from sealstream.keys import HmacKeyring
 from sealstream.settings import KafkaSettings, ObjectStoreSettings, SinkSettings
@@ -31,6 +34,7 @@ from sinks.runner import (
     Batch,
     Limits,
     SinkRunner,
+    StoreUnavailable,
     _Partition,
     parse_pending,
     pending_metadata,
@@ -411,6 +415,18 @@ class ErrorMessage(FakeMessage):
         return self._error
 
 
+def runner_of(store: Any) -> SinkRunner:
+    """A runner around ``store`` whose broker never answers (nothing here reaches it)."""
+    return SinkRunner(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        SinkSettings(),
+        "g",
+        ["events.signed"],
+        store,
+        Limits(10, 10_000, 1.0),
+    )
+
+
 def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not() -> None:
     """Seen in the fault suite: a static member fenced after a broker restart left the sink
     alive but consuming nothing; it must stop (exit 69) so the supervisor starts it again."""
@@ -425,14 +441,7 @@ def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not()
 
         def after_outage(self, since: float) -> None: ...
 
-    runner = SinkRunner(
-        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        SinkSettings(),
-        "g",
-        ["events.signed"],
-        NoStore(),
-        Limits(10, 10_000, 1.0),
-    )
+    runner = runner_of(NoStore())
     try:
         transient = KafkaError(KafkaError._TRANSPORT, "broker down")
         runner._take([ErrorMessage(transient)])  # type: ignore[list-item]
@@ -444,6 +453,49 @@ def test_a_fatal_consumer_error_stops_the_sink_for_a_restart_and_others_do_not()
     finally:
         runner.consumer.close()
         runner.producer.flush(0)
+
+
+def test_lines_logged_while_a_batch_is_written_name_its_partition_and_offsets() -> None:
+    class Flaky:
+        name = "flaky"
+        calls = 0
+
+        def write(self, batch: Batch) -> list[Any]:
+            self.calls += 1
+            if self.calls == 1:
+                raise StoreUnavailable("connection refused")
+            return []
+
+        def close(self) -> None: ...
+
+        def after_outage(self, since: float) -> None: ...
+
+    runner = runner_of(Flaky())
+    out = io.StringIO()
+    handler = logs.handler("json", out, service="sink-test")
+    sink_log = logging.getLogger("sealstream.sink")
+    sink_log.addHandler(handler)
+    batch = batch_of(signed_chain(3, "events.raw/0", KEYS), start=40)
+    try:
+        runner._parts[(batch.topic, 0)] = _Partition(batch)
+        runner._wait = lambda seconds: None  # type: ignore[method-assign]
+        assert runner._write(batch)
+        sink_log.warning("after the batch")
+    finally:
+        sink_log.removeHandler(handler)
+        runner.consumer.close()
+        runner.producer.flush(0)
+    found = {
+        line["message"].split(" (")[0]: line
+        for line in map(json.loads, out.getvalue().splitlines())
+    }
+    during, after = found["store flaky unavailable"], found["after the batch"]
+    assert (during["topic"], during["partition"], during["offsets"]) == (
+        "events.signed",
+        0,
+        "40..42",
+    )
+    assert "offsets" not in after and "partition" not in after  # nothing left bound
 
 
 def test_merges_stop_while_the_embedded_store_fails_and_resume_after_the_check() -> None:
