@@ -332,6 +332,15 @@ def _in_source_position(node: exp.Expr) -> bool:
     return isinstance(parent, exp.From)
 
 
+# The scoped read ends in a LIMIT no table reaches, as a barrier: a filter cannot move below a
+# LIMIT without changing the answer, so the engine evaluates the caller's conditions only on
+# the rows the tenant filter let through. Without it chDB merged the scoped subquery into the
+# caller's query and evaluated the caller's WHERE first (PREWHERE steps ordered by column
+# size, the key column last): an expression that fails on a value (toUInt32(message), a
+# division by zero) told a caller about other tenants' rows, and quoted their values.
+BARRIER = 2**64 - 1
+
+
 def _scoped(name: str, scope: Scope, database: str, final: bool) -> exp.Select:
     table = exp.Table(
         this=exp.to_identifier(name),
@@ -345,7 +354,7 @@ def _scoped(name: str, scope: Scope, database: str, final: bool) -> exp.Select:
                 this=exp.column("tenant", table=SCOPED_ALIAS),
                 expression=exp.Literal.string(scope.tenant),
             )
-        )
+        ).limit(BARRIER)
     return select
 
 
@@ -558,6 +567,9 @@ def query_settings(max_rows: int, timeout_s: int, limits: QueryLimits) -> dict[s
         "max_rows_to_read": limits.max_rows_to_read,
         "max_bytes_to_read": limits.max_bytes_to_read,
         "read_overflow_mode": "throw",
+        # and no predicate moved into a subquery (the scoped reads' LIMIT already stops it)
+        "enable_optimize_predicate_expression": 0,
+        "query_plan_filter_push_down": 0,
         "readonly": 1,
     }
 

@@ -37,6 +37,7 @@ from sinks.clickhouse.functions import (
     function_allowed,
 )
 from sinks.clickhouse.query import (
+    ANALYST_TABLES,
     TYPE_TOKENS,
     QueryLimits,
     QueryRejected,
@@ -280,9 +281,10 @@ def test_the_guard_scopes_every_table_to_the_tenant_and_reads_final() -> None:
     )
     assert sql == (
         "WITH __sealstream_cte_1 AS (SELECT event_id FROM (SELECT * FROM sealstream.events AS "
-        "__sealstream_t FINAL WHERE __sealstream_t.tenant = 'o''hara') AS events) "
-        "SELECT count() FROM __sealstream_cte_1 AS x JOIN (SELECT * FROM sealstream.dead_letters "
-        "AS __sealstream_t WHERE __sealstream_t.tenant = 'o''hara') AS d ON 1 = 1"
+        "__sealstream_t FINAL WHERE __sealstream_t.tenant = 'o''hara' LIMIT 18446744073709551615) "
+        "AS events) SELECT count() FROM __sealstream_cte_1 AS x JOIN (SELECT * FROM "
+        "sealstream.dead_letters AS __sealstream_t WHERE __sealstream_t.tenant = 'o''hara' "
+        "LIMIT 18446744073709551615) AS d ON 1 = 1"
     )
     unscoped = guard("SELECT * FROM checkpoints", operator(), DB)
     assert unscoped == (
@@ -788,16 +790,22 @@ ClickHouseStore(client, settings, SinkSettings(), decoder, "g", {}).write(batch_
 client.command(f"INSERT INTO {db}.events SELECT * REPLACE (kafka_offset + 1000 AS kafka_offset) "
                f"FROM {db}.events WHERE tenant = 'acme'")
 ids = {t: [r["event_id"] for r in records if r["tenant"] == t] for t in ("acme", "globex")}
-for tenant in ("acme", "globex"):
-    rows = ", ".join(f"(now64(3), 'schema_unknown', 'decode', '{tenant}', 'payment', 1, '{e}')"
-                     for e in ids[tenant][:3] + [f"{tenant}-dead-only"])
-    client.command(f"INSERT INTO {db}.dead_letters (failed_at, reason, stage, tenant, "
-                   f"event_type, bytes, event_id) VALUES {rows}")
+# both tenants' rows in one insert, so in the same parts and granules, as a sink writes them;
+# each tenant's event type as in signed_chain (acme's payment, globex's page_view)
+dead, decided = [], []
+for tenant, kind in (("acme", "payment"), ("globex", "page_view")):
+    dead += [f"(now64(3), 'schema_unknown', 'decode', '{tenant}', '{kind}', 1, '{e}')"
+             for e in ids[tenant][:3] + [f"{tenant}-dead-only"]]
     note = "SECRET-globex" if tenant == "globex" else "mine"  # acme may read its own
-    client.command(f"INSERT INTO {db}.audit_decisions (decided_at, tenant, action, decision, "
-                   f"reason_code, request_id, detail) VALUES (now64(3), '{tenant}', 'query', "
-                   f"'ALLOW', 'ok', 'r-{tenant}', '{note}'), (now64(3), '{tenant}', "
-                   f"'query', 'DENY', 'scope', 'r2-{tenant}', '{note}')")
+    decided += [
+        f"(now64(3), '{tenant}', '{kind}', 'query', 'ALLOW', 'ok', 'r-{tenant}', '{note}')",
+        f"(now64(3), '{tenant}', '{kind}', 'query', 'DENY', 'scope', 'r2-{tenant}', '{note}')",
+    ]
+client.command(f"INSERT INTO {db}.dead_letters (failed_at, reason, stage, tenant, "
+               f"event_type, bytes, event_id) VALUES {', '.join(dead)}")
+client.command(f"INSERT INTO {db}.audit_decisions (decided_at, tenant, event_type, action, "
+               f"decision, reason_code, request_id, detail) VALUES {', '.join(decided)}")
+for tenant in ("acme", "globex"):
     client.command(f"INSERT INTO {db}.receipts (event_id, tenant, receipt) VALUES "
                    f"('{ids[tenant][0]}', '{tenant}', 'SECRET-receipt-{tenant}')")
 client.command(f"INSERT INTO {db}.checkpoints (chain_id, seq, head_hash, signature) VALUES "
@@ -830,6 +838,14 @@ for sql in spec["limited"]:
         limited[sql] = len(run(client, guard(sql, analyst("acme"), db), 5, 30).rows)
     except Exception as exc:
         limited[sql] = str(exc)[:300]
+# what the engine evaluates: each probe divides by zero on a row of globex's, had it one
+oracles = {sql: execute(sql, analyst("acme")) for sql in spec["oracles"]}
+try:  # negative control: a plain scoped subquery (the guard's form before) is seen through
+    client.query(f"SELECT count() FROM (SELECT * FROM {db}.dead_letters AS t WHERE t.tenant = "
+                 "'acme') AS d WHERE intDiv(1, toUInt8(event_type != 'page_view')) = 1")
+    oracle_control = "no error"
+except Exception as exc:
+    oracle_control = str(exc)[:300]
 project = {**spec["project"], **collected()}
 ran = {name: execute(sql.replace("{db}.", ""), operator() if who == "operator" else analyst("acme"))
        for name, (who, sql) in project.items()}
@@ -845,7 +861,8 @@ for name in spec["bare"]:
     except Exception:
         bare[name] = False
 print(json.dumps({"truth": truth, "allowed": allowed, "project": ran, "functions": functions,
-                  "limited": limited, "control": control,
+                  "limited": limited, "control": control, "oracles": oracles,
+                  "oracle_control": oracle_control,
                   "combinators": combinators, "bare": bare}, default=str))
 """
 )
@@ -871,6 +888,32 @@ LIMITED = [
 ]
 
 
+# Conditions a caller writes, where the engine may evaluate them. Only globex's rows have the
+# event type page_view (acme's are payments), so the division fails if the engine evaluates
+# the caller's expression on one of globex's rows. The answer (an error or not, its text)
+# would tell acme about globex's rows: an attack found chDB moving a caller's WHERE next to
+# the tenant filter, evaluating it first and quoting the values it failed on. (A test reading
+# the tenant column would not show it: the engine evaluates that with the tenant filter.)
+_GLOBEX = "{t}event_type = 'page_view'"
+_DIVIDE = f"intDiv(1, toUInt8(NOT {_GLOBEX.format(t='')}))"
+ORACLES = [
+    shape.format(table=table, divide=_DIVIDE)
+    for table in sorted(ANALYST_TABLES)
+    for shape in (
+        "SELECT count() FROM {table} WHERE {divide} = 1",
+        "SELECT count() FROM {table} AS x WHERE x.tenant = 'acme' AND {divide} = 1",
+        "SELECT count() FROM (SELECT * FROM {table}) WHERE {divide} = 1",
+        "SELECT event_type, count() FROM {table} GROUP BY event_type HAVING {divide} = 1",
+        "SELECT sum({divide}) FROM {table}",
+        "SELECT count() FROM {table} ORDER BY min({divide})",
+        "SELECT count() FROM {table} AS a JOIN {table} AS b ON a.tenant = b.tenant "
+        f"AND intDiv(1, toUInt8(NOT {_GLOBEX.format(t='a.')})) = 1",
+        "SELECT count() FROM {table} WHERE {divide} = 1 OR 1 = 1",
+        f"SELECT count() FROM {{table}} WHERE throwIf({_GLOBEX.format(t='')}) = 0",
+    )
+]
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("query-guard")
@@ -879,6 +922,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "project": PROJECT,
         "bare": BARE,
         "limited": LIMITED,
+        "oracles": ORACLES,
     }
     (tmp / "spec.json").write_text(json.dumps(spec))
     done = subprocess.run(
@@ -911,6 +955,23 @@ def test_an_allowed_query_returns_only_the_callers_rows(engine: dict[str, Any], 
     leaked = leaks(got["rows"], truth)
     assert not leaked, f"{name}: another tenant's or an operator's data: {leaked}"
     assert ALLOWED[name][1](got["rows"], truth), f"{name}: {got['rows']} (truth {truth})"
+
+
+def test_the_engine_never_evaluates_a_callers_expression_on_another_tenants_row(
+    engine: dict[str, Any],
+) -> None:
+    assert "Division by zero" in engine["oracle_control"]  # the probe sees what it reaches
+    reached = {}
+    for sql, got in engine["oracles"].items():
+        error = got.get("error", "")
+        if error.startswith("QueryRejected"):  # refused by the guard: nothing ran
+            continue
+        if "Division by zero" in error or "throwIf" in error or leaks([[error]], engine["truth"]):
+            reached[sql] = error[:200]
+        elif error:
+            reached[sql] = f"unexpected: {error[:200]}"
+    assert reached == {}
+    assert sum("error" not in got for got in engine["oracles"].values()) >= 30  # they ran
 
 
 def test_the_result_limit_holds_for_set_operations_too(engine: dict[str, Any]) -> None:
