@@ -8,6 +8,13 @@ the limit, lz4 through its frame decompressor's ``max_length``. A stream that en
 that is not its coding at all, is ``Corrupt``: a cut-off body never passes for a shorter one.
 Each edge maps ``TooLarge`` and ``Corrupt`` to its own error.
 
+The work is linear in the body, whatever its shape: the compressed bytes go to the
+decompressors in pieces of at most PIECE bytes, so what a decompressor copies out at the end of
+a member (``unused_data``, the rest of its input) is at most a piece, and a body may hold at
+most MAX_MEMBERS gzip members, zstd frames or lz4 frames. Before, a 1 MiB body of 116,508
+empty zstd frames took 3.6 s of the event loop (each frame copied the rest of the body), and
+one of 52,000 empty gzip members 0.7 s.
+
 Written here because what exists does not fit: Starlette's GZipMiddleware compresses responses
 only, and the ASGI decompression middlewares we found inflate a whole body (or a whole chunk)
 before any limit is checked, which is exactly what a bomb exploits.
@@ -20,6 +27,8 @@ from typing import Any
 
 CODINGS = ("gzip", "deflate", "zstd", "lz4")
 WRITE_SIZE = 64 * 1024  # the most one step of inflation makes before the limit is checked
+PIECE = 4 * 1024  # the most compressed input one decompressor call takes
+MAX_MEMBERS = 1024  # gzip members, zstd or lz4 frames in one body (a client writes a few)
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -61,6 +70,7 @@ class Inflater:
         self._zstd: Any = None
         self._lz4: Any = None
         self._input: list[bytes] = []  # zstd's: checked for whole frames by ``finish``
+        self.members = 1
         if coding in _WBITS:
             self._zlib = zlib.decompressobj(_WBITS[coding])
         elif coding == "zstd":
@@ -83,19 +93,31 @@ class Inflater:
     def feed(self, chunk: bytes) -> None:
         """TooLarge past the limit, Corrupt for data that is not of the coding."""
         try:
-            if self._zlib is not None:
-                self._feed_zlib(chunk)
-            elif self._zstd is not None:
+            if self._zstd is not None:
                 self._input.append(chunk)
                 self._zstd.write(chunk)
-            else:
-                self._feed_lz4(chunk)
-        except TooLarge:
+                return
+            view = memoryview(chunk)
+            for start in range(0, len(view), PIECE):
+                piece = view[start : start + PIECE]
+                if self._zlib is not None:
+                    self._feed_zlib(piece)
+                else:
+                    self._feed_lz4(piece)
+        except (TooLarge, Corrupt):
             raise
         except Exception as error:  # zlib.error, zstandard.ZstdError, RuntimeError (lz4)
             raise Corrupt(f"not valid {self.coding} data: {error}") from None
 
-    def _feed_zlib(self, data: bytes) -> None:
+    def _next_member(self) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise Corrupt(
+                f"the body holds more than {MAX_MEMBERS} {self.coding} "
+                f"{'members' if self._zlib is not None else 'frames'}: send it as one"
+            )
+
+    def _feed_zlib(self, data: Any) -> None:
         while data:
             room = max(1, min(WRITE_SIZE, self.limit - self.out.size + 1))
             self.out.write(self._zlib.decompress(data, room))
@@ -104,19 +126,19 @@ class Inflater:
                 continue
             data = self._zlib.unused_data  # RFC 1952: a body may hold several members in a row
             if data:
+                self._next_member()
                 self._zlib = zlib.decompressobj(_WBITS[self.coding])
 
-    def _feed_lz4(self, data: bytes) -> None:
+    def _feed_lz4(self, data: Any) -> None:
         while data or (self._lz4.needs_input is False and not self._lz4.eof):
+            if self._lz4.eof:  # the frame before ended (in this piece or the last): a new one
+                self._next_member()
+                import lz4.frame
+
+                self._lz4 = lz4.frame.LZ4FrameDecompressor()
             room = max(1, min(WRITE_SIZE, self.limit - self.out.size + 1))
             self.out.write(self._lz4.decompress(data, max_length=room))
-            data = b""
-            if self._lz4.eof:
-                data = self._lz4.unused_data  # several frames in a row
-                if data:
-                    import lz4.frame
-
-                    self._lz4 = lz4.frame.LZ4FrameDecompressor()
+            data = self._lz4.unused_data if self._lz4.eof else b""  # several frames in a row
 
     def finish(self) -> bytes:
         """The whole inflated body; Corrupt when the stream ends early."""
@@ -139,17 +161,27 @@ class Inflater:
 
 
 def _whole_zstd_frames(data: bytes) -> bool:
-    """Whether ``data`` ends where a zstd frame ends. Run after the bounded writer inflated
-    all of it within the limit, so decoding it once more makes no more than that."""
+    """Whether ``data`` ends where a zstd frame ends, in at most MAX_MEMBERS frames (Corrupt
+    past them). Run after the bounded writer inflated all of it within the limit, so decoding
+    it once more makes no more than that; in pieces, so a frame's end copies at most one."""
     import zstandard
 
-    while data:
-        frame = zstandard.ZstdDecompressor().decompressobj()
-        try:
-            frame.decompress(data)
-        except zstandard.ZstdError:
-            return False
-        if not frame.eof:
-            return False
-        data = frame.unused_data
-    return True
+    decompressor = zstandard.ZstdDecompressor()
+    frame, frames = decompressor.decompressobj(), 1
+    view = memoryview(data)
+    for start in range(0, len(view), PIECE):
+        piece: Any = view[start : start + PIECE]
+        while piece:
+            if frame.eof:
+                frames += 1
+                if frames > MAX_MEMBERS:
+                    raise Corrupt(
+                        f"the body holds more than {MAX_MEMBERS} zstd frames: send it as one"
+                    )
+                frame = decompressor.decompressobj()
+            try:
+                frame.decompress(piece)
+            except zstandard.ZstdError:
+                return False
+            piece = frame.unused_data if frame.eof else b""
+    return bool(data) and frame.eof

@@ -12,13 +12,14 @@ import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 
+import lz4.frame
 import pytest
 import zstandard
 
 from producers.encoding import coding_of
 from producers.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from producers.http import read_body
-from sealstream.inflate import WRITE_SIZE
+from sealstream.inflate import MAX_MEMBERS, PIECE, WRITE_SIZE, Corrupt, Inflater
 
 LIMIT = 1_000_000
 BODY = json.dumps({"events": [{"n": i, "text": "x" * 50} for i in range(2000)]}).encode()
@@ -119,3 +120,49 @@ def test_an_unknown_or_stacked_coding_is_415_and_lists_what_is_supported(header:
         coding_of(header)
     assert refused.value.status == 415 and refused.value.code == "unsupported_content_encoding"
     assert refused.value.field == "Content-Encoding" and "gzip, zstd" in refused.value.message
+
+
+def members(encoding: str, count: int) -> bytes:
+    """``count`` gzip members or zstd frames in a row, each of one piece of the body."""
+    size = len(BODY) // count + 1
+    pieces = [BODY[i * size : (i + 1) * size] for i in range(count)]
+    if encoding == "gzip":
+        return b"".join(gzip.compress(p, mtime=0) for p in pieces)
+    return b"".join(zstandard.ZstdCompressor().compress(p) for p in pieces)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_a_body_of_up_to_max_members_inflates_and_one_past_is_400(encoding: str) -> None:
+    """Each member's end made the decompressor copy the rest of the body: 116,508 empty zstd
+    frames (1 MiB) held the event loop for 3.6 s, 52,000 empty gzip members for 0.7 s."""
+    assert read(members(encoding, MAX_MEMBERS), encoding) == BODY
+    with pytest.raises(InvalidRequest) as refused:
+        read(members(encoding, MAX_MEMBERS + 1), encoding)
+    assert refused.value.status == 400 and refused.value.code == "bad_content_encoding"
+    assert f"more than {MAX_MEMBERS} {encoding}" in refused.value.message
+
+
+def test_a_body_of_empty_gzip_members_is_refused_before_it_is_all_read() -> None:
+    empty = gzip.compress(b"", mtime=0)
+    request = FakeRequest(empty * 50_000, "gzip")
+    with pytest.raises(InvalidRequest):
+        asyncio.run(read_body(request, LIMIT))  # type: ignore[arg-type]
+    assert request.streamed < len(empty) * (MAX_MEMBERS + 1) + 16 * 1024  # stopped at the cap
+
+
+@pytest.mark.parametrize("chunk", [1, 5, PIECE + 1, 3 * PIECE])
+def test_members_and_frames_split_across_pieces_and_chunks_inflate(chunk: int) -> None:
+    for encoding in ("gzip", "zstd"):
+        assert read(members(encoding, 37), encoding, chunk=chunk) == BODY
+    lz4_body = b"".join(lz4.frame.compress(BODY[i : i + 9000]) for i in range(0, len(BODY), 9000))
+    inflater = Inflater("lz4", LIMIT)
+    for start in range(0, len(lz4_body), chunk):
+        inflater.feed(lz4_body[start : start + chunk])
+    assert inflater.finish() == BODY
+
+
+def test_lz4_frames_past_max_members_are_corrupt_too() -> None:
+    frame = lz4.frame.compress(b"x")
+    inflater = Inflater("lz4", LIMIT)
+    with pytest.raises(Corrupt, match=f"more than {MAX_MEMBERS} lz4 frames"):
+        inflater.feed(frame * (MAX_MEMBERS + 1))
