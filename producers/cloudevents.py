@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from producers.errors import InvalidRequest, RequestTooLarge
-from producers.validation import FieldError
+from producers.validation import FieldError, control_character
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -98,6 +98,9 @@ def envelope(event: Any, index: int, prefix: str, tenant: str) -> dict[str, Any]
         value = event.get(name)
         if not isinstance(value, str) or not value:
             return error(name, "missing_field", f"the CloudEvents attribute {name!r} is required")
+        why = control_character(value)
+        if why is not None:  # and so no two (source, id) pairs name one event
+            return error(name, "invalid_field", f"the CloudEvents attribute {name!r} {why}")
     if "data_base64" in event:
         return error("data_base64", "unsupported_data", "send data as a JSON object, not base64")
     media = event.get("datacontenttype")
@@ -120,11 +123,18 @@ def envelope(event: Any, index: int, prefix: str, tenant: str) -> dict[str, Any]
     return out
 
 
+# Only a UUID in its canonical text is taken as it is: uuid.UUID also reads 32 hex digits,
+# braces, "urn:uuid:" and a leading "+", so an MD5 hex id of one source and a UUID of another
+# were one event, and the second was answered as a duplicate and never stored.
+_CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
 def _event_id(source: str, event_id: str) -> str:
-    try:
+    """The envelope's event id: a canonical UUID as it is, any other id the UUIDv5 of its
+    source and itself (neither holds the NUL between them: control characters are refused)."""
+    if _CANONICAL_UUID.match(event_id):
         return str(uuid.UUID(event_id))
-    except ValueError:
-        return str(uuid.uuid5(ID_NAMESPACE, f"{source}\x00{event_id}"))
+    return str(uuid.uuid5(ID_NAMESPACE, f"{source}\x00{event_id}"))
 
 
 def attribute_path(field: str) -> str:

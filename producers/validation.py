@@ -36,6 +36,29 @@ def _timestamp_text(value: Any) -> Any:
     return value
 
 
+# C0 and C1 controls and DEL: never in an identifier. They reach Kafka headers (the key as
+# entity_key, the correlation id), the audit records and whoever prints them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def control_character(value: str) -> str | None:
+    """Why ``value`` is no identifier, or None: the first control character and where."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return (
+        f"must not contain control characters: U+{ord(found.group()):04X} at position "
+        f"{found.start()}"
+    )
+
+
+def _no_controls(value: str | None) -> str | None:
+    why = control_character(value) if value is not None else None
+    if why is not None:
+        raise ValueError(why)
+    return value
+
+
 class EventIn(BaseModel):
     """One event as a publisher sends it."""
 
@@ -57,6 +80,7 @@ class EventIn(BaseModel):
     payload: dict[str, Any]
 
     _occurred_at_text = field_validator("occurred_at", mode="before")(_timestamp_text)
+    _identifiers = field_validator("key", "source", "correlation_id")(_no_controls)
 
 
 class EventBatchIn(BaseModel):
@@ -193,9 +217,9 @@ def check_envelope(
         code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
             first["type"], "invalid_field"
         )
-        message = str(first["msg"])
+        message = str(first["msg"]).removeprefix("Value error, ")
         if tuple(first["loc"]) == ("occurred_at",) and code == "invalid_field":
-            code, message = "invalid_timestamp", message.removeprefix("Value error, ")
+            code = "invalid_timestamp"
         return FieldError(index, _path(prefix, tuple(first["loc"])), code, message)
     if window is not None:
         why = window.refusal(event.occurred_at, now or dt.datetime.now(dt.UTC))

@@ -106,9 +106,9 @@ def _add(**fields: str) -> Any:
 # a tenant, an event type or a header value could recolour, move or hide text on the
 # operator's terminal; a newline could forge a line) and the bidirectional overrides that
 # reorder what is shown. JSON lines escape them already.
-_UNPRINTABLE = {
-    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
-} | {code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_UNPRINTABLE = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
 
 
 def _printable(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:

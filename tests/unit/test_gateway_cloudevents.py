@@ -78,6 +78,9 @@ def test_the_specs_example_and_a_uuid_id_kept_as_it_is() -> None:
         ({"data_base64": "AAAA"}, "data_base64", "unsupported_data"),
         ({"datacontenttype": "text/plain"}, "datacontenttype", "unsupported_media_type"),
         ({"dataschema": 5}, "dataschema", "invalid_field"),
+        ({"id": "a\x00b"}, "id", "invalid_field"),  # (a\0b, c) and (a, b\0c) were one id
+        ({"source": "/idp\n/eu"}, "source", "invalid_field"),
+        ({"type": "login\x1b[2J"}, "type", "invalid_field"),
     ],
 )
 def test_what_is_no_cloudevent_1_0_is_an_error_naming_the_attribute(
@@ -87,6 +90,24 @@ def test_what_is_no_cloudevent_1_0_is_an_error_naming_the_attribute(
     error = ce.envelope({**good, **change}, 3, "[3]", "acme")
     assert isinstance(error, FieldError)
     assert (error.index, error.field, error.code) == (3, f"[3].{field}", code)
+
+
+def test_only_a_canonical_uuid_is_kept_any_other_id_is_namespaced_by_its_source() -> None:
+    """uuid.UUID reads 32 hex digits, braces, urn:uuid: and a leading '+' as a UUID too: an MD5
+    id of one source and the same digits as a UUID of another were one event (the second a
+    duplicate, never stored)."""
+    good = json.loads(to_structured(sdk_event(), JSONFormat()).body)
+    same = uuid.uuid4()
+
+    def event_id(source: str, id_: str) -> str:
+        return ce.envelope({**good, "source": source, "id": id_}, 0, "", "acme")["event_id"]  # type: ignore[index]
+
+    assert event_id("/a", str(same)) == event_id("/b", str(same)) == str(same)
+    assert event_id("/a", str(same).upper()) == str(same)  # canonical, in capitals
+    for other in (same.hex, f"{{{same}}}", f"urn:uuid:{same}", f"+{str(same)[1:]}"):
+        assert event_id("/a", other) != str(same), other
+        assert event_id("/a", other) != event_id("/b", other), other
+        assert event_id("/a", other) == str(uuid.uuid5(ce.ID_NAMESPACE, f"/a\x00{other}"))
 
 
 def test_batches_and_their_limits() -> None:

@@ -116,6 +116,25 @@ def test_envelope_errors_have_paths(raw: Any, field: str, code: str) -> None:
     assert result.message
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "found"),
+    [
+        ("key", "k\r\ninjected: 1", "U+000D at position 1"),  # the entity_key header
+        ("source", "\nsrc\x1b[31m", "U+000A at position 0"),
+        ("correlation_id", "c-1\x00", "U+0000 at position 3"),  # the correlation_id header
+        ("source", "caf\u00e9\x85", "U+0085 at position 4"),  # C1 too; letters are fine
+    ],
+)
+def test_identifiers_with_control_characters_are_refused(
+    field: str, value: str, found: str
+) -> None:
+    result = check_envelope(envelope(**{field: value}), 3, "events[3]")
+    assert isinstance(result, FieldError)
+    assert (result.field, result.code) == (f"events[3].{field}", "invalid_field")
+    assert result.message == f"must not contain control characters: {found}"
+    assert isinstance(check_envelope(envelope(**{field: "café/ü-1"}), 0, ""), EventIn)
+
+
 def test_envelope_ok() -> None:
     event = check_envelope(envelope(event_id="0193a0b2-0000-7000-8000-000000000001"), 0, "")
     assert isinstance(event, EventIn) and event.tenant == "acme"
