@@ -32,6 +32,7 @@ reading of the ids (:func:`ids_of`) is a regular expression, as it runs once per
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,12 @@ TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 _IDS = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
 _PROPAGATOR = TraceContextTextMapPropagator()
+# OpenTelemetry warns of each malformed tracestate member it drops, quoting it (up to 8 KiB of
+# a caller's text per request), and of each header past its length: a line or more per
+# request, in every gateway log, at a caller's will. A header it cannot read is dropped, which
+# is all a caller needs; errors of these modules still show.
+for _name in ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 Headers = list[tuple[str, bytes]]
 
