@@ -436,18 +436,27 @@ class QueryService:
             message = _READ_SO_FAR.sub("", str(exc).split("(version")[0].strip()[:2000])
             found = re.search(r"Code: (\d+)", message)
             if found is None:  # no answer from the engine at all
-                log.error("query failed without an engine error: %s", message)
-                raise EndpointError(
-                    503, "engine_unavailable", "the engine did not answer; retry"
-                ) from exc
+                raise await self._unanswered(principal, request, asked, message) from exc
             detail = {**asked.audited(), "error": message}
             await self._deny(principal, request, "query", "QUERY_FAILED", detail)
             QUERIES.labels(principal.tenant, "failed").inc()
             code = "query_limit_exceeded" if int(found.group(1)) in LIMIT_CODES else "query_failed"
             raise EndpointError(400, code, message, "sql") from exc
+        except Exception as exc:  # the engine (or its client) broke under the query
+            raise await self._unanswered(principal, request, asked, repr(exc)) from exc
         finally:
             QUERY_SECONDS.observe(time.perf_counter() - started)
         return result, rows, round((time.perf_counter() - started) * 1000, 3)
+
+    async def _unanswered(
+        self, principal: Principal, request: Request, asked: Asked, why: str
+    ) -> EndpointError:
+        """A query the engine took and did not answer is audited too (it may have run)."""
+        log.error("query failed without an answer from the engine: %s", why)
+        detail = {**asked.audited(), "error": "the engine did not answer"}
+        await self._deny(principal, request, "query", "QUERY_FAILED", detail)
+        QUERIES.labels(principal.tenant, "failed").inc()
+        return EndpointError(503, "engine_unavailable", "the engine did not answer; retry")
 
     def _run(self, execute: Execute, sql: str) -> tuple[Any, int | None]:
         with self.pool.client() as client:
