@@ -85,7 +85,8 @@ def _on_server(settings: Settings, sql: str, tenant: str | None) -> dict[str, An
     allow or deny decision recorded as the local operator's."""
     from schemas.audit import AuditLog, local_operator
     from sinks.clickhouse.client import connect
-    from sinks.clickhouse.query import QueryLimits, QueryRejected, analyst, guard, operator, run
+    from sinks.clickhouse.query import QueryRejected, analyst, guard, operator
+    from sinks.clickhouse.running import QueryLimits, run
 
     clickhouse = settings.clickhouse
     scope = analyst(tenant) if tenant else operator()

@@ -53,16 +53,8 @@ from sealstream.auth import (
 )
 from sealstream.settings import ClickHouseSettings
 from sinks.clickhouse.access import direct_reader
-from sinks.clickhouse.query import (
-    QueryLimits,
-    QueryRejected,
-    QueryResult,
-    Scope,
-    analyst,
-    guard,
-    operator,
-    run,
-)
+from sinks.clickhouse.query import QueryRejected, Scope, analyst, guard, operator
+from sinks.clickhouse.running import QueryLimits, QueryResult, run
 
 log = logging.getLogger("sealstream.sink.query")
 
@@ -163,7 +155,7 @@ async def read_body(request: Request, limit: int = MAX_SQL_BYTES) -> bytes:
     too_large = EndpointError(413, "query_too_large", f"send at most {limit} bytes of SQL")
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.strip().isdigit():
+        if not (length.strip().isascii() and length.strip().isdigit()):  # "²" is a digit
             raise EndpointError(400, "invalid_request", "Content-Length is not a number")
         if int(length) > limit:
             raise too_large

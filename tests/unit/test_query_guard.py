@@ -39,14 +39,12 @@ from sinks.clickhouse.functions import (
 from sinks.clickhouse.query import (
     ANALYST_TABLES,
     TYPE_TOKENS,
-    QueryLimits,
     QueryRejected,
     analyst,
     guard,
     operator,
-    query_settings,
-    run,
 )
+from sinks.clickhouse.running import QueryLimits, query_settings, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = "sealstream"
@@ -772,7 +770,8 @@ from sealstream.keys import HmacKeyring
 from sealstream.settings import ClickHouseSettings, SinkSettings
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.query import analyst, guard, operator, run
+from sinks.clickhouse.query import analyst, guard, operator
+from sinks.clickhouse.running import run
 from sinks.clickhouse.sink import ClickHouseStore
 from tests.unit.test_sinks_parts import batch_of, codec
 """
@@ -1294,7 +1293,7 @@ async def test_every_failure_is_json_and_never_a_500(engine_fake: Engine) -> Non
         "refused": (400, "query_table_forbidden"), "verifier bug": (503, "unavailable"),
         "unknown route": (404, "not_found"), "wrong method": (405, "method_not_allowed"),
         "memory": (400, "query_limit_exceeded"), "unknown column": (400, "query_failed"),
-        "engine bug": (503, "unavailable"),
+        "engine bug": (503, "engine_unavailable"),  # audited: it may have run
     }  # fmt: skip
     got = {name: (r.status_code, r.json()["error"]["code"]) for name, r in cases.items()}
     assert got == expected
@@ -1307,3 +1306,10 @@ async def test_no_audit_record_no_answer(engine_fake: Engine) -> None:
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "audit_unavailable"
         refused = await ask(client, "analyst-no-scope")  # a refusal stands without its record
         assert refused.status_code == 403
+
+
+def test_a_syntax_error_names_where_without_terminal_escapes() -> None:
+    with pytest.raises(QueryRejected) as caught:
+        guard("SELECT (1 FROM events", analyst("acme"), DB)
+    assert caught.value.code == "query_syntax" and "Line 1, Col: 14" in str(caught.value)
+    assert "\x1b" not in str(caught.value)  # sqlglot underlines the spot for a terminal

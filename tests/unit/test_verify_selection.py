@@ -20,7 +20,8 @@ from sealstream.settings import ClickHouseSettings, ObjectStoreSettings, SinkSet
 from sinks.clickhouse.access import direct_reader
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.query import guard, operator, run
+from sinks.clickhouse.query import guard, operator
+from sinks.clickhouse.running import run
 from sinks.clickhouse.sink import ClickHouseStore
 from sinks.objects.reader import Selection
 from sinks.objects.sink import ColdStore
