@@ -260,6 +260,28 @@ def summarize(predictions: list[Prediction]) -> dict[str, Any]:
     }
 
 
+def replay_headers(letter: DeadLetter, replay_id: str) -> list[tuple[str, str | bytes | None]]:
+    """What a replayed dead letter is sent with: its record's own headers (no ``dlq.*``, and
+    no ``replay.*`` of an earlier replay: a replay of a replay carried both, and readers take
+    the last) and this replay's."""
+    headers: list[tuple[str, str | bytes | None]] = [
+        (name, value)
+        for name, value in source_headers(letter.headers.items())
+        if not name.startswith("replay.")
+    ]
+    where = "{}/{}@{}".format(
+        letter.headers.get("dlq.topic", ""),
+        letter.headers.get("dlq.partition", ""),
+        letter.headers.get("dlq.offset", ""),
+    )
+    return [
+        *headers,
+        ("replay.id", replay_id.encode()),
+        ("replay.of", marker_key(letter).encode()),
+        ("replay.source", where.encode()),
+    ]
+
+
 class ReplayWriter:
     """Re-publish dead letters and write their markers, a transaction per batch."""
 
@@ -295,21 +317,7 @@ class ReplayWriter:
                     destination = target or letter.error.topic
                     if not destination:
                         raise ValueError(f"dead letter {marker_key(letter)} names no topic")
-                    headers: list[tuple[str, str | bytes | None]] = [
-                        *source_headers(letter.headers.items())
-                    ]
-                    headers += [
-                        ("replay.id", replay_id.encode()),
-                        ("replay.of", marker_key(letter).encode()),
-                        (
-                            "replay.source",
-                            "{}/{}@{}".format(
-                                letter.headers.get("dlq.topic", ""),
-                                letter.headers.get("dlq.partition", ""),
-                                letter.headers.get("dlq.offset", ""),
-                            ).encode(),
-                        ),
-                    ]
+                    headers = replay_headers(letter, replay_id)
                     self.producer.produce(destination, letter.value, letter.key, headers=headers)
                 marker = {
                     "status": status,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.serde import Decoder, Encoder, UnknownSchemaError, WireFormatError
-from sealstream.deadletters import DeadLetterHeaders
+from sealstream.deadletters import DeadLetterHeaders, is_dead_letter_header
 from sealstream.integrity import ChainHead, canonical_json, payload_hash, sign
 from sealstream.keys import HmacKeyring
 from streams.enrich import EnrichInput, Pipeline
@@ -195,5 +195,12 @@ def dead_letter_headers(
     return [
         *error_headers,
         ("correlation_id", correlation),
-        *[(k, v) for k, v in source.headers.items() if k not in ("correlation_id",)],
+        # the record's own, but never a dlq.* one: readers take the last of a name, so one
+        # written to events.raw would stand for the worker's (a forged dlq.offset moved the
+        # partition's resume point, and its events were skipped as replayed)
+        *[
+            (k, v)
+            for k, v in source.headers.items()
+            if k != "correlation_id" and not is_dead_letter_header(k)
+        ],
     ]
