@@ -52,8 +52,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
-# version 00's layout; a later version's first four fields are read the same way
-_IDS = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+# version 00's layout; a later version's first four fields are read the same way, and it may
+# go on after them (version 00 may not; version ff is invalid), as OpenTelemetry reads it
+_IDS = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$", re.S)
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
 _PROPAGATOR = TraceContextTextMapPropagator()
 # OpenTelemetry warns of each malformed tracestate member it drops, quoting it (up to 8 KiB of
@@ -85,8 +86,34 @@ _GETTER = _HeaderGetter()
 
 
 def parent_of(carrier: Mapping[str, Any]) -> Context:
-    """The trace context ``carrier`` brings (an empty context if none, or none valid)."""
+    """The trace context ``carrier`` brings (an empty context if none, or none valid), its
+    ``tracestate`` cut to what is carried on (:func:`carried_state`)."""
+    state = carrier.get(TRACESTATE)
+    if state is not None:
+        if isinstance(state, bytes):
+            state = state.decode("ascii", "replace")
+        carrier = {**carrier, TRACESTATE: carried_state(str(state))}
     return _PROPAGATOR.extract(carrier, getter=_GETTER)
+
+
+MAX_STATE = 512  # characters of tracestate carried on: what W3C asks every vendor to keep
+MAX_MEMBER = 128  # longer members go first when a tracestate is cut (W3C trace context, 3.3.1.5)
+
+
+def carried_state(state: str) -> str:
+    """``state`` as it is carried on every event of the request: whole members, those over
+    MAX_MEMBER characters dropped, then members from the end until MAX_STATE holds. OpenTelemetry
+    takes up to 8,192 characters, and the gateway copies the request's context onto each of its
+    events: a 500-event batch wrote 4 MB of it to events.raw and again to events.signed."""
+    if len(state) <= MAX_STATE:
+        return state
+    members = [m.strip() for m in state.split(",") if 0 < len(m.strip()) <= MAX_MEMBER]
+    kept: list[str] = []
+    for member in members:
+        if len(",".join([*kept, member])) > MAX_STATE:
+            break
+        kept.append(member)
+    return ",".join(kept)
 
 
 def headers_of(span: Span) -> Headers:
@@ -102,9 +129,12 @@ def ids_of(traceparent: bytes | str | None) -> tuple[str, str]:
     if isinstance(traceparent, str):
         traceparent = traceparent.encode("ascii", "replace")
     found = _IDS.match(traceparent or b"")
-    if found is None or found.group(1) == _ZERO_TRACE or found.group(2) == _ZERO_SPAN:
+    if found is None or found.group(2) == _ZERO_TRACE or found.group(3) == _ZERO_SPAN:
         return "", ""
-    return found.group(1).decode(), found.group(2).decode()
+    version, rest = found.group(1), found.group(4)
+    if version == b"ff" or (version == b"00" and rest):
+        return "", ""
+    return found.group(2).decode(), found.group(3).decode()
 
 
 def export_configured(env: Mapping[str, str] = os.environ) -> bool:
