@@ -13,6 +13,7 @@ Answers to ``POST /v1/events``:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -30,6 +31,8 @@ from producers.results import Accepted, Published, Rejected
 from producers.service import RequestContext
 from sealstream.auth import AuthenticationError
 from sealstream.logs import bound
+
+log = logging.getLogger("sealstream.gateway")
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
@@ -63,8 +66,23 @@ class LogContext:
             await self.app(scope, receive, send)
             return
         ctx = context(HTTPConnection(scope))
+        started = False
+
+        async def sending(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         with bound(request_id=ctx.request_id, correlation_id=ctx.correlation_id):
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, sending)
+            except Exception:  # a bug: logged with the request's ids, answered with them
+                log.exception("unexpected failure on %s %s", scope["method"], scope["path"])
+                if started:
+                    raise
+                body = {"code": "internal_error", "message": "the gateway failed; retry"}
+                answer = json_response(500, {**_meta(ctx), "error": body}, _ids(ctx))
+                await answer(scope, receive, send)
 
 
 def _new_context(conn: HTTPConnection) -> RequestContext:
@@ -87,7 +105,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     applying to the inflated bytes too (producers/encoding.py)."""
     coding = coding_of(request.headers.get("content-encoding"))
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    if length and length.isascii() and length.isdigit() and int(length) > limit:  # not "²"
         raise RequestTooLarge(
             f"request body is {length} bytes; the limit is {limit}", code="body_too_large"
         )

@@ -11,6 +11,7 @@ receipt's tree or a shared record would tell one tenant of another's traffic.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -33,7 +34,9 @@ class TurnBatch(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Result]] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._run)
+            # in a context of its own: the turn's work is every tenant's, and would log in
+            # the context (request id, tenant) of the request that scheduled it
+            loop.call_soon(self._run, context=contextvars.Context())
         self._pending.setdefault(tenant, []).append((items, future))
         return await future
 

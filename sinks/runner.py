@@ -25,6 +25,7 @@ the offsets move past them.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import random
@@ -453,7 +454,12 @@ class SinkRunner:
         """Keep the group membership (and rebalance callbacks) alive while paused."""
         deadline = time.monotonic() + seconds
         while not self.stop_event.is_set() and time.monotonic() < deadline:
-            self._take(self.consumer.consume(num_messages=100, timeout=min(0.5, seconds)))
+            # outside the stalled batch's log context: rebalances and consumer errors logged
+            # meanwhile are of other partitions
+            contextvars.Context().run(self._poll_paused, min(0.5, seconds))
+
+    def _poll_paused(self, timeout: float) -> None:
+        self._take(self.consumer.consume(num_messages=100, timeout=timeout))
 
     def _dead_letter(self, rejected: list[Rejected]) -> None:
         if not rejected:

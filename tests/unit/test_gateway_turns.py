@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from producers.turns import TurnBatch
+from sealstream import logs
 
 
 def test_a_turn_works_each_tenants_requests_together_and_apart() -> None:
@@ -73,3 +74,24 @@ def test_work_interrupted_by_a_base_exception_leaves_no_request_waiting() -> Non
     stopped, cancelled, fine = asyncio.run(main())
     assert isinstance(stopped, RuntimeError) and isinstance(cancelled, RuntimeError)
     assert fine == ["fine"]
+
+
+def test_a_turns_work_runs_in_no_requests_log_context() -> None:
+    """The work of a turn is every tenant's: in the context of the request that scheduled it,
+    globex's failure to persist a receipt was logged as acme's request."""
+    seen: list[dict[str, object]] = []
+
+    def work(items: list[str]) -> list[str]:
+        seen.append(dict(logs._CONTEXT.get()))
+        return items
+
+    async def request(tenant: str) -> list[str]:
+        with logs.bound(request_id=f"r-{tenant}", tenant=tenant):
+            return await turns.submit(tenant, [tenant])
+
+    async def main() -> list[list[str]]:
+        return list(await asyncio.gather(request("acme"), request("globex")))
+
+    turns: TurnBatch[str, str] = TurnBatch(work)
+    assert asyncio.run(main()) == [["acme"], ["globex"]]
+    assert seen == [{}, {}]  # one call per tenant, neither in acme's context

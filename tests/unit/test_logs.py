@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -275,6 +276,42 @@ def test_concurrent_gateway_requests_log_their_own_ids_only() -> None:
     log.info("after")
     assert not {"tenant", "request_id", "correlation_id"} & lines(out)[-1].keys()
     assert lines(out)[-1]["message"] == "after"
+
+
+def test_a_gateway_bug_is_logged_and_answered_with_the_requests_ids() -> None:
+    """Starlette answers an unhandled exception outside the gateway's middleware: its 500 was
+    plain text without X-Request-ID, and uvicorn's traceback line carried no request id."""
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+
+    async def endpoint(request: Request) -> JSONResponse:
+        bind(tenant="acme")
+        raise RuntimeError("a bug")
+
+    # as producers/app.py adds it: inside Starlette's ServerErrorMiddleware, which answers last
+    app = Starlette(
+        routes=[Route("/", endpoint, methods=["POST"])], middleware=[Middleware(http.LogContext)]
+    )
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.post("/", headers={"x-correlation-id": "c-1"})
+
+    answer = asyncio.run(call())
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error"
+    request_id = answer.headers["x-request-id"]
+    assert answer.json()["request_id"] == request_id
+    (line,) = [line for line in lines(out) if line["logger"] == "sealstream.gateway"]
+    assert (
+        line["message"] == "unexpected failure on POST /"
+        and "RuntimeError: a bug" in line["exception"]
+    )
+    assert (line["request_id"], line["correlation_id"], line["tenant"]) == (
+        request_id,
+        "c-1",
+        "acme",
+    )
 
 
 def test_the_faust_worker_logs_through_the_same_handler_once(tmp_path: Path) -> None:
