@@ -231,15 +231,20 @@ def verify_receipt(receipt: dict[str, Any], jwks: dict[str, Any]) -> bool:
         return False
 
 
-def receipts_in(document: Any) -> list[dict[str, Any]]:
+def receipts_in(document: Any, depth: int = 0) -> list[dict[str, Any]]:
     """The receipts in what a publisher kept: one receipt, a list of them, a gateway response
     (``{"accepted": [{"receipt": ...}]}``, single or batch), or a list of such documents."""
+    if depth > 4:  # a list of responses of lists of receipts is as deep as they come
+        raise ValueError("the receipts are nested deeper than a list of gateway responses")
     if isinstance(document, list):
-        return [r for item in document for r in receipts_in(item)]
+        return [r for item in document for r in receipts_in(item, depth + 1)]
     if not isinstance(document, dict):
         raise ValueError(f"expected a receipt or a gateway response, got {type(document).__name__}")
     if "accepted" in document:
-        return [r for item in document["accepted"] or [] for r in receipts_in(item)]
+        accepted = document["accepted"] or []
+        if not isinstance(accepted, list):
+            raise ValueError("a gateway response's accepted is a list of receipts")
+        return [r for item in accepted for r in receipts_in(item, depth + 1)]
     if "receipt" in document and isinstance(document["receipt"], dict):
         return [document["receipt"]]
     if "event_id" in document:

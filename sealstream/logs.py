@@ -36,7 +36,9 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMAT_VAR = "SEALSTREAM_LOG_FORMAT"
 LEVEL_VAR = "SEALSTREAM_LOG_LEVEL"
 
-__all__ = ["LogSettingError", "bind", "bound", "configure_logging", "formatter", "handler"]
+__all__ = [
+    "LogSettingError", "bind", "bound", "configure_logging", "formatter", "handler", "printable",
+]  # fmt: skip
 
 # The context lines get: one immutable dict in one variable, so that a block of work binds
 # and restores it with one ``set`` and one ``reset`` (a few hundred nanoseconds) where
@@ -102,20 +104,30 @@ def _add(**fields: str) -> Any:
     return add
 
 
-# What a console line must not carry as is: C0 and C1 controls and DEL (an escape sequence in
-# a tenant, an event type or a header value could recolour, move or hide text on the
-# operator's terminal; a newline could forge a line) and the bidirectional overrides that
-# reorder what is shown. JSON lines escape them already.
-_UNPRINTABLE = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
-    code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
+# What a line for people must not carry as is: C0 and C1 controls and DEL (an escape sequence
+# in a tenant's field could recolour, move or hide text on the operator's terminal, or make a
+# link; a newline could forge a line), the bidirectional controls that reorder what is shown
+# and the invisible separators. JSON lines escape them already.
+_UNPRINTABLE = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+} | {
+    code: f"\\u{code:04x}"
+    for code in (
+        0x061C, *range(0x200B, 0x2010), *range(0x2028, 0x202F), *range(0x2066, 0x206A), 0xFEFF
+    )
+}  # fmt: skip
+
+
+def printable(text: str) -> str:
+    """``text`` with every character of _UNPRINTABLE written as its escape (``\\x1b``)."""
+    return text.translate(_UNPRINTABLE)
 
 
 def _printable(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
     """Every string field of a console line with its controls written as escapes."""
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = value.translate(_UNPRINTABLE)
+            event[key] = printable(value)
     return event
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from ops.cli.common import safe
 from ops.cli.dlq import app as dlq_app
 from ops.cli.gateway import serve as serve_gateway
 from ops.cli.gateway import tokens_app
@@ -33,7 +34,7 @@ from sealstream.keys import KeyError_
 def report(error: OperatorError) -> int:
     """Print ``error``'s message (if it has one) where its command prints errors; its code."""
     if error.message:
-        Console(stderr=not error.stdout).print(f"[red]{error.message}[/]")
+        Console(stderr=not error.stdout).print(safe(error.message, "red"))
     return error.exit_code
 
 

@@ -9,12 +9,24 @@ from collections.abc import Callable, Iterator
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.text import Text
 
 from ops.errors import UsageError
 from ops.feedback import Advance, Tracker
 from ops.settings import Settings
+from sealstream.logs import printable
 
 err = Console(stderr=True)
+
+
+def safe(value: object, style: str = "") -> Text:
+    """``value`` as text for a terminal, never markup: publishers' and analysts' fields (a
+    payload, a dead letter's message, an engine error quoting a stored value) reach tables and
+    messages. Markup in them styled the output or made links, an unbalanced ``[/]`` crashed
+    the command (its exit code lost), and control characters and bidirectional overrides are
+    shown as escapes (sealstream/logs.py ``printable``) rather than acting on the terminal."""
+    return Text(printable("-" if value is None else str(value)), style=style)
+
 
 # a service command's log level; the format is SEALSTREAM_LOG_FORMAT's (sealstream/logs.py)
 LOGLEVEL = typer.Option(
@@ -75,4 +87,4 @@ class ConsoleFeedback:
             yield _Bars(progress)
 
     def warn(self, message: str) -> None:
-        err.print(f"[yellow]{message}[/]")
+        err.print(safe(message, "yellow"))

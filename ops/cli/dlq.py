@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ops import dlq
-from ops.cli.common import ConsoleFeedback, settings_of
+from ops.cli.common import ConsoleFeedback, safe, settings_of
 from ops.dlq import ReplayOptions, Selection
 from ops.errors import Refused
 
@@ -96,7 +96,7 @@ def list_letters(
     for row in rows:
         table.add_row(
             f"{row['partition']}:{row['offset']}",
-            *(row[name] for name in LIST_COLUMNS[1:]),
+            *(safe(row[name]) for name in LIST_COLUMNS[1:]),
         )
     console.print(table)
 
@@ -161,7 +161,7 @@ def replay(
         table.add_column(name)
     for p in done.predictions[:SHOWN_PREDICTIONS]:
         table.add_row(
-            f"{p.letter.partition}:{p.letter.offset}", p.outcome, p.reason, p.event_id or "-"
+            f"{p.letter.partition}:{p.letter.offset}", p.outcome, safe(p.reason), safe(p.event_id)
         )
     console.print(table)
     console.print(done.summary)

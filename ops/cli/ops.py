@@ -13,9 +13,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ops.backfill import replay_cold as run_replay_cold
-from ops.cli.common import ConsoleFeedback, counted_bars, settings_of
+from ops.cli.common import ConsoleFeedback, counted_bars, safe, settings_of
 from ops.errors import ProblemsFound
 from ops.trail import lookup
 from ops.verify import verify as run_verify
@@ -52,35 +53,29 @@ def verify(
 
 
 def _print_findings(findings: list[Any]) -> None:
-    from rich.markup import escape
-
     table = Table(title="problems")
     for name in ("store", "kind", "chain", "seq", "event_id", "where", "detail"):
         table.add_column(name)
     for f in findings[:SHOWN_FINDINGS]:  # stored values: never markup
         cells = (f.store, f.kind, f.chain_id, f.seq, f.event_id, f.location, f.detail)
-        table.add_row(*(escape("-" if c is None else str(c)) for c in cells))
+        table.add_row(*(safe(c) for c in cells))
     console.print(table)
     if len(findings) > SHOWN_FINDINGS:
         console.print(f"... and {len(findings) - SHOWN_FINDINGS} more (--json for all)")
 
 
 def _print_report(report: Any) -> None:
-    from rich.markup import escape
-
     if report.findings:
         _print_findings(report.findings)
     for drift in report.drift:
-        console.print(f"[yellow]drift[/] {escape(str(drift))}")
+        console.print(Text.assemble(("drift", "yellow"), " ", safe(drift)))
     for name, chain in sorted(report.chains.items()):
         if chain.get("after_checkpoint"):  # unfiltered runs: what no checkpoint vouches for
             since = chain["unanchored_since"] or "an unknown time"
             after = chain["checkpoint_seq"]
             anchor = f"after checkpoint {after}" if after is not None else "no checkpoint yet"
-            console.print(
-                f"[yellow]{escape(name)}[/]: tail unanchored since {since} "
-                f"({chain['after_checkpoint']} entries {anchor})"
-            )
+            what = f": tail unanchored since {since} ({chain['after_checkpoint']} entries {anchor})"
+            console.print(Text.assemble(safe(name, "yellow"), safe(what)))
     if report.in_flight:
         console.print(f"{report.in_flight} entries in flight (not yet in both stores) not compared")
     verdict = "[green]clean[/]" if report.ok else "[red]PROBLEMS[/]"
@@ -116,10 +111,10 @@ def replay_cold(
             table.add_column(name)
         for row in result["reconciliation"]:
             cells = (row["cold"], row["inserted"], row["present"])
-            table.add_row(row["tenant"], row["day"], *(str(c) for c in cells))
+            table.add_row(safe(row["tenant"]), safe(row["day"]), *(str(c) for c in cells))
         console.print(table)
         for bad in report.bad_files + report.bad_records:
-            console.print(f"[red]rejected[/] {bad}")
+            console.print(Text.assemble(("rejected", "red"), " ", safe(bad)))
         console.print(
             f"{report.files} files: {report.inserted} rows inserted, {report.present} already "
             f"present, {report.cold_only} cold-only skipped"

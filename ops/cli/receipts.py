@@ -10,7 +10,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from ops.cli.common import safe
 from ops.errors import ProblemsFound, Unavailable, UsageError
 
 app = typer.Typer(help="Receipts the gateway signed: verify them offline.", no_args_is_help=True)
@@ -26,6 +28,8 @@ def _read_json_documents(source: str) -> list[Any]:
         return [json.loads(text)]
     except json.JSONDecodeError:
         pass
+    except RecursionError as exc:  # nested past what the parser follows
+        raise UsageError(f"{source}: JSON nested too deeply for receipts") from exc
     documents = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -34,6 +38,8 @@ def _read_json_documents(source: str) -> list[Any]:
             documents.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise UsageError(f"{source}:{number}: not JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise UsageError(f"{source}:{number}: JSON nested too deeply for receipts") from exc
     return documents
 
 
@@ -101,7 +107,8 @@ def verify(
     else:
         console = Console()
         for result in bad:
-            console.print(f"[red]INVALID[/] {result['event_id']} (format {result['format']})")
+            where = safe(f"{result['event_id']} (format {result['format']})")
+            console.print(Text.assemble(("INVALID", "red"), " ", where))
         console.print(f"{len(results) - len(bad)} of {len(results)} receipts valid")
     if bad:
         raise ProblemsFound(f"{len(bad)} receipt(s) do not verify", stdout=True)

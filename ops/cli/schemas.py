@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.cli.common import settings_of
+from ops.cli.common import safe, settings_of
 from ops.errors import ProblemsFound, Unavailable, UsageError
 from schemas.catalog import AVRO_DIR, Catalog
 from sealstream.settings import RegistrySettings
@@ -102,11 +102,11 @@ def _emit(rows: list[Row], as_json: bool, title: str) -> None:
     for row in rows:
         style = colour.get(row.status, "")
         table.add_row(
-            row.subject,
-            f"[{style}]{row.status}[/]" if style else row.status,
+            safe(row.subject),
+            safe(row.status, style),
             "" if row.version is None else str(row.version),
             "" if row.id is None else str(row.id),
-            row.detail,
+            safe(row.detail),
         )
     console.print(table)
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.cli.common import LOGLEVEL, configure, err, settings_of
+from ops.cli.common import LOGLEVEL, configure, err, safe, settings_of
 from ops.errors import Refused, ServiceExit, Unreachable, UsageError
 from sealstream.settings import SinkSettings
 
@@ -129,9 +129,9 @@ def _apply_access(client: Any, settings: Any) -> int:
 def _print_table(result: dict[str, Any]) -> None:
     table = Table(show_lines=False)
     for name in result["columns"]:
-        table.add_column(str(name))
+        table.add_column(safe(name))
     for row in result["rows"]:
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[safe(v) for v in row])
     console.print(table)
     err.print(f"{result['row_count']} rows in {result['elapsed_ms']:.1f} ms")
 
@@ -192,6 +192,6 @@ def retention(
     for name in ("tenant", "event_type", "days kept", "files", "records", "bytes"):
         table.add_column(name)
     for row in report.rows():
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[safe(v) for v in row])
     console.print(table)
     console.print(f"kept {report.kept_files} files")
