@@ -58,7 +58,7 @@ def stats(
         table.add_column(key)
         table.add_column("count", justify="right")
         for name, n in result[key].items():
-            table.add_row(name, str(n))
+            table.add_row(safe(name), str(n))
         console.print(table)
 
 

@@ -131,7 +131,7 @@ def _print_table(result: dict[str, Any]) -> None:
     for name in result["columns"]:
         table.add_column(safe(name))
     for row in result["rows"]:
-        table.add_row(*[safe(v) for v in row])
+        table.add_row(*[safe("NULL" if v is None else v) for v in row])
     console.print(table)
     err.print(f"{result['row_count']} rows in {result['elapsed_ms']:.1f} ms")
 

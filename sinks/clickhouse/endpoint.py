@@ -434,6 +434,8 @@ class QueryService:
             QUERIES.labels(principal.tenant, "failed").inc()
             code = "query_limit_exceeded" if int(found.group(1)) in LIMIT_CODES else "query_failed"
             raise EndpointError(400, code, message, "sql") from exc
+        except EndpointError:  # ours, before the engine had the query (no handle free)
+            raise
         except Exception as exc:  # the engine (or its client) broke under the query
             raise await self._unanswered(principal, request, asked, repr(exc)) from exc
         finally:

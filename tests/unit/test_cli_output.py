@@ -84,3 +84,19 @@ def test_a_receipt_file_prints_as_text_and_odd_shapes_are_refused(tmp_path: Path
             cli.app, ["receipts", "verify", str(receipt), "--keys", str(keys)]
         )
         assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+
+
+def test_dead_letter_counts_by_a_headers_value_are_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = {key: {POISON: 1} for key in ("reason", "stage", "tenant", "event_type", "age")}
+    monkeypatch.setattr(dlq_cli.dlq, "stats", lambda settings, selection: {"total": 1, **counts})
+    out = terminal(monkeypatch, dlq_cli)
+    done = CliRunner().invoke(cli.app, ["dlq", "stats"])
+    assert done.exit_code == 0, done.output
+    shown_as_text(out.getvalue())
+
+
+def test_a_null_cell_reads_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = terminal(monkeypatch, sinks_cli)
+    sinks_cli._print_table({"columns": ["a", "b"], "rows": [[None, "-"]], "row_count": 1,
+                            "elapsed_ms": 1.0})  # fmt: skip
+    assert "NULL" in out.getvalue()

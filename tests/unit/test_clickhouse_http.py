@@ -518,3 +518,19 @@ async def test_clickhouse_gos_hello_is_answered_in_its_revision_which_says_0(
     assert engine.ran[1].endswith("FORMAT Native")  # no revision asked: the engine renders it
     assert later.content.startswith(b"rendered:") and engine.ran[2].endswith("FORMAT Native")
     assert [r["detail"].get("handshake") for r in audit.records] == [True, True, None]
+
+
+async def test_no_free_engine_handle_is_engine_busy_not_a_failed_query(engine: Engine) -> None:
+    """Refused before the engine had the query: nothing ran, so nothing is audited as failed."""
+    app, audit = app_for(engine)
+    pool = app.state.query_service.pool
+
+    def busy(wait_s: float) -> Any:
+        raise EndpointError(503, "engine_busy", "no engine handle is free; retry")
+
+    pool._take = busy
+    async with client_for(app) as client:
+        answer = await client.post("/", content="SELECT count() FROM events", headers=ACME)
+    assert answer.status_code == 503 and "[engine_busy]" in answer.text, answer.text
+    assert "QUERY_FAILED" not in [r["reason"] for r in audit.records]
+    assert engine.ran == []

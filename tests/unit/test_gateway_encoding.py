@@ -166,3 +166,9 @@ def test_lz4_frames_past_max_members_are_corrupt_too() -> None:
     inflater = Inflater("lz4", LIMIT)
     with pytest.raises(Corrupt, match=f"more than {MAX_MEMBERS} lz4 frames"):
         inflater.feed(frame * (MAX_MEMBERS + 1))
+
+
+def test_an_empty_body_is_empty_in_zstd_and_cut_off_in_gzip() -> None:
+    assert Inflater("zstd", LIMIT).finish() == b""  # as before the frame count
+    with pytest.raises(Corrupt):
+        Inflater("gzip", LIMIT).finish()
