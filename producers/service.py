@@ -26,14 +26,14 @@ import orjson
 
 from producers import cloudevents
 from producers.dedup import ReceiptStore
-from producers.errors import RateLimited, RecordRefused, Unavailable
+from producers.errors import GatewayError, RateLimited, RecordRefused, Unavailable
 from producers.framing import Event, Framer, FrameWindow
 from producers.ids import uuid7
 from producers.kafka import Ack, AsyncProducer, PendingBatch, Record
 from producers.limits import RecordLimits
 from producers.metrics import Metrics
 from producers.policy import Decision, PolicyStore
-from producers.ratelimit import RateLimiter
+from producers.ratelimit import RateLimiter, Verdict
 from producers.receipts import ReceiptIssuer, SigningWindow
 from producers.results import Accepted, Published, Rejected
 from producers.schemabook import EventTypeInfo, SchemaBook
@@ -122,6 +122,19 @@ class IngestService:
             return str(tenant)
         return "unknown"
 
+    def _charge(self, principal: Principal, cost: int) -> Verdict:
+        """Take ``cost`` from the caller's rate limits; RateLimited when they are spent."""
+        verdict = self.limiter.take(principal.tenant, principal.subject, cost=cost)
+        if not verdict.allowed:
+            self.metrics.rejected.labels(principal.tenant, "", "rate_limited").inc(cost)
+            raise RateLimited(
+                f"rate limit for this {verdict.scope} exceeded; retry after "
+                f"{verdict.retry_after_s:.2f} s",
+                verdict.retry_after_s,
+                verdict=verdict,
+            )
+        return verdict
+
     def _type_label(self, event_type: Any) -> str:
         return str(event_type) if self.book.get(str(event_type)) is not None else "unknown"
 
@@ -137,22 +150,18 @@ class IngestService:
         """Each event of the request accepted (Kafka has it) or rejected; raises the request's
         own errors (malformed body, too large, rate limited). ``cloud``: the request is
         CloudEvents (its mode and headers, producers/cloudevents.py)."""
-        body = parse_body(raw, self.settings.max_body_bytes, self.settings.max_json_depth)
-        if cloud is None:
-            events, is_batch = split_events(body, self.settings.max_events_per_batch)
-        else:
-            events, is_batch = cloudevents.events_of(
-                cloud[0], body, cloud[1], principal.tenant, self.settings.max_events_per_batch
-            )
-        verdict = self.limiter.take(principal.tenant, principal.subject, cost=len(events))
-        if not verdict.allowed:
-            self.metrics.rejected.labels(principal.tenant, "", "rate_limited").inc(len(events))
-            raise RateLimited(
-                f"rate limit for this {verdict.scope} exceeded; retry after "
-                f"{verdict.retry_after_s:.2f} s",
-                verdict.retry_after_s,
-                verdict=verdict,
-            )
+        try:
+            body = parse_body(raw, self.settings.max_body_bytes, self.settings.max_json_depth)
+            if cloud is None:
+                events, is_batch = split_events(body, self.settings.max_events_per_batch)
+            else:
+                events, is_batch = cloudevents.events_of(
+                    cloud[0], body, cloud[1], principal.tenant, self.settings.max_events_per_batch
+                )
+        except GatewayError:  # a body refused whole costs as one event: refusals are no free
+            self._charge(principal, 1)  # work (a flood of them is 429 like any other)
+            raise
+        verdict = self._charge(principal, len(events))
 
         rejected: list[Rejected] = []
         pending: list[_Pending] = []
