@@ -393,8 +393,8 @@ class SinkRunner:
             trace = trace_headers(message)
             if trace:  # only what a stage traced: audit decisions and checkpoints are not
                 hops.hop(trace)
-        where = {"topic": batch.topic, "partition": batch.partition}
-        with bound(**where, offsets=f"{batch.first}..{batch.last}"), hops:
+        offsets = f"{batch.first}..{batch.last}"
+        with bound(topic=batch.topic, partition=batch.partition, offsets=offsets), hops:
             return self._write_batch(batch)
 
     def _write_batch(self, batch: Batch) -> bool:
